@@ -1,0 +1,54 @@
+# Thin wrapper: the real build is meson + ninja (meson.build).
+#   make run    install what is missing, build, run a demo daemon in the foreground
+#   make test   install what is missing, build with ASan+UBSan, run every test
+#   make fuzz   run each libFuzzer target for longer (FUZZ_SECONDS, default 300)
+#   make bench  benchmarks (bench/)
+
+BUILD      ?= build
+TEST_BUILD ?= build-test
+FUZZ_BUILD ?= build-fuzz
+FUZZ_SECONDS ?= 300
+
+BUILD_PKGS = meson ninja-build pkg-config gcc libc6-dev libssl-dev libevent-dev openssl
+TEST_PKGS  = $(BUILD_PKGS) libcmocka-dev clang libclang-rt-14-dev python3 python3-pytest swaks libnet-ssleay-perl
+
+.PHONY: all build run test fuzz bench deps test-deps clean
+
+all: build
+
+deps:
+	@scripts/deps.sh $(BUILD_PKGS)
+
+test-deps:
+	@scripts/deps.sh $(TEST_PKGS)
+
+$(BUILD)/build.ninja:
+	meson setup $(BUILD) --buildtype=release -Dtests=false
+
+build: deps $(BUILD)/build.ninja
+	ninja -C $(BUILD)
+
+run: build
+	@scripts/demo.sh $(BUILD)/sluice
+
+$(TEST_BUILD)/build.ninja:
+	meson setup $(TEST_BUILD) --buildtype=debug -Db_sanitize=address,undefined -Db_lundef=false
+
+$(FUZZ_BUILD)/build.ninja:
+	CC=clang meson setup $(FUZZ_BUILD) --buildtype=debug -Dfuzz=true -Dtests=false \
+		-Db_sanitize=address,undefined -Db_lundef=false
+
+test: test-deps $(TEST_BUILD)/build.ninja $(FUZZ_BUILD)/build.ninja
+	ninja -C $(TEST_BUILD)
+	ninja -C $(FUZZ_BUILD)
+	@scripts/run-tests.sh $(TEST_BUILD) $(FUZZ_BUILD)
+
+fuzz: test-deps $(FUZZ_BUILD)/build.ninja
+	ninja -C $(FUZZ_BUILD)
+	@scripts/fuzz.sh $(FUZZ_BUILD) $(FUZZ_SECONDS)
+
+bench: build
+	@echo "make bench: not available yet (see docs/performance.md)"; exit 1
+
+clean:
+	rm -rf $(BUILD) $(TEST_BUILD) $(FUZZ_BUILD) run

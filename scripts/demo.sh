@@ -1,0 +1,56 @@
+#!/bin/sh
+# `make run`: writes a demo configuration under ./run (self-signed
+# certificate, unprivileged ports) and runs the daemon in the foreground.
+set -e
+bin=$1
+top=$(cd "$(dirname "$0")/.." && pwd)
+dir="$top/run"
+mkdir -p "$dir"
+if [ ! -f "$dir/key.pem" ]; then
+	openssl req -x509 -newkey rsa:2048 -nodes -keyout "$dir/key.pem" -out "$dir/cert.pem" \
+		-days 365 -subj "/CN=localhost" >/dev/null 2>&1
+	chmod 600 "$dir/key.pem"
+fi
+user=nobody
+[ "$(id -u)" = 0 ] || user=$(id -un)
+cat > "$dir/sluice.conf" <<CONF
+# Demo configuration written by \`make run\`; see docs/configuration.md.
+primary_hostname = localhost
+daemon_smtp_ports = 2525 : 2587 : 2465
+local_interfaces = <; 127.0.0.1 ; ::1
+tls_certificate = $dir/cert.pem
+tls_privatekey = $dir/key.pem
+spool_directory = $dir/spool
+local_domains = localhost : example.test
+user = $user
+pid_file = $dir/sluice.pid
+log_file =
+
+listener 2525 {
+    role = mx
+}
+listener 2587 {
+    role = submission
+    tls = starttls
+}
+listener 2465 {
+    role = submission
+    tls = on_connect
+}
+CONF
+cat <<MSG
+sluice demo: configuration in $dir/sluice.conf, messages queued in $dir/spool/queue
+
+  port 2525  mx          (STARTTLS offered)
+  port 2587  submission  (STARTTLS required)
+  port 2465  submission  (TLS on connect)
+
+Send a test message from another terminal:
+  swaks --server 127.0.0.1:2525 --from you@example.org --to postmaster@example.test
+or
+  python3 -c "import smtplib; s=smtplib.SMTP('127.0.0.1',2525); s.starttls(); s.sendmail('you@example.org',['postmaster@example.test'],'Subject: hi\r\n\r\nhello\r\n'); s.quit()"
+Then list the queue with: $bin -C $dir/sluice.conf -bp
+Stop with Ctrl-C.
+
+MSG
+exec "$bin" -C "$dir/sluice.conf" -bdf

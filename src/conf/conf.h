@@ -1,0 +1,108 @@
+/*
+ * conf — the configuration: lexer, parser, validation, -bP printing and
+ * the generated reference.  One table of options (conf/options.c: name,
+ * type, default, limits, help) drives all of them.  A loaded struct conf
+ * is immutable; a reload builds a new one.
+ *
+ * File syntax (Exim style):
+ *   # comment                    (whole lines only)
+ *   name = value                 value runs to end of line, trimmed
+ *   name = first part \          a trailing backslash continues the line
+ *          second part
+ *   listener PORT {              per-port settings (see docs/configuration.md)
+ *       role = mx | submission
+ *       tls = starttls | on_connect | none
+ *       tls_min_version = TLSv1 | TLSv1.1 | TLSv1.2 | TLSv1.3
+ *       tls_ciphers = OpenSSL cipher list (TLS <= 1.2)
+ *       tls_ciphersuites = OpenSSL TLS 1.3 ciphersuites
+ *   }
+ * Lists are Exim lists (util.h list_foreach).  Sizes take K/M/G suffixes,
+ * times s/m/h/d suffixes.
+ */
+#ifndef SLUICE_CONF_H
+#define SLUICE_CONF_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "../util/util.h"
+
+#define CONF_DEFAULT_PATH "/etc/sluice/sluice.conf"
+
+enum conf_role { CONF_ROLE_MX = 0, CONF_ROLE_SUBMISSION = 1 };
+enum conf_tls_mode { CONF_TLS_STARTTLS = 0, CONF_TLS_ON_CONNECT, CONF_TLS_NONE };
+
+/* Effective settings of one listening port (after defaults are applied). */
+struct conf_listener {
+	uint16_t port;
+	enum conf_role role;
+	enum conf_tls_mode tls;
+	int tls_min_version;        /* OpenSSL constant value, e.g. 0x0303 = TLS 1.2 */
+	char *tls_ciphers;          /* TLS <= 1.2 cipher list */
+	char *tls_ciphersuites;     /* TLS 1.3 suites */
+	bool tls_required;          /* derived: submission => true */
+	bool auth_required;         /* derived: submission => true */
+	int line;                   /* line of its listener block, 0 if default */
+};
+
+struct conf {
+	char *path;                  /* file it was read from */
+	char *primary_hostname;      /* default: the host's name */
+	uint16_t *ports;             /* daemon_smtp_ports, in order given */
+	size_t n_ports;
+	char **local_interfaces;     /* addresses; default: all (0.0.0.0 and ::) */
+	size_t n_local_interfaces;
+	uint16_t *tls_on_connect_ports;
+	size_t n_tls_on_connect_ports;
+	char *tls_certificate;       /* PEM file or NULL */
+	char *tls_privatekey;        /* PEM file or NULL (then the certificate file) */
+	char *spool_directory;
+	char **local_domains;        /* lowercased, trailing dot removed; "@" = primary_hostname */
+	size_t n_local_domains;
+	uint64_t message_size_limit;
+	unsigned recipients_max;
+	unsigned smtp_accept_max;
+	unsigned smtp_receive_timeout; /* seconds */
+	unsigned smtp_max_errors;
+	unsigned smtp_line_max;
+	unsigned message_line_max;
+	uint64_t message_header_max;
+	unsigned smtp_workers;       /* 0 = one per core */
+	unsigned shutdown_timeout;   /* seconds sessions get to finish on stop/reload */
+	char *user;                  /* unprivileged user for workers */
+	char *pid_file;
+	char *log_file;              /* "" or unset = stderr; "syslog" = syslog */
+	struct conf_listener *listeners; /* one per entry of ports, same order */
+	size_t n_listeners;
+	char **warnings;             /* to be logged at start ("file:line: text") */
+	size_t n_warnings;
+};
+
+/*
+ * Reads and validates a file.  On error returns -1 and e holds
+ * "file:line: what is wrong" (line omitted when not tied to one).
+ * ports_override: -oX value replacing daemon_smtp_ports (NULL = none);
+ * tls_on_connect_all: -tls-on-connect.
+ */
+int conf_load(const char *path, const char *ports_override, bool tls_on_connect_all,
+	      struct conf **out, struct err *e);
+/* Same from a string (tests, fuzzing); name is used in messages. */
+int conf_load_string(const char *name, const char *text, const char *ports_override,
+		     bool tls_on_connect_all, struct conf **out, struct err *e);
+void conf_free(struct conf *c);
+
+/* Port number for a number or service name (smtp, submission, submissions,
+ * smtps, ssmtp); -1 if invalid. */
+int conf_parse_port(const char *s);
+
+/* -bP: prints "name = value" for every option, or only the named one;
+ * -1 if no such option. */
+int conf_print(FILE *f, const struct conf *c, const char *name);
+/* Markdown reference of every option, from the table (docs/configuration.md). */
+void conf_print_reference(FILE *f);
+
+const struct conf_listener *conf_listener_for_port(const struct conf *c, uint16_t port);
+
+#endif

@@ -1,0 +1,209 @@
+/*
+ * The option table: one entry per configuration option.  The parser,
+ * -bP and docs/configuration.md are all generated from it, so a new
+ * option needs exactly one new entry here (and its struct conf field).
+ */
+#include <string.h>
+
+#include "conf_int.h"
+
+#define K 1024ull
+#define M (1024ull * 1024ull)
+#define G (1024ull * 1024ull * 1024ull)
+#define OFF(f) offsetof(struct conf, f)
+
+const struct conf_option conf_options[] = {
+	{
+		.name = "primary_hostname", .type = CONF_T_HOSTNAME,
+		.def_doc = "the host's name (gethostname), fully qualified through the resolver when it has no dot",
+		.off = OFF(primary_hostname),
+		.help = "The name this server uses for itself: in the SMTP greeting, the EHLO reply, "
+			"`Received:` header fields and generated message IDs.  It should be a fully "
+			"qualified domain name whose address records point at this host.",
+	},
+	{
+		.name = "daemon_smtp_ports", .type = CONF_T_PORTS,
+		.def = "smtp : submissions : submission",
+		.off = OFF(ports), .off_n = OFF(n_ports),
+		.help = "The TCP ports to listen on, in a list.  Each entry is a number from 1 to 65535 "
+			"or a service name: `smtp` (25), `submissions` (465, also written `smtps` or "
+			"`ssmtp`) or `submission` (587).  A port may appear only once.  Ports 25, 465 and "
+			"587 have a built-in role (see *Listener blocks*); any other port needs a "
+			"`listener` block that sets its `role`.  The `-oX` command-line option replaces "
+			"this list.",
+	},
+	{
+		.name = "local_interfaces", .type = CONF_T_ADDRS,
+		.def = "<; 0.0.0.0 ; ::",
+		.off = OFF(local_interfaces), .off_n = OFF(n_local_interfaces),
+		.help = "The IP addresses to listen on, in a list; every port of `daemon_smtp_ports` is "
+			"opened on each of them.  Each entry must be a literal IPv4 or IPv6 address "
+			"(`0.0.0.0` and `::` mean every address of that family).  Because `:` is the list "
+			"separator, the colons of an IPv6 address are doubled (`::::1` is `::1`), or the "
+			"separator is changed at the start of the list: `<; ::1 ; 192.0.2.1`.",
+	},
+	{
+		.name = "tls_on_connect_ports", .type = CONF_T_PORTS,
+		.def = "", .def_doc = "empty (only port 465 uses TLS on connect)",
+		.allow_empty = true,
+		.off = OFF(tls_on_connect_ports), .off_n = OFF(n_tls_on_connect_ports),
+		.help = "Ports, besides 465, on which the TLS handshake starts as soon as the "
+			"connection is accepted (implicit TLS, RFC 8314) instead of after `STARTTLS`.  "
+			"Listing a port here that `daemon_smtp_ports` does not list opens nothing and "
+			"is reported as a warning.  A `listener` block that says `tls = starttls` or "
+			"`tls = none` for a port listed here is an error.",
+	},
+	{
+		.name = "tls_certificate", .type = CONF_T_PATH,
+		.def = "", .def_doc = "empty (no certificate)", .allow_empty = true,
+		.off = OFF(tls_certificate),
+		.help = "The PEM file holding the server certificate, followed by any intermediate "
+			"certificates.  Unset means no TLS: `STARTTLS` is not offered on MX ports, and "
+			"the configuration is refused if any listener needs TLS (every submission "
+			"listener, and every port with TLS on connect).",
+	},
+	{
+		.name = "tls_privatekey", .type = CONF_T_PATH,
+		.def_doc = "the `tls_certificate` file", .allow_empty = true,
+		.off = OFF(tls_privatekey),
+		.help = "The PEM file holding the private key of `tls_certificate`.",
+	},
+	{
+		.name = "spool_directory", .type = CONF_T_PATH,
+		.def = "/var/spool/sluice",
+		.off = OFF(spool_directory),
+		.help = "The directory holding the message queue.  Messages are written and synced "
+			"here before they are accepted.",
+	},
+	{
+		.name = "local_domains", .type = CONF_T_DOMAINS,
+		.def = "@", .allow_empty = true,
+		.off = OFF(local_domains), .off_n = OFF(n_local_domains),
+		.help = "The domains whose mail is delivered on this host, in a list.  `@` stands "
+			"for `primary_hostname`.  Names are compared without regard to case and a "
+			"trailing dot is ignored.",
+	},
+	{
+		.name = "message_size_limit", .type = CONF_T_SIZE, .width = CONF_W_U64,
+		.def = "50M", .min = K, .max = 16 * G,
+		.off = OFF(message_size_limit),
+		.help = "The largest message accepted, in bytes, as announced by the `SIZE` "
+			"extension (RFC 1870).  Larger messages are refused with a 552 reply.",
+	},
+	{
+		.name = "recipients_max", .type = CONF_T_UINT, .width = CONF_W_UNSIGNED,
+		.def = "1000", .min = 1, .max = 1000000,
+		.off = OFF(recipients_max),
+		.help = "The most recipients accepted for one message; further `RCPT` commands get "
+			"a 452 reply (RFC 5321 section 4.5.3.1.10).  RFC 5321 section 4.5.3.1.8 requires "
+			"a server to accept at least 100, so a lower value draws a warning.",
+	},
+	{
+		.name = "smtp_accept_max", .type = CONF_T_UINT, .width = CONF_W_UNSIGNED,
+		.def = "10000", .min = 1, .max = 1000000,
+		.off = OFF(smtp_accept_max),
+		.help = "The most SMTP connections handled at once, over all listeners.  Further "
+			"connections get a 421 reply and are closed.",
+	},
+	{
+		.name = "smtp_receive_timeout", .type = CONF_T_TIME, .width = CONF_W_UNSIGNED,
+		.def = "5m", .min = 1, .max = 86400,
+		.off = OFF(smtp_receive_timeout),
+		.help = "How long the server waits for the client's next command or the next part of "
+			"the message text before closing the connection with a 421 reply.  RFC 5321 "
+			"section 4.5.3.2 recommends at least 5 minutes.",
+	},
+	{
+		.name = "smtp_max_errors", .type = CONF_T_UINT, .width = CONF_W_UNSIGNED,
+		.def = "20", .min = 1, .max = 1000000,
+		.off = OFF(smtp_max_errors),
+		.help = "How many rejected or malformed commands a client may send in one connection; "
+			"after that the connection is closed with a 421 reply.",
+	},
+	{
+		.name = "smtp_line_max", .type = CONF_T_UINT, .width = CONF_W_UNSIGNED,
+		.def = "2048", .min = 512, .max = 65536,
+		.off = OFF(smtp_line_max),
+		.help = "The longest command line accepted, in bytes including CRLF.  RFC 5321 section "
+			"4.5.3.1.4 sets 512 as the least a server must accept; longer lines are needed "
+			"for `AUTH` with large credentials and for extension parameters.",
+	},
+	{
+		.name = "message_line_max", .type = CONF_T_UINT, .width = CONF_W_UNSIGNED,
+		.def = "998", .min = 78, .max = M,
+		.off = OFF(message_line_max),
+		.help = "The longest line of message text accepted, in bytes without CRLF.  RFC 5322 "
+			"section 2.1.1 limits lines to 998 characters; a message with a longer line is "
+			"refused.",
+	},
+	{
+		.name = "message_header_max", .type = CONF_T_SIZE, .width = CONF_W_U64,
+		.def = "1M", .min = K, .max = 64 * M,
+		.off = OFF(message_header_max),
+		.help = "The largest header section of a message accepted, in bytes.",
+	},
+	{
+		.name = "smtp_workers", .type = CONF_T_UINT, .width = CONF_W_UNSIGNED,
+		.def = "0", .min = 0, .max = 256,
+		.off = OFF(smtp_workers),
+		.help = "How many SMTP worker processes to start.  0 means one per CPU core.",
+	},
+	{
+		.name = "shutdown_timeout", .type = CONF_T_TIME, .width = CONF_W_UNSIGNED,
+		.def = "30s", .min = 0, .max = 86400,
+		.off = OFF(shutdown_timeout),
+		.help = "On stop or reload, how long sessions in progress may run before they are "
+			"closed with a 421 reply.",
+	},
+	{
+		.name = "user", .type = CONF_T_STRING,
+		.def = "sluice",
+		.off = OFF(user),
+		.help = "The unprivileged user the worker processes run as.",
+	},
+	{
+		.name = "pid_file", .type = CONF_T_PATH,
+		.def = "/run/sluice.pid",
+		.off = OFF(pid_file),
+		.help = "The file the master process writes its process ID to.",
+	},
+	{
+		.name = "log_file", .type = CONF_T_LOGFILE,
+		.def = "", .def_doc = "empty (standard error)", .allow_empty = true,
+		.off = OFF(log_file),
+		.help = "Where log lines go: empty means standard error, `syslog` means syslog "
+			"(facility mail), anything else is the absolute path of a file that lines are "
+			"appended to.",
+	},
+};
+
+const size_t conf_n_options = sizeof(conf_options) / sizeof(conf_options[0]);
+
+const struct conf_listener_setting conf_listener_settings[] = {
+	{ "role", "`mx` or `submission`",
+	  "What the port is for.  `mx` receives mail from other servers for local domains: "
+	  "TLS is offered but not required, and no authentication is needed.  `submission` "
+	  "receives mail from this site's users (RFC 6409): TLS and authentication are "
+	  "required before a message is accepted." },
+	{ "tls", "`starttls`, `on_connect` or `none`",
+	  "How TLS starts: `starttls` offers the `STARTTLS` command (RFC 3207); `on_connect` "
+	  "starts the handshake as soon as the connection is accepted (implicit TLS, RFC 8314); "
+	  "`none` offers no TLS and is not allowed on a submission listener." },
+	{ "tls_min_version", "`TLSv1`, `TLSv1.1`, `TLSv1.2` or `TLSv1.3`",
+	  "The oldest TLS version accepted." },
+	{ "tls_ciphers", "an OpenSSL cipher list",
+	  "The ciphers offered for TLS 1.2 and older, in OpenSSL cipher-list syntax." },
+	{ "tls_ciphersuites", "an OpenSSL ciphersuite list",
+	  "The TLS 1.3 ciphersuites offered, in OpenSSL ciphersuite syntax." },
+};
+
+const size_t conf_n_listener_settings =
+	sizeof(conf_listener_settings) / sizeof(conf_listener_settings[0]);
+
+const struct conf_option *conf_option_find(const char *name)
+{
+	for (size_t i = 0; i < conf_n_options; i++)
+		if (strcmp(conf_options[i].name, name) == 0)
+			return &conf_options[i];
+	return NULL;
+}

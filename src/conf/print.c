@@ -1,0 +1,282 @@
+/*
+ * -bP output and the markdown reference, both generated from the option
+ * table so that neither can disagree with what the parser accepts.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "conf_int.h"
+
+static void join_strv(struct buf *out, char *const *v, size_t n)
+{
+	/* Items with colons (IPv6) are printed with ';' as separator, the
+	 * form that needs no doubling and reads most naturally. */
+	bool colon = false;
+	for (size_t i = 0; i < n; i++)
+		if (strchr(v[i], ':'))
+			colon = true;
+	if (colon && n > 0)
+		buf_puts(out, "<; ");
+	for (size_t i = 0; i < n; i++) {
+		if (i)
+			buf_puts(out, colon ? " ; " : " : ");
+		buf_puts(out, v[i]);
+	}
+}
+
+void conf_format_value(struct buf *out, const struct conf *c, const struct conf_option *o)
+{
+	const void *f = (const char *)c + o->off;
+	size_t n = o->off_n ? *(const size_t *)((const char *)c + o->off_n) : 0;
+	uint64_t num = 0;
+	if (o->width == CONF_W_U64)
+		num = *(const uint64_t *)f;
+	else if (o->width == CONF_W_UNSIGNED)
+		num = *(const unsigned *)f;
+	switch (o->type) {
+	case CONF_T_STRING:
+	case CONF_T_PATH:
+	case CONF_T_LOGFILE:
+	case CONF_T_HOSTNAME: {
+		const char *s = *(char *const *)f;
+		if (s)
+			buf_puts(out, s);
+		break;
+	}
+	case CONF_T_PORTS: {
+		const uint16_t *v = *(uint16_t *const *)f;
+		for (size_t i = 0; i < n; i++)
+			buf_printf(out, "%s%u", i ? " : " : "", v[i]);
+		break;
+	}
+	case CONF_T_ADDRS:
+	case CONF_T_DOMAINS:
+		join_strv(out, *(char **const *)f, n);
+		break;
+	case CONF_T_UINT:
+		buf_printf(out, "%llu", (unsigned long long)num);
+		break;
+	case CONF_T_SIZE:
+		conf_format_size(out, num);
+		break;
+	case CONF_T_TIME:
+		conf_format_time(out, num);
+		break;
+	}
+}
+
+static void print_option(FILE *f, const struct conf *c, const struct conf_option *o)
+{
+	struct buf b;
+	buf_init(&b, (size_t)1 << 24);
+	conf_format_value(&b, c, o);
+	const char *s = buf_cstr(&b);
+	if (s && *s)
+		fprintf(f, "%s = %s\n", o->name, s);
+	else
+		fprintf(f, "%s =\n", o->name);
+	buf_free(&b);
+}
+
+int conf_print(FILE *f, const struct conf *c, const char *name)
+{
+	if (name) {
+		const struct conf_option *o = conf_option_find(name);
+		if (!o)
+			return -1;
+		print_option(f, c, o);
+		return 0;
+	}
+	for (size_t i = 0; i < conf_n_options; i++)
+		print_option(f, c, &conf_options[i]);
+	for (size_t i = 0; i < c->n_listeners; i++) {
+		const struct conf_listener *l = &c->listeners[i];
+		fprintf(f, "listener %u { role = %s tls = %s tls_min_version = %s "
+			"tls_ciphers = %s tls_ciphersuites = %s }\n",
+			l->port, conf_role_name(l->role), conf_tls_mode_name(l->tls),
+			conf_tls_version_name(l->tls_min_version),
+			l->tls_ciphers ? l->tls_ciphers : "",
+			l->tls_ciphersuites ? l->tls_ciphersuites : "");
+	}
+	return 0;
+}
+
+static const char *type_name(const struct conf_option *o)
+{
+	switch (o->type) {
+	case CONF_T_STRING: return "string";
+	case CONF_T_PATH: return "absolute path";
+	case CONF_T_LOGFILE: return "empty, `syslog` or an absolute path";
+	case CONF_T_HOSTNAME: return "domain name";
+	case CONF_T_PORTS: return "list of ports";
+	case CONF_T_ADDRS: return "list of IP addresses";
+	case CONF_T_DOMAINS: return "list of domains";
+	case CONF_T_UINT: return "number";
+	case CONF_T_SIZE: return "size";
+	case CONF_T_TIME: return "time";
+	}
+	return "?";
+}
+
+static void print_limits(FILE *f, const struct conf_option *o)
+{
+	if (o->type != CONF_T_UINT && o->type != CONF_T_SIZE && o->type != CONF_T_TIME)
+		return;
+	struct buf b;
+	buf_init(&b, 256);
+	if (o->type == CONF_T_SIZE) {
+		conf_format_size(&b, o->min);
+		buf_puts(&b, "` to `");
+		conf_format_size(&b, o->max);
+	} else if (o->type == CONF_T_TIME) {
+		conf_format_time(&b, o->min);
+		buf_puts(&b, "` to `");
+		conf_format_time(&b, o->max);
+	} else {
+		buf_printf(&b, "%llu` to `%llu", (unsigned long long)o->min,
+			   (unsigned long long)o->max);
+	}
+	const char *s = buf_cstr(&b);
+	fprintf(f, "- Limits: `%s`\n", s ? s : "");
+	buf_free(&b);
+}
+
+static const char ref_intro[] =
+	"# sluice configuration reference\n"
+	"\n"
+	"sluice reads its configuration from `" CONF_DEFAULT_PATH "` (or the file given\n"
+	"with `-C`).  The daemon checks the whole file before it starts and refuses to\n"
+	"start on any error; every error names the file and line and says what form\n"
+	"was expected.  `sluice -bP` prints the effective value of every option, and\n"
+	"`sluice -bP NAME` the value of one.\n"
+	"\n"
+	"## File syntax\n"
+	"\n"
+	"- One setting per line: `name = value`.  The value runs to the end of the line;\n"
+	"  blanks around it are removed.  Each option may be set only once.\n"
+	"- A line whose first non-blank character is `#` is a comment.  Comments take\n"
+	"  whole lines only: a `#` after a value is part of the value.\n"
+	"- A line ending in a backslash (`\\`) continues on the next line: the backslash,\n"
+	"  the line break and the blanks at the start of the next line are removed.\n"
+	"- Blank lines are ignored.  A line may be at most 65536 bytes long (also after\n"
+	"  joining continuations) and the file may not contain NUL bytes.\n"
+	"- Options not set in the file keep the default shown below.\n"
+	"\n"
+	"### Lists\n"
+	"\n"
+	"Lists are written as in Exim: items separated by colons, with blanks around\n"
+	"items ignored and empty items skipped, e.g. `smtp : submission`.  A literal\n"
+	"colon inside an item is written twice, so an IPv6 address has every colon\n"
+	"doubled: `::::1` is the address `::1`.  Alternatively the list may begin with\n"
+	"`<` followed by another separator character, after which colons are ordinary:\n"
+	"`<; ::1 ; 192.0.2.1`.\n"
+	"\n"
+	"### Numbers, sizes and times\n"
+	"\n"
+	"- A *number* is a whole decimal number; a `K`, `M` or `G` suffix multiplies it\n"
+	"  by 1024, 1024\xc2\xb2 or 1024\xc2\xb3.\n"
+	"- A *size* is a number of bytes with an optional `K`, `M` or `G` suffix (powers\n"
+	"  of 1024): `50M` is 52428800 bytes.\n"
+	"- A *time* is a number followed by `s` (seconds), `m` (minutes), `h` (hours) or\n"
+	"  `d` (days); several may be combined, largest first: `1h30m`.  A plain number\n"
+	"  is a number of seconds.\n"
+	"\n"
+	"Values outside an option's limits are refused with the allowed range.\n"
+	"\n"
+	"## Options\n";
+
+static const char ref_listener[] =
+	"## Listener blocks\n"
+	"\n"
+	"Every port of `daemon_smtp_ports` becomes a listener with a role and a TLS\n"
+	"policy.  A `listener` block sets them for one port:\n"
+	"\n"
+	"```\n"
+	"listener 2525 {\n"
+	"    role = submission\n"
+	"    tls = starttls\n"
+	"    tls_min_version = TLSv1.2\n"
+	"}\n"
+	"```\n"
+	"\n"
+	"The port is a number or a service name as in `daemon_smtp_ports`.  The `{`\n"
+	"must end the `listener` line and the `}` must stand alone on its own line.\n"
+	"Blocks cannot be nested, a port can have only one block, and only the settings\n"
+	"below are allowed inside.  A block for a port that `daemon_smtp_ports` does not\n"
+	"list opens nothing and draws a warning.\n"
+	"\n"
+	"### Settings\n"
+	"\n";
+
+static const char ref_derivation[] =
+	"\n"
+	"### Defaults\n"
+	"\n"
+	"A setting not given in a block (or a port without a block) gets its default:\n"
+	"\n"
+	"- `role`: port 25 is `mx`; ports 465 and 587 are `submission`.  Any other port\n"
+	"  must have a block that sets `role`, or the configuration is refused.\n"
+	"- `tls`: `on_connect` for port 465 and for the ports listed in\n"
+	"  `tls_on_connect_ports`, `starttls` otherwise.  A block that says `starttls` or\n"
+	"  `none` for a port in `tls_on_connect_ports` is an error.\n"
+	"- The TLS policy depends on the role:\n"
+	"\n"
+	"| Setting | `role = mx` | `role = submission` |\n"
+	"|---|---|---|\n";
+
+static const char ref_roles[] =
+	"\n"
+	"MX listeners accept mail from any server: TLS is offered (when\n"
+	"`tls_certificate` is set) but not required, authentication is not required,\n"
+	"and old protocol versions and ciphers stay enabled, because an encrypted\n"
+	"connection with an old cipher is still better than the plaintext a sending\n"
+	"server falls back to.  Submission listeners serve this site's own users:\n"
+	"TLS and authentication are both required before mail is accepted, `tls = none`\n"
+	"is refused, and the defaults allow only TLS 1.2 or newer with forward-secret\n"
+	"AEAD ciphers.\n"
+	"\n"
+	"A listener that needs TLS (every submission listener, and every listener with\n"
+	"`tls = on_connect`) requires `tls_certificate`; without it the configuration is\n"
+	"refused with an error naming the port.\n"
+	"\n"
+	"## Command-line overrides\n"
+	"\n"
+	"- `-oX PORTS` replaces `daemon_smtp_ports` with PORTS, a list in the same\n"
+	"  syntax (`-oX 25:587`, `-oX smtp`).  The ports get their listeners as above,\n"
+	"  so a port without a built-in role still needs a `listener` block in the file.\n"
+	"- `-tls-on-connect` makes every listener use TLS on connect (`tls =\n"
+	"  on_connect`), whatever the file says; `tls_certificate` must then be set.\n";
+
+void conf_print_reference(FILE *f)
+{
+	fputs(ref_intro, f);
+	for (size_t i = 0; i < conf_n_options; i++) {
+		const struct conf_option *o = &conf_options[i];
+		fprintf(f, "\n### %s\n\n", o->name);
+		fprintf(f, "- Type: %s\n", type_name(o));
+		if (o->def && *o->def)
+			fprintf(f, "- Default: `%s`\n", o->def);
+		else if (o->def_doc)
+			fprintf(f, "- Default: %s\n", o->def_doc);
+		else
+			fputs("- Default: empty (unset)\n", f);
+		print_limits(f, o);
+		fprintf(f, "\n%s\n", o->help);
+	}
+	fputs("\n", f);
+	fputs(ref_listener, f);
+	for (size_t i = 0; i < conf_n_listener_settings; i++) {
+		const struct conf_listener_setting *s = &conf_listener_settings[i];
+		fprintf(f, "- `%s` = %s.  %s\n", s->name, s->values, s->help);
+	}
+	fputs(ref_derivation, f);
+	fprintf(f, "| `tls_min_version` | `%s` | `%s` |\n",
+		conf_tls_version_name(CONF_MX_MIN_VERSION),
+		conf_tls_version_name(CONF_SUB_MIN_VERSION));
+	fprintf(f, "| `tls_ciphers` | `%s` | `%s` |\n", CONF_MX_CIPHERS, CONF_SUB_CIPHERS);
+	fprintf(f, "| `tls_ciphersuites` | `%s` | `%s` |\n", CONF_CIPHERSUITES,
+		CONF_CIPHERSUITES);
+	fputs("| TLS required | no | yes |\n", f);
+	fputs("| authentication required | no | yes |\n", f);
+	fputs(ref_roles, f);
+}

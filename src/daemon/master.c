@@ -1,0 +1,536 @@
+/*
+ * The master: runs as root, never reads a byte from the network.  Binds
+ * the sockets, loads certificates, recovers the spool, starts one worker
+ * per core under the unprivileged user, replaces workers that die, reloads
+ * on SIGHUP (a broken new configuration is refused and the old one keeps
+ * serving) and stops on SIGTERM once the workers have finished.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <pwd.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "daemon.h"
+
+struct sock {
+	char *addr;
+	uint16_t port;
+	int fd;
+	bool used; /* by the generation being built */
+};
+
+/* One configuration and everything built from it. */
+struct gen {
+	struct conf *conf;
+	bool owns_conf;
+	struct tls_ctx **tls;          /* per conf listener, NULL when no cert */
+	size_t n_tls;
+	struct worker_listener *wl;    /* per (listener, address) */
+	size_t n_wl;
+	uid_t uid;
+	gid_t gid;
+	bool drop;
+};
+
+struct child {
+	pid_t pid;
+	size_t slot;
+	struct gen *gen;
+	bool retiring;
+	int64_t started_ms;
+};
+
+struct master {
+	const struct daemon_opts *o;
+	struct gen *cur;
+	struct gen **old;  /* generations still used by retiring workers */
+	size_t n_old;
+	struct sock *socks;
+	size_t n_socks;
+	struct spool *spool;
+	uint32_t *slots;
+	struct child *children;
+	size_t n_children;
+	size_t want_workers;
+	bool stopping;
+	int64_t respawn_at_ms;
+};
+
+static size_t ncores(void)
+{
+	long n = sysconf(_SC_NPROCESSORS_ONLN);
+	return n > 0 ? (size_t)n : 1;
+}
+
+static void gen_free(struct gen *g)
+{
+	if (!g)
+		return;
+	for (size_t i = 0; i < g->n_tls; i++)
+		tls_ctx_free(g->tls[i]);
+	free(g->tls);
+	free(g->wl);
+	if (g->owns_conf)
+		conf_free(g->conf);
+	free(g);
+}
+
+static int find_sock(struct master *m, const char *addr, uint16_t port)
+{
+	for (size_t i = 0; i < m->n_socks; i++)
+		if (m->socks[i].port == port && strcmp(m->socks[i].addr, addr) == 0)
+			return (int)i;
+	return -1;
+}
+
+/* Builds a generation: user, certificates and sockets.  On failure
+ * nothing of the running generation is touched. */
+static struct gen *gen_build(struct master *m, struct conf *c, struct err *e)
+{
+	struct gen *g = xcalloc(1, sizeof(*g));
+	g->conf = c;
+	if (geteuid() == 0) {
+		struct passwd *pw = getpwnam(c->user);
+		if (!pw) {
+			err_set(e, "%s: user '%s' does not exist (create it, e.g. `useradd --system "
+				   "--home-dir /var/spool/sluice --shell /usr/sbin/nologin %s`, or set "
+				   "user)", c->path, c->user, c->user);
+			gen_free(g);
+			return NULL;
+		}
+		if (pw->pw_uid == 0) {
+			err_set(e, "%s: user '%s' is root; workers must run unprivileged", c->path,
+				c->user);
+			gen_free(g);
+			return NULL;
+		}
+		g->uid = pw->pw_uid;
+		g->gid = pw->pw_gid;
+		g->drop = true;
+	}
+	g->tls = xcalloc(c->n_listeners ? c->n_listeners : 1, sizeof(*g->tls));
+	g->n_tls = c->n_listeners;
+	for (size_t i = 0; i < c->n_listeners; i++) {
+		const struct conf_listener *l = &c->listeners[i];
+		if (!c->tls_certificate || l->tls == CONF_TLS_NONE)
+			continue;
+		if (tls_ctx_new(c, l, &g->tls[i], e) < 0) {
+			gen_free(g);
+			return NULL;
+		}
+	}
+	for (size_t i = 0; i < m->n_socks; i++)
+		m->socks[i].used = false;
+	size_t nbound_before = m->n_socks;
+	g->wl = xcalloc(c->n_listeners * c->n_local_interfaces + 1, sizeof(*g->wl));
+	for (size_t i = 0; i < c->n_listeners; i++) {
+		for (size_t j = 0; j < c->n_local_interfaces; j++) {
+			const char *addr = c->local_interfaces[j];
+			int k = find_sock(m, addr, c->listeners[i].port);
+			if (k < 0) {
+				int fd = listen_bind(addr, c->listeners[i].port, 1024, e);
+				if (fd < 0) {
+					/* Close what this attempt bound; keep the old ones. */
+					while (m->n_socks > nbound_before) {
+						m->n_socks--;
+						close(m->socks[m->n_socks].fd);
+						free(m->socks[m->n_socks].addr);
+					}
+							gen_free(g);
+					return NULL;
+				}
+				m->socks = xrealloc(m->socks, (m->n_socks + 1) * sizeof(*m->socks));
+				m->socks[m->n_socks] = (struct sock){ str_dup(addr), c->listeners[i].port,
+								      fd, false };
+				k = (int)m->n_socks++;
+			}
+			m->socks[k].used = true;
+			g->wl[g->n_wl].fd = m->socks[k].fd;
+			g->wl[g->n_wl].conf = &c->listeners[i];
+			g->wl[g->n_wl].tls = g->tls[i];
+			g->n_wl++;
+		}
+	}
+	/* From here on the generation owns its configuration. */
+	g->owns_conf = true;
+	return g;
+}
+
+/* Closes the master's sockets that the current generation no longer uses. */
+static void socks_prune(struct master *m)
+{
+	size_t j = 0;
+	for (size_t i = 0; i < m->n_socks; i++) {
+		if (m->socks[i].used) {
+			m->socks[j++] = m->socks[i];
+		} else {
+			log_event(LOG_LVL_INFO, "unlisten", "addr=%s port=%u", m->socks[i].addr,
+				  m->socks[i].port);
+			close(m->socks[i].fd);
+			free(m->socks[i].addr);
+		}
+	}
+	m->n_socks = j;
+}
+
+static size_t free_slot(struct master *m)
+{
+	for (size_t s = 0; s < IPC_MAX_SLOTS; s++) {
+		bool taken = false;
+		for (size_t i = 0; i < m->n_children; i++)
+			if (m->children[i].slot == s)
+				taken = true;
+		if (!taken)
+			return s;
+	}
+	return IPC_MAX_SLOTS;
+}
+
+static int spawn(struct master *m, struct gen *g)
+{
+	size_t slot = free_slot(m);
+	if (slot >= IPC_MAX_SLOTS)
+		return -1;
+	m->slots[slot] = 0;
+	pid_t pid = fork();
+	if (pid < 0) {
+		log_event(LOG_LVL_ERR, "fork_failed", "error=\"%s\"", strerror(errno));
+		return -1;
+	}
+	if (pid == 0) {
+		struct worker_args a = {
+			.conf = g->conf, .listeners = g->wl, .n_listeners = g->n_wl,
+			.spool = m->spool, .slots = m->slots, .n_slots = IPC_MAX_SLOTS,
+			.my_slot = slot, .drop_privileges = g->drop, .uid = g->uid, .gid = g->gid,
+		};
+		/* The listening sockets of other generations are not ours. */
+		for (size_t i = 0; i < m->n_socks; i++) {
+			bool mine = false;
+			for (size_t k = 0; k < g->n_wl; k++)
+				if (g->wl[k].fd == m->socks[i].fd)
+					mine = true;
+			if (!mine)
+				close(m->socks[i].fd);
+		}
+		_exit(worker_main(&a));
+	}
+	m->children = xrealloc(m->children, (m->n_children + 1) * sizeof(*m->children));
+	m->children[m->n_children++] = (struct child){ pid, slot, g, false, time_mono_ms() };
+	log_event(LOG_LVL_INFO, "worker_started", "worker=%ld slot=%zu", (long)pid, slot);
+	return 0;
+}
+
+static size_t count_current(struct master *m)
+{
+	size_t n = 0;
+	for (size_t i = 0; i < m->n_children; i++)
+		if (!m->children[i].retiring)
+			n++;
+	return n;
+}
+
+static void fill_workers(struct master *m)
+{
+	while (!m->stopping && count_current(m) < m->want_workers) {
+		if (spawn(m, m->cur) < 0)
+			break;
+	}
+}
+
+static void release_gen_if_unused(struct master *m, struct gen *g)
+{
+	if (g == m->cur)
+		return;
+	for (size_t i = 0; i < m->n_children; i++)
+		if (m->children[i].gen == g)
+			return;
+	for (size_t i = 0; i < m->n_old; i++) {
+		if (m->old[i] == g) {
+			m->old[i] = m->old[--m->n_old];
+			gen_free(g);
+			return;
+		}
+	}
+}
+
+static void reap(struct master *m)
+{
+	for (;;) {
+		int st;
+		pid_t pid = waitpid(-1, &st, WNOHANG);
+		if (pid <= 0)
+			return;
+		for (size_t i = 0; i < m->n_children; i++) {
+			if (m->children[i].pid != pid)
+				continue;
+			struct child ch = m->children[i];
+			m->children[i] = m->children[--m->n_children];
+			/* Sessions of a dead worker are gone: free its share of
+			 * smtp_accept_max. */
+			m->slots[ch.slot] = 0;
+			if (WIFSIGNALED(st))
+				log_event(ch.retiring || m->stopping ? LOG_LVL_INFO : LOG_LVL_ERR,
+					  "worker_exit", "worker=%ld signal=%d", (long)pid,
+					  WTERMSIG(st));
+			else
+				log_event(WEXITSTATUS(st) && !m->stopping ? LOG_LVL_ERR : LOG_LVL_INFO,
+					  "worker_exit", "worker=%ld status=%d", (long)pid,
+					  WEXITSTATUS(st));
+			if (!ch.retiring && !m->stopping &&
+			    time_mono_ms() - ch.started_ms < 1000) {
+				/* Dying at once: do not spin, retry in a second. */
+				m->respawn_at_ms = time_mono_ms() + 1000;
+			}
+			release_gen_if_unused(m, ch.gen);
+			break;
+		}
+	}
+}
+
+static void log_warnings(const struct conf *c)
+{
+	for (size_t i = 0; i < c->n_warnings; i++) {
+		struct buf *l = log_begin(LOG_LVL_WARN, "config_warning");
+		log_kv_esc(l, "msg", c->warnings[i], strlen(c->warnings[i]));
+		log_end(l);
+	}
+}
+
+static void reload(struct master *m)
+{
+	struct err e = { "" };
+	struct conf *nc = NULL;
+	if (conf_load(m->o->conf_path, m->o->ports_override, m->o->tls_on_connect_all, &nc, &e) <
+	    0) {
+		struct buf *l = log_begin(LOG_LVL_ERR, "reload_failed");
+		log_kv_esc(l, "error", e.msg, strlen(e.msg));
+		log_kv(l, "action", "%s", "keeping the running configuration");
+		log_end(l);
+		return;
+	}
+	if (strcmp(nc->spool_directory, m->cur->conf->spool_directory) != 0)
+		log_event(LOG_LVL_WARN, "reload_note",
+			  "msg=\"spool_directory change takes effect at the next restart\"");
+	struct gen *g = gen_build(m, nc, &e);
+	if (!g) {
+		conf_free(nc);
+		/* gen_build may have cleared the used marks: restore them. */
+		for (size_t i = 0; i < m->n_socks; i++)
+			for (size_t k = 0; k < m->cur->n_wl; k++)
+				if (m->cur->wl[k].fd == m->socks[i].fd)
+					m->socks[i].used = true;
+		struct buf *l = log_begin(LOG_LVL_ERR, "reload_failed");
+		log_kv_esc(l, "error", e.msg, strlen(e.msg));
+		log_kv(l, "action", "%s", "keeping the running configuration");
+		log_end(l);
+		return;
+	}
+	log_warnings(nc);
+	/* Retire the old workers: they stop accepting at once and finish their
+	 * sessions; the new generation serves new connections. */
+	for (size_t i = 0; i < m->n_children; i++) {
+		if (!m->children[i].retiring) {
+			m->children[i].retiring = true;
+			kill(m->children[i].pid, SIGTERM);
+		}
+	}
+	m->old = xrealloc(m->old, (m->n_old + 1) * sizeof(*m->old));
+	m->old[m->n_old++] = m->cur;
+	struct gen *prev = m->cur;
+	m->cur = g;
+	m->want_workers = nc->smtp_workers ? nc->smtp_workers : ncores();
+	fill_workers(m);
+	socks_prune(m);
+	release_gen_if_unused(m, prev);
+	log_event(LOG_LVL_INFO, "reload", "config=%s workers=%zu", nc->path, m->want_workers);
+	log_event(LOG_LVL_INFO, "workers_started", "count=%zu", count_current(m));
+}
+
+static int prepare_spool(struct master *m, const struct conf *c, const struct gen *g,
+			 struct err *e)
+{
+	if (fs_mkdir_p(c->spool_directory, 0700, e) < 0)
+		return -1;
+	if (spool_open(c->spool_directory, &m->spool, e) < 0)
+		return -1;
+	if (g->drop) {
+		static const char *const subs[] = { "", "/tmp", "/queue", "/corrupt" };
+		for (size_t i = 0; i < sizeof(subs) / sizeof(subs[0]); i++) {
+			struct buf p;
+			buf_init(&p, 8192);
+			buf_printf(&p, "%s%s", c->spool_directory, subs[i]);
+			if (chown(buf_cstr(&p), g->uid, g->gid) < 0) {
+				err_set(e, "chown %s: %s", buf_cstr(&p), strerror(errno));
+				buf_free(&p);
+				return -1;
+			}
+			buf_free(&p);
+		}
+	}
+	size_t counts[3] = { 0, 0, 0 };
+	if (spool_recover(m->spool, counts, e) < 0)
+		return -1;
+	log_event(LOG_LVL_INFO, "spool", "dir=%s queued=%zu removed_tmp=%zu set_aside=%zu",
+		  c->spool_directory, counts[2], counts[0], counts[1]);
+	return 0;
+}
+
+static int daemonize(void)
+{
+	pid_t pid = fork();
+	if (pid < 0)
+		return -1;
+	if (pid > 0)
+		_exit(0);
+	if (setsid() < 0)
+		return -1;
+	pid = fork();
+	if (pid < 0)
+		return -1;
+	if (pid > 0)
+		_exit(0);
+	int fd = open("/dev/null", O_RDWR);
+	if (fd >= 0) {
+		dup2(fd, 0);
+		dup2(fd, 1);
+		dup2(fd, 2);
+		if (fd > 2)
+			close(fd);
+	}
+	if (chdir("/") < 0)
+		return -1;
+	return 0;
+}
+
+int master_run(const struct daemon_opts *o, struct conf *c)
+{
+	struct master m;
+	struct err e = { "" };
+	memset(&m, 0, sizeof(m));
+	m.o = o;
+	log_set_process("master");
+	tls_global_init();
+
+	if (c->log_file && strcmp(c->log_file, "syslog") == 0) {
+		log_to_syslog("sluice");
+	} else if (c->log_file && *c->log_file) {
+		if (log_to_file(c->log_file, &e) < 0) {
+			fprintf(stderr, "sluice: %s\n", e.msg);
+			return 1;
+		}
+	} else if (!o->foreground) {
+		log_to_syslog("sluice");
+	}
+
+	m.cur = gen_build(&m, c, &e);
+	if (!m.cur) {
+		fprintf(stderr, "sluice: %s\n", e.msg);
+		log_event(LOG_LVL_ERR, "start_failed", "error=\"%s\"", e.msg);
+		return 1;
+	}
+	if (prepare_spool(&m, c, m.cur, &e) < 0) {
+		fprintf(stderr, "sluice: spool: %s\n", e.msg);
+		log_event(LOG_LVL_ERR, "start_failed", "error=\"spool: %s\"", e.msg);
+		return 1;
+	}
+	m.slots = ipc_slots_new(IPC_MAX_SLOTS);
+	if (!m.slots) {
+		fprintf(stderr, "sluice: cannot map shared memory\n");
+		return 1;
+	}
+	if (!o->foreground && daemonize() < 0) {
+		fprintf(stderr, "sluice: cannot detach: %s\n", strerror(errno));
+		return 1;
+	}
+	if (c->pid_file && *c->pid_file) {
+		char pid[32];
+		int n = snprintf(pid, sizeof(pid), "%ld\n", (long)getpid());
+		if (fs_write_atomic(c->pid_file, pid, (size_t)n, 0644, &e) < 0)
+			log_event(LOG_LVL_WARN, "pid_file", "error=\"%s\"", e.msg);
+	}
+	sigset_t set;
+	sigemptyset(&set);
+	sigaddset(&set, SIGCHLD);
+	sigaddset(&set, SIGHUP);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGINT);
+	sigprocmask(SIG_BLOCK, &set, NULL);
+	signal(SIGPIPE, SIG_IGN);
+
+	log_event(LOG_LVL_INFO, "start", "version=%s config=%s uid_split=%s", SLUICE_VERSION,
+		  c->path, m.cur->drop ? "yes" : "no");
+	if (!m.cur->drop)
+		log_event(LOG_LVL_WARN, "unprivileged",
+			  "msg=\"not started as root: running without privilege separation\"");
+	log_warnings(c);
+	for (size_t i = 0; i < c->n_listeners; i++) {
+		const struct conf_listener *l = &c->listeners[i];
+		log_event(LOG_LVL_INFO, "listen", "port=%u role=%s tls=%s", l->port,
+			  l->role == CONF_ROLE_MX ? "mx" : "submission",
+			  l->tls == CONF_TLS_ON_CONNECT ? "on_connect"
+			  : l->tls == CONF_TLS_STARTTLS ? (m.cur->tls[i] ? "starttls" : "unavailable")
+							: "none");
+	}
+	m.want_workers = c->smtp_workers ? c->smtp_workers : ncores();
+	fill_workers(&m);
+	log_event(LOG_LVL_INFO, "workers_started", "count=%zu", count_current(&m));
+
+	int64_t stop_deadline = 0;
+	for (;;) {
+		struct timespec ts = { 0, 200 * 1000 * 1000 };
+		siginfo_t si;
+		int sig = sigtimedwait(&set, &si, &ts);
+		if (sig == SIGCHLD || sig < 0)
+			reap(&m);
+		if (sig == SIGHUP && !m.stopping)
+			reload(&m);
+		if ((sig == SIGTERM || sig == SIGINT) && !m.stopping) {
+			m.stopping = true;
+			log_event(LOG_LVL_INFO, "stopping", "workers=%zu", m.n_children);
+			for (size_t i = 0; i < m.n_children; i++)
+				kill(m.children[i].pid, SIGTERM);
+			stop_deadline = time_mono_ms() + (int64_t)m.cur->conf->shutdown_timeout * 1000 +
+					5000;
+		}
+		if (m.stopping) {
+			reap(&m);
+			if (m.n_children == 0)
+				break;
+			if (time_mono_ms() > stop_deadline) {
+				for (size_t i = 0; i < m.n_children; i++)
+					kill(m.children[i].pid, SIGKILL);
+			}
+			continue;
+		}
+		if (time_mono_ms() >= m.respawn_at_ms) {
+			size_t before = count_current(&m);
+			fill_workers(&m);
+			if (count_current(&m) > before)
+				log_event(LOG_LVL_INFO, "workers_started", "count=%zu",
+					  count_current(&m));
+		}
+	}
+	if (m.cur->conf->pid_file && *m.cur->conf->pid_file)
+		unlink(m.cur->conf->pid_file);
+	log_event(LOG_LVL_INFO, "stop", "status=0");
+	for (size_t i = 0; i < m.n_socks; i++) {
+		close(m.socks[i].fd);
+		free(m.socks[i].addr);
+	}
+	free(m.socks);
+	for (size_t i = 0; i < m.n_old; i++)
+		gen_free(m.old[i]);
+	free(m.old);
+	free(m.children);
+	spool_close(m.spool);
+	ipc_slots_free(m.slots, IPC_MAX_SLOTS);
+	gen_free(m.cur);
+	return 0;
+}

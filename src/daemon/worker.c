@@ -1,0 +1,272 @@
+/* SMTP worker: drops privileges, runs the event loop serving thousands of
+ * sessions; and the -bs one-session mode. */
+#include <errno.h>
+#include <event2/event.h>
+#include <grp.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <unistd.h>
+
+#include "daemon.h"
+
+void worker_policy(const struct conf *c, const struct conf_listener *l, bool tls_available,
+		   struct smtp_policy *p)
+{
+	memset(p, 0, sizeof(*p));
+	p->role = l->role == CONF_ROLE_SUBMISSION ? SMTP_ROLE_SUBMISSION : SMTP_ROLE_MX;
+	p->hostname = c->primary_hostname;
+	p->tls_available = tls_available && l->tls != CONF_TLS_NONE;
+	p->tls_on_connect = l->tls == CONF_TLS_ON_CONNECT;
+	p->tls_required = l->tls_required;
+	p->auth_required = l->auth_required;
+	p->local_domains = (const char *const *)c->local_domains;
+	p->n_local_domains = c->n_local_domains;
+	p->line_max = c->smtp_line_max;
+	p->message_max = c->message_size_limit;
+	p->rcpt_max = c->recipients_max;
+	p->errors_max = c->smtp_max_errors;
+	p->data_line_max = c->message_line_max;
+	p->header_max = c->message_header_max;
+}
+
+static int drop_privileges(const struct worker_args *a)
+{
+	if (!a->drop_privileges)
+		return 0;
+	if (setgroups(0, NULL) < 0 || setgid(a->gid) < 0 || setuid(a->uid) < 0) {
+		log_event(LOG_LVL_ERR, "privileges", "error=\"cannot switch to user %s: %s\"",
+			  a->conf->user, strerror(errno));
+		return -1;
+	}
+	/* Belt and braces: regaining root must be impossible now. */
+	if (setuid(0) == 0) {
+		log_event(LOG_LVL_ERR, "privileges", "error=\"could regain root\"");
+		return -1;
+	}
+	return 0;
+}
+
+static void on_empty(struct net_server *srv)
+{
+	event_base_loopbreak(srv->base);
+}
+
+static void on_stop_signal(evutil_socket_t sig, short what, void *arg)
+{
+	struct net_server *srv = arg;
+	log_event(LOG_LVL_INFO, "worker_stopping", "sessions=%zu", srv->n_conns);
+	net_server_stop(srv);
+}
+
+int worker_main(const struct worker_args *a)
+{
+	log_set_process("worker");
+	prctl(PR_SET_PDEATHSIG, SIGTERM);
+	signal(SIGPIPE, SIG_IGN);
+	signal(SIGHUP, SIG_IGN);
+	sigset_t none;
+	sigemptyset(&none);
+	sigprocmask(SIG_SETMASK, &none, NULL);
+	if (drop_privileges(a) < 0)
+		return 1;
+
+	struct event_base *base = event_base_new();
+	if (!base) {
+		log_event(LOG_LVL_ERR, "worker_failed", "error=\"event_base_new\"");
+		return 1;
+	}
+	event_base_priority_init(base, 3);
+
+	struct net_server srv;
+	memset(&srv, 0, sizeof(srv));
+	srv.base = base;
+	srv.conf = a->conf;
+	srv.spool = a->spool;
+	srv.slots = a->slots;
+	srv.n_slots = a->n_slots;
+	srv.my_slot = a->my_slot;
+	srv.on_empty = on_empty;
+	srv.n_listeners = a->n_listeners;
+	srv.listeners = xcalloc(a->n_listeners, sizeof(*srv.listeners));
+	for (size_t i = 0; i < a->n_listeners; i++) {
+		struct net_listener *l = &srv.listeners[i];
+		l->fd = a->listeners[i].fd;
+		l->port = a->listeners[i].conf->port;
+		l->conf = a->listeners[i].conf;
+		l->tls = a->listeners[i].tls;
+		worker_policy(a->conf, l->conf, l->tls != NULL, &l->policy);
+	}
+	struct err e = { "" };
+	if (net_server_start(&srv, &e) < 0) {
+		log_event(LOG_LVL_ERR, "worker_failed", "error=\"%s\"", e.msg);
+		return 1;
+	}
+	struct event *sigterm = evsignal_new(base, SIGTERM, on_stop_signal, &srv);
+	struct event *sigint = evsignal_new(base, SIGINT, on_stop_signal, &srv);
+	event_add(sigterm, NULL);
+	event_add(sigint, NULL);
+	log_event(LOG_LVL_INFO, "worker_start", "listeners=%zu", a->n_listeners);
+	event_base_dispatch(base);
+	log_event(LOG_LVL_INFO, "worker_exit", "status=0");
+	event_free(sigterm);
+	event_free(sigint);
+	net_server_free(&srv);
+	free(srv.listeners);
+	event_base_free(base);
+	return 0;
+}
+
+/* ---- -bs ------------------------------------------------------------- */
+
+static int stdio_flush(struct smtp_session *s)
+{
+	const uint8_t *p;
+	size_t n;
+	smtp_session_output(s, &p, &n);
+	if (n == 0)
+		return 0;
+	if (fs_write_all(1, p, n) < 0)
+		return -1;
+	smtp_session_output_done(s, n);
+	return 0;
+}
+
+int worker_stdio_session(const struct conf *c)
+{
+	struct err e = { "" };
+	struct spool *sp;
+	if (spool_open(c->spool_directory, &sp, &e) < 0) {
+		fprintf(stderr, "sluice: %s\n", e.msg);
+		return 1;
+	}
+	struct conf_listener l;
+	memset(&l, 0, sizeof(l));
+	l.role = CONF_ROLE_MX;
+	l.tls = CONF_TLS_NONE;
+	struct smtp_policy pol;
+	worker_policy(c, &l, false, &pol);
+	struct smtp_client cl = { .session_id = "bs", .ip = "127.0.0.1", .rdns = "localhost",
+				  .local_port = 0 };
+	struct smtp_session *s = smtp_session_new(&pol, &cl);
+	struct spool_msg *msg = NULL;
+	char qid[QUEUE_ID_LEN + 1] = "";
+	bool done = false, eof = false;
+	struct buf in;
+	buf_init(&in, 64 * 1024);
+	smtp_session_start(s);
+	while (!done) {
+		const struct smtp_action *a;
+		bool commit = false;
+		while ((a = smtp_session_next_action(s)) != NULL) {
+			switch (a->type) {
+			case SMTP_ACT_BODY_BEGIN: {
+				struct spool_env se;
+				memset(&se, 0, sizeof(se));
+				se.role = "mx";
+				se.client_ip = "127.0.0.1";
+				se.helo = a->env->helo ? a->env->helo : "";
+				se.sender = a->env->sender ? a->env->sender : "";
+				se.body = a->env->body;
+				se.smtputf8 = a->env->smtputf8;
+				se.ret = a->env->ret;
+				se.envid = a->env->envid;
+				se.size_declared = a->env->size_declared;
+				se.n_rcpts = a->env->n_rcpts;
+				se.rcpts = xcalloc(se.n_rcpts, sizeof(*se.rcpts));
+				for (size_t i = 0; i < se.n_rcpts; i++) {
+					se.rcpts[i].addr = a->env->rcpts[i].addr;
+					se.rcpts[i].notify = a->env->rcpts[i].notify;
+					se.rcpts[i].orcpt = a->env->rcpts[i].orcpt;
+				}
+				int64_t now = time_now_us();
+				if (spool_msg_begin(sp, &se, now, &msg, &e) < 0) {
+					msg = NULL;
+				} else {
+					snprintf(qid, sizeof(qid), "%s", spool_msg_id(msg));
+					struct buf date, hdr;
+					buf_init(&date, 128);
+					buf_init(&hdr, 64 * 1024);
+					time_rfc5322(&date, now / 1000000);
+					smtp_received_header(&hdr, &pol, &cl, a->env, qid,
+							     buf_cstr(&date));
+					if (spool_msg_write(msg, buf_ptr(&hdr), buf_len(&hdr), &e) < 0) {
+						spool_msg_abort(msg);
+						msg = NULL;
+					}
+					buf_free(&date);
+					buf_free(&hdr);
+				}
+				free(se.rcpts);
+				break;
+			}
+			case SMTP_ACT_BODY_DATA:
+				if (msg && spool_msg_write(msg, a->data, a->len, &e) < 0) {
+					spool_msg_abort(msg);
+					msg = NULL;
+				}
+				break;
+			case SMTP_ACT_BODY_ABORT:
+				if (msg)
+					spool_msg_abort(msg);
+				msg = NULL;
+				break;
+			case SMTP_ACT_COMMIT:
+				commit = true;
+				break;
+			case SMTP_ACT_CLOSE:
+				done = true;
+				break;
+			default:
+				break;
+			}
+		}
+		if (stdio_flush(s) < 0)
+			break;
+		if (commit) {
+			bool ok = false;
+			if (msg) {
+				spool_commit_batch(sp, &msg, 1, &ok, &e);
+				msg = NULL;
+			}
+			smtp_session_commit_done(s, ok, qid);
+			continue;
+		}
+		if (done)
+			break;
+		if (!smtp_session_wants_input(s)) {
+			smtp_session_feed(s, NULL, 0);
+			if (smtp_session_wants_input(s) || smtp_session_closing(s))
+				continue;
+		}
+		if (eof) {
+			smtp_session_eof(s);
+			continue;
+		}
+		buf_reset(&in);
+		uint8_t *w = buf_reserve(&in, 16384);
+		ssize_t r = read(0, w, 16384);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0) {
+			eof = true;
+			smtp_session_eof(s);
+			const struct smtp_action *x;
+			while ((x = smtp_session_next_action(s)) != NULL)
+				if (x->type == SMTP_ACT_BODY_ABORT && msg) {
+					spool_msg_abort(msg);
+					msg = NULL;
+				}
+			break;
+		}
+		smtp_session_feed(s, w, (size_t)r);
+	}
+	if (msg)
+		spool_msg_abort(msg);
+	buf_free(&in);
+	smtp_session_free(s);
+	spool_close(sp);
+	return 0;
+}

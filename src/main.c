@@ -1,0 +1,207 @@
+/* Command line: Exim/sendmail-compatible flags mapped to the modes. */
+#include <event2/event.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "conf/conf.h"
+#include "daemon/daemon.h"
+#include "net/net.h"
+#include "queue/queue.h"
+#include "util/util.h"
+
+#define EX_USAGE 64
+#define EX_CONFIG 78
+
+enum mode { M_NONE, M_DAEMON, M_VERSION, M_PRINT, M_LIST, M_COUNT, M_VIEW, M_STDIO, M_REFERENCE };
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+		"usage: sluice [-C file] mode [options]\n"
+		"modes:\n"
+		"  -bd               run the daemon (detaches, writes pid_file)\n"
+		"  -bdf              run the daemon in the foreground\n"
+		"  -bV               check the configuration, print version and libraries\n"
+		"  -bP [name]        print effective option values\n"
+		"  -bp               list the queue (as mailq)\n"
+		"  -bpc              print the number of queued messages\n"
+		"  -Mvc id           print a queued message\n"
+		"  -bs               one SMTP session on stdin/stdout\n"
+		"options:\n"
+		"  -C file           configuration file (default " CONF_DEFAULT_PATH ")\n"
+		"  -oX ports         listen on these ports instead of daemon_smtp_ports\n"
+		"  -tls-on-connect   start TLS at connect on every port\n");
+}
+
+static int view_message(const struct conf *c, const char *id)
+{
+	struct err e = { "" };
+	if (!queue_id_valid(id)) {
+		fprintf(stderr, "sluice: %s: not a queue id\n", id);
+		return 1;
+	}
+	struct spool *sp;
+	if (spool_open(c->spool_directory, &sp, &e) < 0) {
+		fprintf(stderr, "sluice: %s\n", e.msg);
+		return 1;
+	}
+	int fd;
+	if (spool_open_data(sp, id, &fd, &e) < 0) {
+		fprintf(stderr, "sluice: %s\n", e.msg);
+		spool_close(sp);
+		return 1;
+	}
+	struct buf b;
+	buf_init(&b, 65536);
+	int rc = 0;
+	for (;;) {
+		buf_reset(&b);
+		uint8_t *w = buf_reserve(&b, 65536);
+		ssize_t r = read(fd, w, 65536);
+		if (r < 0) {
+			rc = 1;
+			break;
+		}
+		if (r == 0)
+			break;
+		if (fs_write_all(1, w, (size_t)r) < 0) {
+			rc = 1;
+			break;
+		}
+	}
+	buf_free(&b);
+	close(fd);
+	spool_close(sp);
+	return rc;
+}
+
+static int queue_cmd(const struct conf *c, enum mode m)
+{
+	struct err e = { "" };
+	struct spool *sp;
+	if (spool_open(c->spool_directory, &sp, &e) < 0) {
+		fprintf(stderr, "sluice: %s\n", e.msg);
+		return 1;
+	}
+	int rc = 0;
+	if (m == M_LIST) {
+		rc = spool_print_list(sp, stdout, &e);
+	} else {
+		size_t n = 0;
+		rc = spool_count(sp, &n, &e);
+		if (rc == 0)
+			printf("%zu\n", n);
+	}
+	if (rc < 0)
+		fprintf(stderr, "sluice: %s\n", e.msg);
+	spool_close(sp);
+	return rc < 0 ? 1 : 0;
+}
+
+int main(int argc, char **argv)
+{
+	struct daemon_opts o = { .conf_path = CONF_DEFAULT_PATH };
+	enum mode mode = M_NONE;
+	const char *arg = NULL;
+
+	for (int i = 1; i < argc; i++) {
+		const char *a = argv[i];
+		if (strcmp(a, "-C") == 0 && i + 1 < argc) {
+			o.conf_path = argv[++i];
+		} else if (strcmp(a, "-bd") == 0) {
+			mode = M_DAEMON;
+		} else if (strcmp(a, "-bdf") == 0) {
+			mode = M_DAEMON;
+			o.foreground = true;
+		} else if (strcmp(a, "-oX") == 0 && i + 1 < argc) {
+			o.ports_override = argv[++i];
+		} else if (strcmp(a, "-tls-on-connect") == 0) {
+			o.tls_on_connect_all = true;
+		} else if (strcmp(a, "-bV") == 0) {
+			mode = M_VERSION;
+		} else if (strcmp(a, "-bP") == 0) {
+			mode = M_PRINT;
+			if (i + 1 < argc && argv[i + 1][0] != '-')
+				arg = argv[++i];
+		} else if (strcmp(a, "-bp") == 0) {
+			mode = M_LIST;
+		} else if (strcmp(a, "-bpc") == 0) {
+			mode = M_COUNT;
+		} else if (strcmp(a, "-Mvc") == 0 && i + 1 < argc) {
+			mode = M_VIEW;
+			arg = argv[++i];
+		} else if (strcmp(a, "-bs") == 0) {
+			mode = M_STDIO;
+		} else if (strcmp(a, "--config-reference") == 0) {
+			mode = M_REFERENCE;
+		} else if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+			usage(stdout);
+			return 0;
+		} else {
+			fprintf(stderr, "sluice: unknown or incomplete option '%s'\n", a);
+			usage(stderr);
+			return EX_USAGE;
+		}
+	}
+	if (mode == M_NONE) {
+		fprintf(stderr, "sluice: no mode given\n");
+		usage(stderr);
+		return EX_USAGE;
+	}
+	if (mode == M_REFERENCE) {
+		conf_print_reference(stdout);
+		return 0;
+	}
+
+	/* Absolute, so that a reload finds the file after the daemon chdir'd. */
+	char *abs = realpath(o.conf_path, NULL);
+	if (abs)
+		o.conf_path = abs;
+
+	struct err e = { "" };
+	struct conf *c = NULL;
+	if (conf_load(o.conf_path, o.ports_override, o.tls_on_connect_all, &c, &e) < 0) {
+		fprintf(stderr, "sluice: %s\n", e.msg);
+		return mode == M_VERSION ? 1 : EX_CONFIG;
+	}
+	switch (mode) {
+	case M_VERSION:
+		for (size_t i = 0; i < c->n_warnings; i++)
+			fprintf(stderr, "sluice: warning: %s\n", c->warnings[i]);
+		printf("sluice version %s\n", SLUICE_VERSION);
+		printf("Configuration file %s is valid\n", c->path);
+		printf("Libraries: %s; libevent %s\n", tls_library_version(), event_get_version());
+		conf_free(c);
+		return 0;
+	case M_PRINT: {
+		int r = conf_print(stdout, c, arg);
+		if (r < 0)
+			fprintf(stderr, "sluice: no option named '%s'\n", arg);
+		conf_free(c);
+		return r < 0 ? 1 : 0;
+	}
+	case M_LIST:
+	case M_COUNT: {
+		int r = queue_cmd(c, mode);
+		conf_free(c);
+		return r;
+	}
+	case M_VIEW: {
+		int r = view_message(c, arg);
+		conf_free(c);
+		return r;
+	}
+	case M_STDIO: {
+		int r = worker_stdio_session(c);
+		conf_free(c);
+		return r;
+	}
+	case M_DAEMON:
+		/* master_run owns c from here. */
+		return master_run(&o, c);
+	default:
+		return EX_USAGE;
+	}
+}

@@ -1,0 +1,654 @@
+/*
+ * Connections: accept, read, feed the protocol core, write its replies and
+ * execute its actions (TLS, spool writes, group commit, close).
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <event2/event.h>
+#include <event2/listener.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "net.h"
+
+#define NET_READ_CHUNK (16 * 1024)
+
+enum tstate { T_PLAIN, T_HANDSHAKE, T_TLS };
+
+struct net_conn {
+	struct net_server *srv;
+	struct net_listener *l;
+	struct net_conn *next, *prev;   /* srv->conns */
+	struct net_conn *commit_next;   /* srv->commit_head */
+	int fd;
+	struct tls_conn *tls;
+	enum tstate tstate;
+	bool greet_after_tls;           /* TLS on connect: greeting after handshake */
+	struct event *ev_io;
+	short ev_want;                  /* EV_READ / EV_WRITE currently registered */
+	struct event *ev_timer;
+	struct smtp_session *s;
+	struct smtp_client client;
+	char sid[40];
+	char ip[INET6_ADDRSTRLEN];
+	struct spool_msg *msg;
+	bool msg_failed;
+	char qid[QUEUE_ID_LEN + 1];
+	bool want_starttls;
+	bool want_close;
+	bool commit_wait;
+	bool commit_fail_pending;
+	bool in_run;
+	bool closed;
+};
+
+static void conn_run(struct net_conn *c);
+static void conn_io_cb(evutil_socket_t fd, short what, void *arg);
+static void conn_close(struct net_conn *c, const char *why);
+
+static uint32_t total_sessions(const struct net_server *srv)
+{
+	uint32_t n = 0;
+	for (size_t i = 0; i < srv->n_slots; i++)
+		n += __atomic_load_n(&srv->slots[i], __ATOMIC_RELAXED);
+	return n;
+}
+
+static void spool_env_from(struct net_conn *c, const struct smtp_envelope *env,
+			   struct spool_env *se)
+{
+	memset(se, 0, sizeof(*se));
+	se->role = (char *)smtp_role_name(c->l->policy.role);
+	se->client_ip = c->ip;
+	se->helo = env->helo ? env->helo : "";
+	se->tls_version = (char *)env->tls_version;
+	se->tls_cipher = (char *)env->tls_cipher;
+	se->auth_user = (char *)env->auth_user;
+	se->sender = env->sender ? env->sender : "";
+	se->body = env->body;
+	se->smtputf8 = env->smtputf8;
+	se->ret = env->ret;
+	se->envid = env->envid;
+	se->size_declared = env->size_declared;
+	se->n_rcpts = env->n_rcpts;
+	se->rcpts = xcalloc(env->n_rcpts ? env->n_rcpts : 1, sizeof(*se->rcpts));
+	for (size_t i = 0; i < env->n_rcpts; i++) {
+		se->rcpts[i].addr = env->rcpts[i].addr;
+		se->rcpts[i].notify = env->rcpts[i].notify;
+		se->rcpts[i].orcpt = env->rcpts[i].orcpt;
+	}
+}
+
+static void body_begin(struct net_conn *c, const struct smtp_envelope *env)
+{
+	struct err e = { "" };
+	struct spool_env se;
+	int64_t now = time_now_us();
+	spool_env_from(c, env, &se);
+	c->msg_failed = false;
+	int r = spool_msg_begin(c->srv->spool, &se, now, &c->msg, &e);
+	free(se.rcpts);
+	if (r < 0) {
+		c->msg = NULL;
+		c->msg_failed = true;
+		log_event(LOG_LVL_ERR, "spool_error", "session=%s error=\"%s\"", c->sid, e.msg);
+		return;
+	}
+	snprintf(c->qid, sizeof(c->qid), "%s", spool_msg_id(c->msg));
+	struct buf date, hdr;
+	buf_init(&date, 128);
+	buf_init(&hdr, 64 * 1024);
+	time_rfc5322(&date, now / 1000000);
+	smtp_received_header(&hdr, &c->l->policy, &c->client, env, c->qid, buf_cstr(&date));
+	if (spool_msg_write(c->msg, buf_ptr(&hdr), buf_len(&hdr), &e) < 0) {
+		log_event(LOG_LVL_ERR, "spool_error", "session=%s id=%s error=\"%s\"", c->sid,
+			  c->qid, e.msg);
+		c->msg_failed = true;
+	}
+	buf_free(&date);
+	buf_free(&hdr);
+}
+
+static void body_abort(struct net_conn *c)
+{
+	if (c->msg)
+		spool_msg_abort(c->msg);
+	c->msg = NULL;
+	c->msg_failed = false;
+}
+
+static void log_refused(struct net_conn *c, const struct smtp_action *a)
+{
+	struct buf *l = log_begin(LOG_LVL_INFO, "refused");
+	log_kv(l, "session", "%s", c->sid);
+	log_kv_esc(l, "cmd", a->data, a->len);
+	log_kv_esc(l, "reply", a->reply, a->reply_len);
+	log_end(l);
+}
+
+static void drain_actions(struct net_conn *c)
+{
+	const struct smtp_action *a;
+	struct err e = { "" };
+	while ((a = smtp_session_next_action(c->s)) != NULL) {
+		switch (a->type) {
+		case SMTP_ACT_STARTTLS:
+			c->want_starttls = true;
+			break;
+		case SMTP_ACT_BODY_BEGIN:
+			body_begin(c, a->env);
+			break;
+		case SMTP_ACT_BODY_DATA:
+			if (c->msg && !c->msg_failed &&
+			    spool_msg_write(c->msg, a->data, a->len, &e) < 0) {
+				log_event(LOG_LVL_ERR, "spool_error", "session=%s id=%s error=\"%s\"",
+					  c->sid, c->qid, e.msg);
+				c->msg_failed = true;
+			}
+			break;
+		case SMTP_ACT_BODY_ABORT:
+			body_abort(c);
+			break;
+		case SMTP_ACT_COMMIT:
+			if (c->msg && !c->msg_failed) {
+				c->commit_wait = true;
+				c->commit_next = c->srv->commit_head;
+				c->srv->commit_head = c;
+				event_active(c->srv->commit_ev, 0, 0);
+			} else {
+				body_abort(c);
+				c->commit_fail_pending = true;
+			}
+			break;
+		case SMTP_ACT_LOG_REFUSED:
+			log_refused(c, a);
+			break;
+		case SMTP_ACT_CLOSE:
+			c->want_close = true;
+			break;
+		}
+	}
+	if (c->commit_fail_pending) {
+		/* Told after the action loop so that the machine is never re-entered
+		 * while we iterate its actions. */
+		c->commit_fail_pending = false;
+		smtp_session_commit_done(c->s, false, NULL);
+		drain_actions(c);
+	}
+}
+
+static void set_events(struct net_conn *c, short want)
+{
+	if (c->ev_want == want)
+		return;
+	event_del(c->ev_io);
+	event_assign(c->ev_io, c->srv->base, c->fd, want | EV_PERSIST, conn_io_cb, c);
+	event_priority_set(c->ev_io, 0);
+	c->ev_want = want;
+}
+
+static void arm_timer(struct net_conn *c)
+{
+	struct timeval tv = { (time_t)c->srv->conf->smtp_receive_timeout, 0 };
+	event_add(c->ev_timer, &tv);
+}
+
+/* Writes pending output.  1 = all written, 0 = would block (want set),
+ * -1 = connection broken. */
+static int flush_output(struct net_conn *c, short *want)
+{
+	for (;;) {
+		const uint8_t *p;
+		size_t n;
+		smtp_session_output(c->s, &p, &n);
+		if (n == 0)
+			return 1;
+		if (c->tstate == T_TLS) {
+			size_t put = 0;
+			enum tls_io r = tls_write(c->tls, p, n, &put);
+			if (r == TLS_IO_OK) {
+				smtp_session_output_done(c->s, put);
+				continue;
+			}
+			if (r == TLS_IO_WANT_READ) {
+				*want = EV_READ;
+				return 0;
+			}
+			if (r == TLS_IO_WANT_WRITE) {
+				*want = EV_WRITE;
+				return 0;
+			}
+			return -1;
+		}
+		ssize_t w = send(c->fd, p, n, MSG_NOSIGNAL);
+		if (w > 0) {
+			smtp_session_output_done(c->s, (size_t)w);
+			continue;
+		}
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+			*want = EV_WRITE;
+			return 0;
+		}
+		return -1;
+	}
+}
+
+static void tls_ready(struct net_conn *c)
+{
+	const char *ver = tls_conn_version(c->tls);
+	const char *cip = tls_conn_cipher(c->tls);
+	log_event(LOG_LVL_INFO, "tls", "session=%s version=%s cipher=%s", c->sid, ver, cip);
+	smtp_session_tls_started(c->s, ver, cip);
+	if (c->greet_after_tls) {
+		c->greet_after_tls = false;
+		smtp_session_start(c->s);
+	}
+	drain_actions(c);
+}
+
+/* Runs the connection as far as it can go without blocking, then registers
+ * for the readiness it waits on.  Bounded so one client cannot starve
+ * the others. */
+static void conn_run(struct net_conn *c)
+{
+	if (c->in_run || c->closed)
+		return;
+	c->in_run = true;
+	short want = 0;
+	for (int rounds = 0; rounds < 64; rounds++) {
+		want = 0;
+		if (c->tstate == T_HANDSHAKE) {
+			enum tls_io r = tls_handshake(c->tls);
+			if (r == TLS_IO_OK) {
+				c->tstate = T_TLS;
+				tls_ready(c);
+				continue;
+			}
+			if (r == TLS_IO_WANT_READ || r == TLS_IO_WANT_WRITE) {
+				want = r == TLS_IO_WANT_READ ? EV_READ : EV_WRITE;
+				break;
+			}
+			log_event(LOG_LVL_INFO, "tls_failed", "session=%s error=\"%s\"", c->sid,
+				  tls_conn_error(c->tls));
+			c->in_run = false;
+			conn_close(c, "tls failed");
+			return;
+		}
+		int f = flush_output(c, &want);
+		if (f < 0) {
+			c->in_run = false;
+			conn_close(c, "write error");
+			return;
+		}
+		if (f == 0)
+			break;
+		if (c->want_close) {
+			c->in_run = false;
+			conn_close(c, NULL);
+			return;
+		}
+		if (c->want_starttls) {
+			c->want_starttls = false;
+			c->tls = c->l->tls ? tls_conn_new(c->l->tls, c->fd) : NULL;
+			if (!c->tls) {
+				c->in_run = false;
+				conn_close(c, "tls setup failed");
+				return;
+			}
+			c->tstate = T_HANDSHAKE;
+			continue;
+		}
+		if (c->commit_wait)
+			break;
+		if (!smtp_session_wants_input(c->s)) {
+			/* Output drained: let the machine go on with buffered input. */
+			size_t before;
+			const uint8_t *p;
+			smtp_session_feed(c->s, NULL, 0);
+			drain_actions(c);
+			smtp_session_output(c->s, &p, &before);
+			if (before > 0 || c->want_close || c->want_starttls || c->commit_wait)
+				continue;
+			if (!smtp_session_wants_input(c->s))
+				break;
+		}
+		uint8_t *buf = buf_reserve(&c->srv->rbuf, NET_READ_CHUNK);
+		size_t got = 0;
+		if (c->tstate == T_TLS) {
+			enum tls_io r = tls_read(c->tls, buf, NET_READ_CHUNK, &got);
+			if (r == TLS_IO_WANT_READ) {
+				want = EV_READ;
+				break;
+			}
+			if (r == TLS_IO_WANT_WRITE) {
+				want = EV_WRITE;
+				break;
+			}
+			if (r == TLS_IO_EOF || r == TLS_IO_ERROR) {
+				smtp_session_eof(c->s);
+				drain_actions(c);
+				c->in_run = false;
+				conn_close(c, r == TLS_IO_EOF ? NULL : tls_conn_error(c->tls));
+				return;
+			}
+		} else {
+			ssize_t r = recv(c->fd, buf, NET_READ_CHUNK, 0);
+			if (r < 0 && errno == EINTR)
+				continue;
+			if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+				want = EV_READ;
+				break;
+			}
+			if (r <= 0) {
+				smtp_session_eof(c->s);
+				drain_actions(c);
+				c->in_run = false;
+				conn_close(c, r < 0 ? strerror(errno) : NULL);
+				return;
+			}
+			got = (size_t)r;
+		}
+		arm_timer(c);
+		smtp_session_feed(c->s, buf, got);
+		drain_actions(c);
+	}
+	if (want == 0 && !c->commit_wait)
+		want = EV_READ; /* rounds exhausted: come back when there is more */
+	if (want == 0) {
+		event_del(c->ev_io);
+		c->ev_want = 0;
+	} else {
+		set_events(c, want);
+		event_add(c->ev_io, NULL);
+	}
+	c->in_run = false;
+}
+
+static void conn_io_cb(evutil_socket_t fd, short what, void *arg)
+{
+	conn_run(arg);
+}
+
+static void conn_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct net_conn *c = arg;
+	if (c->commit_wait) {
+		arm_timer(c);
+		return;
+	}
+	log_event(LOG_LVL_INFO, "timeout", "session=%s", c->sid);
+	if (c->tstate == T_HANDSHAKE) {
+		conn_close(c, "tls handshake timeout");
+		return;
+	}
+	smtp_session_timeout(c->s);
+	drain_actions(c);
+	conn_run(c);
+}
+
+static void conn_free(struct net_conn *c)
+{
+	struct net_server *srv = c->srv;
+	if (c->prev)
+		c->prev->next = c->next;
+	else
+		srv->conns = c->next;
+	if (c->next)
+		c->next->prev = c->prev;
+	event_free(c->ev_io);
+	event_free(c->ev_timer);
+	tls_conn_free(c->tls);
+	smtp_session_free(c->s);
+	close(c->fd);
+	free(c);
+	__atomic_sub_fetch(&srv->slots[srv->my_slot], 1, __ATOMIC_RELAXED);
+	srv->n_conns--;
+	if (srv->stopping && srv->n_conns == 0 && srv->on_empty)
+		srv->on_empty(srv);
+}
+
+static void conn_close(struct net_conn *c, const char *why)
+{
+	if (c->closed)
+		return;
+	c->closed = true;
+	body_abort(c);
+	if (why)
+		log_event(LOG_LVL_INFO, "disconnect", "session=%s reason=\"%s\"", c->sid, why);
+	else
+		log_event(LOG_LVL_INFO, "disconnect", "session=%s", c->sid);
+	if (c->tstate == T_TLS)
+		tls_conn_shutdown(c->tls);
+	if (c->commit_wait)
+		return; /* freed when the commit completes */
+	conn_free(c);
+}
+
+static void commit_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct net_server *srv = arg;
+	size_t n = 0;
+	for (struct net_conn *c = srv->commit_head; c; c = c->commit_next)
+		n++;
+	if (n == 0)
+		return;
+	struct net_conn **cs = xcalloc(n, sizeof(*cs));
+	struct spool_msg **ms = xcalloc(n, sizeof(*ms));
+	bool *ok = xcalloc(n, sizeof(*ok));
+	size_t i = 0;
+	for (struct net_conn *c = srv->commit_head; c; c = c->commit_next, i++) {
+		cs[i] = c;
+		ms[i] = c->msg;
+		c->msg = NULL;
+	}
+	srv->commit_head = NULL;
+	struct err e = { "" };
+	spool_commit_batch(srv->spool, ms, n, ok, &e);
+	for (i = 0; i < n; i++) {
+		struct net_conn *c = cs[i];
+		c->commit_wait = false;
+		if (ok[i]) {
+			/* The envelope is still the session's until commit_done. */
+			const struct smtp_envelope *env = smtp_session_envelope(c->s);
+			struct buf *l = log_begin(LOG_LVL_INFO, "queued");
+			log_kv(l, "session", "%s", c->sid);
+			log_kv(l, "id", "%s", c->qid);
+			log_kv(l, "size", "%llu", (unsigned long long)env->size);
+			log_kv_esc(l, "from", env->sender, strlen(env->sender));
+			log_kv(l, "nrcpt", "%zu", env->n_rcpts);
+			struct buf to;
+			buf_init(&to, 1 << 20);
+			for (size_t r = 0; r < env->n_rcpts; r++) {
+				if (r)
+					buf_puts(&to, ",");
+				buf_puts(&to, env->rcpts[r].addr);
+			}
+			log_kv_esc(l, "to", buf_ptr(&to), buf_len(&to));
+			buf_free(&to);
+			log_kv(l, "role", "%s", smtp_role_name(c->l->policy.role));
+			if (env->tls_version)
+				log_kv(l, "tls", "%s", env->tls_version);
+			log_end(l);
+		} else {
+			log_event(LOG_LVL_ERR, "commit_failed", "session=%s id=%s error=\"%s\"", c->sid,
+				  c->qid, e.msg);
+		}
+		if (c->closed) {
+			conn_free(c);
+			continue;
+		}
+		smtp_session_commit_done(c->s, ok[i], c->qid);
+		drain_actions(c);
+		conn_run(c);
+	}
+	free(cs);
+	free(ms);
+	free(ok);
+}
+
+static void format_ip(const struct sockaddr *sa, char *out, size_t n)
+{
+	if (sa->sa_family == AF_INET)
+		inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, out, (socklen_t)n);
+	else if (sa->sa_family == AF_INET6)
+		inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, out, (socklen_t)n);
+	else
+		snprintf(out, n, "unknown");
+}
+
+static void accept_cb(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *sa,
+		      int salen, void *arg)
+{
+	struct net_listener *l = arg;
+	struct net_server *srv = l->server;
+	char ip[INET6_ADDRSTRLEN];
+	format_ip(sa, ip, sizeof(ip));
+	if (srv->stopping || total_sessions(srv) >= srv->conf->smtp_accept_max) {
+		log_event(LOG_LVL_WARN, "refused_connection",
+			  "client=%s port=%u reason=smtp_accept_max limit=%u", ip, l->port,
+			  srv->conf->smtp_accept_max);
+		if (!l->policy.tls_on_connect) {
+			struct buf m;
+			buf_init(&m, 1024);
+			buf_printf(&m, "421 4.3.2 %s Too many connections, try again later\r\n",
+				   srv->conf->primary_hostname);
+			(void)!send(fd, buf_ptr(&m), buf_len(&m), MSG_NOSIGNAL | MSG_DONTWAIT);
+			buf_free(&m);
+		}
+		close(fd);
+		return;
+	}
+	evutil_make_socket_nonblocking(fd);
+	int one = 1;
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	struct net_conn *c = xcalloc(1, sizeof(*c));
+	c->srv = srv;
+	c->l = l;
+	c->fd = fd;
+	snprintf(c->ip, sizeof(c->ip), "%s", ip);
+	snprintf(c->sid, sizeof(c->sid), "%lx.%llx", (unsigned long)getpid(),
+		 (unsigned long long)++srv->next_session);
+	c->client.session_id = c->sid;
+	c->client.ip = c->ip;
+	c->client.rdns = NULL;
+	c->client.local_port = l->port;
+	c->s = smtp_session_new(&l->policy, &c->client);
+	c->ev_io = event_new(srv->base, fd, EV_READ | EV_PERSIST, conn_io_cb, c);
+	c->ev_want = EV_READ;
+	c->ev_timer = evtimer_new(srv->base, conn_timer_cb, c);
+	event_priority_set(c->ev_io, 0);
+	event_priority_set(c->ev_timer, 0);
+	c->next = srv->conns;
+	if (srv->conns)
+		srv->conns->prev = c;
+	srv->conns = c;
+	srv->n_conns++;
+	__atomic_add_fetch(&srv->slots[srv->my_slot], 1, __ATOMIC_RELAXED);
+	log_event(LOG_LVL_INFO, "connect", "session=%s client=%s port=%u role=%s tls=%s", c->sid,
+		  c->ip, l->port, smtp_role_name(l->policy.role),
+		  l->policy.tls_on_connect ? "on_connect" : "no");
+	arm_timer(c);
+	if (l->policy.tls_on_connect) {
+		c->tls = tls_conn_new(l->tls, fd);
+		if (!c->tls) {
+			conn_close(c, "tls setup failed");
+			return;
+		}
+		c->tstate = T_HANDSHAKE;
+		c->greet_after_tls = true;
+	} else {
+		smtp_session_start(c->s);
+		drain_actions(c);
+	}
+	conn_run(c);
+}
+
+static void stop_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct net_server *srv = arg;
+	/* Sessions that did not finish in shutdown_timeout are closed; a
+	 * message still being received is discarded, never acknowledged. */
+	struct net_conn *c = srv->conns;
+	while (c) {
+		struct net_conn *next = c->next;
+		if (!c->commit_wait)
+			conn_close(c, "shutdown timeout");
+		c = next;
+	}
+}
+
+int net_server_start(struct net_server *srv, struct err *e)
+{
+	buf_init(&srv->rbuf, 4 * NET_READ_CHUNK);
+	srv->commit_ev = event_new(srv->base, -1, 0, commit_cb, srv);
+	event_priority_set(srv->commit_ev, 2);
+	for (size_t i = 0; i < srv->n_listeners; i++) {
+		struct net_listener *l = &srv->listeners[i];
+		l->server = srv;
+		l->ev = evconnlistener_new(srv->base, accept_cb, l, LEV_OPT_CLOSE_ON_FREE, -1, l->fd);
+		if (!l->ev)
+			return err_set(e, "cannot listen on port %u", l->port);
+	}
+	return 0;
+}
+
+void net_server_stop(struct net_server *srv)
+{
+	if (srv->stopping)
+		return;
+	srv->stopping = true;
+	for (size_t i = 0; i < srv->n_listeners; i++) {
+		if (srv->listeners[i].ev) {
+			evconnlistener_free(srv->listeners[i].ev);
+			srv->listeners[i].ev = NULL;
+		}
+	}
+	if (srv->n_conns == 0) {
+		if (srv->on_empty)
+			srv->on_empty(srv);
+		return;
+	}
+	struct net_conn *c = srv->conns;
+	while (c) {
+		struct net_conn *next = c->next;
+		if (c->tstate == T_HANDSHAKE) {
+			conn_close(c, "shutdown");
+		} else {
+			smtp_session_shutdown(c->s);
+			drain_actions(c);
+			conn_run(c);
+		}
+		c = next;
+	}
+	if (srv->n_conns > 0) {
+		srv->stop_timer = evtimer_new(srv->base, stop_timer_cb, srv);
+		struct timeval tv = { (time_t)srv->conf->shutdown_timeout, 0 };
+		evtimer_add(srv->stop_timer, &tv);
+	}
+}
+
+void net_server_free(struct net_server *srv)
+{
+	while (srv->conns) {
+		struct net_conn *c = srv->conns;
+		c->commit_wait = false;
+		c->closed = true;
+		body_abort(c);
+		conn_free(c);
+	}
+	for (size_t i = 0; i < srv->n_listeners; i++)
+		if (srv->listeners[i].ev)
+			evconnlistener_free(srv->listeners[i].ev);
+	if (srv->commit_ev)
+		event_free(srv->commit_ev);
+	if (srv->stop_timer)
+		event_free(srv->stop_timer);
+	buf_free(&srv->rbuf);
+}

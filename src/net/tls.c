@@ -1,0 +1,199 @@
+/* TLS with OpenSSL 3: server contexts per listener policy and non-blocking
+ * connections.  The only file that includes OpenSSL. */
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "net.h"
+
+struct tls_ctx {
+	SSL_CTX *ctx;
+};
+
+struct tls_conn {
+	SSL *ssl;
+	char err[256];
+};
+
+void tls_global_init(void)
+{
+	OPENSSL_init_ssl(OPENSSL_INIT_LOAD_SSL_STRINGS, NULL);
+}
+
+const char *tls_library_version(void)
+{
+	return OpenSSL_version(OPENSSL_VERSION);
+}
+
+static void ossl_err(char *out, size_t n)
+{
+	unsigned long code = ERR_get_error();
+	if (code == 0)
+		snprintf(out, n, "unknown error");
+	else
+		ERR_error_string_n(code, out, n);
+	ERR_clear_error();
+}
+
+int tls_ctx_new(const struct conf *c, const struct conf_listener *l, struct tls_ctx **out,
+		struct err *e)
+{
+	char why[256];
+	*out = NULL;
+	if (!c->tls_certificate)
+		return err_set(e, "no tls_certificate configured");
+	SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
+	if (!ctx)
+		return err_set(e, "SSL_CTX_new failed");
+	/* Our policy replaces the system-wide defaults (openssl.cnf), so that the
+	 * MX port can stay compatible with old MTAs while submission is strict. */
+	SSL_CTX_set_min_proto_version(ctx, l->tls_min_version);
+	SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION |
+				 SSL_OP_CIPHER_SERVER_PREFERENCE | SSL_OP_NO_TICKET);
+	SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE |
+			      SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER | SSL_MODE_RELEASE_BUFFERS);
+	SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+	if (l->tls_ciphers && SSL_CTX_set_cipher_list(ctx, l->tls_ciphers) != 1) {
+		ossl_err(why, sizeof(why));
+		SSL_CTX_free(ctx);
+		return err_set(e, "port %u: tls_ciphers: %s", l->port, why);
+	}
+	if (l->tls_ciphersuites && SSL_CTX_set_ciphersuites(ctx, l->tls_ciphersuites) != 1) {
+		ossl_err(why, sizeof(why));
+		SSL_CTX_free(ctx);
+		return err_set(e, "port %u: tls_ciphersuites: %s", l->port, why);
+	}
+	SSL_CTX_set_dh_auto(ctx, 1);
+	if (SSL_CTX_use_certificate_chain_file(ctx, c->tls_certificate) != 1) {
+		ossl_err(why, sizeof(why));
+		SSL_CTX_free(ctx);
+		return err_set(e, "tls_certificate %s: %s", c->tls_certificate, why);
+	}
+	const char *key = c->tls_privatekey ? c->tls_privatekey : c->tls_certificate;
+	if (SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1) {
+		ossl_err(why, sizeof(why));
+		SSL_CTX_free(ctx);
+		return err_set(e, "tls_privatekey %s: %s", key, why);
+	}
+	if (SSL_CTX_check_private_key(ctx) != 1) {
+		SSL_CTX_free(ctx);
+		return err_set(e, "tls_privatekey %s does not match tls_certificate %s", key,
+			       c->tls_certificate);
+	}
+	struct tls_ctx *t = xcalloc(1, sizeof(*t));
+	t->ctx = ctx;
+	*out = t;
+	return 0;
+}
+
+void tls_ctx_free(struct tls_ctx *t)
+{
+	if (!t)
+		return;
+	SSL_CTX_free(t->ctx);
+	free(t);
+}
+
+struct tls_conn *tls_conn_new(struct tls_ctx *ctx, int fd)
+{
+	SSL *ssl = SSL_new(ctx->ctx);
+	if (!ssl)
+		return NULL;
+	if (SSL_set_fd(ssl, fd) != 1) {
+		SSL_free(ssl);
+		return NULL;
+	}
+	SSL_set_accept_state(ssl);
+	struct tls_conn *t = xcalloc(1, sizeof(*t));
+	t->ssl = ssl;
+	return t;
+}
+
+void tls_conn_free(struct tls_conn *t)
+{
+	if (!t)
+		return;
+	SSL_free(t->ssl);
+	free(t);
+}
+
+static enum tls_io map(struct tls_conn *t, int r)
+{
+	int code = SSL_get_error(t->ssl, r);
+	switch (code) {
+	case SSL_ERROR_WANT_READ:
+		return TLS_IO_WANT_READ;
+	case SSL_ERROR_WANT_WRITE:
+		return TLS_IO_WANT_WRITE;
+	case SSL_ERROR_ZERO_RETURN:
+		return TLS_IO_EOF;
+	case SSL_ERROR_SYSCALL:
+		if (ERR_peek_error() == 0) {
+			snprintf(t->err, sizeof(t->err), "connection closed");
+			return TLS_IO_EOF;
+		}
+		ossl_err(t->err, sizeof(t->err));
+		return TLS_IO_ERROR;
+	default:
+		ossl_err(t->err, sizeof(t->err));
+		return TLS_IO_ERROR;
+	}
+}
+
+enum tls_io tls_handshake(struct tls_conn *t)
+{
+	ERR_clear_error();
+	int r = SSL_do_handshake(t->ssl);
+	if (r == 1)
+		return TLS_IO_OK;
+	return map(t, r);
+}
+
+enum tls_io tls_read(struct tls_conn *t, void *p, size_t n, size_t *got)
+{
+	ERR_clear_error();
+	size_t g = 0;
+	int r = SSL_read_ex(t->ssl, p, n, &g);
+	if (r == 1) {
+		*got = g;
+		return TLS_IO_OK;
+	}
+	return map(t, r);
+}
+
+enum tls_io tls_write(struct tls_conn *t, const void *p, size_t n, size_t *put)
+{
+	ERR_clear_error();
+	size_t w = 0;
+	int r = SSL_write_ex(t->ssl, p, n, &w);
+	if (r == 1) {
+		*put = w;
+		return TLS_IO_OK;
+	}
+	return map(t, r);
+}
+
+const char *tls_conn_version(const struct tls_conn *t)
+{
+	return SSL_get_version(t->ssl);
+}
+
+const char *tls_conn_cipher(const struct tls_conn *t)
+{
+	const SSL_CIPHER *c = SSL_get_current_cipher(t->ssl);
+	return c ? SSL_CIPHER_get_name(c) : "none";
+}
+
+const char *tls_conn_error(struct tls_conn *t)
+{
+	return t->err[0] ? t->err : "unknown error";
+}
+
+void tls_conn_shutdown(struct tls_conn *t)
+{
+	ERR_clear_error();
+	(void)SSL_shutdown(t->ssl);
+	ERR_clear_error();
+}

@@ -1,0 +1,145 @@
+/*
+ * queue — the spool: message ids, the on-disk format, the writer (with
+ * group commit), the reader, listing and crash recovery.
+ *
+ * Layout under spool_directory:
+ *   tmp/      messages being received; never acknowledged; removed at start
+ *   queue/    committed messages, one file each, named by queue id
+ *   corrupt/  files found unreadable at start, set aside with a log line
+ * A file in queue/ got there by rename() after fsync of the file, and the
+ * directory is fsync'd before any 250 is sent for it (durability rule).
+ *
+ * File format (text envelope, blank line, then the message as received,
+ * with CRLF line ends and the Received header first):
+ *   sluice-spool 1
+ *   id <queue id>
+ *   received <unix seconds>
+ *   role mx|submission
+ *   client <ip>
+ *   helo <xtext>
+ *   tls <version> <cipher>            (optional)
+ *   auth <xtext>                       (optional)
+ *   from <xtext sender, empty for <>>
+ *   body 7bit|8bitmime                 (optional)
+ *   smtputf8                           (optional)
+ *   ret full|hdrs                      (optional)
+ *   envid <xtext>                      (optional)
+ *   size <declared SIZE>               (optional)
+ *   rcpt <xtext addr> <notify bits> <xtext orcpt or ->   (one or more)
+ *   <empty line>
+ *   <message>
+ * Values are RFC 3461 xtext so that any byte survives on one line.
+ */
+#ifndef SLUICE_QUEUE_H
+#define SLUICE_QUEUE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <sys/types.h>
+
+#include "../util/util.h"
+
+/*
+ * Queue id: 11 base-32 chars of microseconds since the epoch (sortable by
+ * time), '-', 5 chars of pid, '-', 2 chars of a per-process sequence:
+ * e.g. "1kq3vb0d4a8-00c3f-00".  Alphabet 0-9a-v.  QUEUE_ID_LEN excludes NUL.
+ */
+#define QUEUE_ID_LEN 20
+void queue_id_make(char out[QUEUE_ID_LEN + 1], int64_t now_us, long pid, unsigned seq);
+bool queue_id_valid(const char *s);
+
+struct spool_rcpt {
+	char *addr;
+	unsigned notify;
+	char *orcpt; /* NULL if none */
+};
+
+/* The envelope as stored.  Strings owned by the struct when read back. */
+struct spool_env {
+	char id[QUEUE_ID_LEN + 1];
+	int64_t received;       /* unix seconds */
+	char *role;             /* "mx" / "submission" */
+	char *client_ip;
+	char *helo;
+	char *tls_version;      /* NULL if none */
+	char *tls_cipher;
+	char *auth_user;        /* NULL if none */
+	char *sender;           /* "" for null sender */
+	int body;               /* 0 unspecified, 1 7bit, 2 8bitmime */
+	bool smtputf8;
+	int ret;                /* 0 unspecified, 1 full, 2 hdrs */
+	char *envid;            /* NULL if none */
+	uint64_t size_declared; /* 0 if none */
+	struct spool_rcpt *rcpts;
+	size_t n_rcpts;
+	/* Filled by the reader: */
+	off_t data_offset;      /* where the message begins in the file */
+	off_t data_size;        /* bytes of message */
+};
+
+void spool_env_free(struct spool_env *env);
+
+struct spool;      /* an open spool directory */
+struct spool_msg;  /* a message being written */
+
+/* Opens (creating subdirectories if missing) the spool at dir. */
+int spool_open(const char *dir, struct spool **out, struct err *e);
+void spool_close(struct spool *sp);
+
+/*
+ * Crash recovery, run by the master before workers start: removes tmp/
+ * leftovers and moves queue/ files that do not parse to corrupt/, logging
+ * each.  Never fails on content; fails only if the directories are unusable.
+ * counts (optional): [0] removed from tmp, [1] set aside, [2] queued ok.
+ */
+int spool_recover(struct spool *sp, size_t counts[3], struct err *e);
+
+/* Starts a message: allocates the id and creates its file in tmp/, writing
+ * the envelope (env->id is filled in).  */
+int spool_msg_begin(struct spool *sp, struct spool_env *env, int64_t now_us,
+		    struct spool_msg **out, struct err *e);
+const char *spool_msg_id(const struct spool_msg *m);
+/* Appends message bytes (buffered; written in large blocks). */
+int spool_msg_write(struct spool_msg *m, const void *p, size_t n, struct err *e);
+/* Discards the message: closes and unlinks its tmp file, frees m. */
+void spool_msg_abort(struct spool_msg *m);
+
+/*
+ * Group commit: makes every message in msgs durable with shared directory
+ * fsyncs — each file is flushed and fsync'd, renamed into queue/, then
+ * queue/ is fsync'd once.  ok[i] tells each message's outcome; a message
+ * is ok only once its own file and the directory entry are on disk.  Frees
+ * every msgs[i].  Returns the number committed.
+ */
+size_t spool_commit_batch(struct spool *sp, struct spool_msg **msgs, size_t n, bool *ok,
+			  struct err *e);
+/* Counters for tests and benchmarks: fsync calls made by this process. */
+uint64_t spool_fsync_count(void);
+
+/*
+ * Writes env as envelope text (through the blank line) to out; fails if a
+ * field could not be read back (bad role, no recipients, token with spaces,
+ * too long).  Used by the writer and to check the parser by round trip.
+ */
+int spool_format_env(const struct spool_env *env, struct buf *out, struct err *e);
+/* The open queue/ directory, for reading relative to it (never by path). */
+int spool_queue_dirfd(const struct spool *sp);
+
+/* Reads the envelope of queued message id. */
+int spool_read_env(struct spool *sp, const char *id, struct spool_env *out, struct err *e);
+/* Parses an envelope from a file's first bytes (for recovery and fuzzing). */
+int spool_parse_env(const char *text, size_t n, struct spool_env *out, struct err *e);
+/* Opens the queued file read-only, positioned at the message data. */
+int spool_open_data(struct spool *sp, const char *id, int *fd_out, struct err *e);
+
+/* Calls fn for every queued message id, in id (= time) order. */
+int spool_foreach(struct spool *sp, int (*fn)(const char *id, void *arg), void *arg,
+		  struct err *e);
+
+/* -bp / mailq listing and -bpc count, written to f. */
+int spool_print_list(struct spool *sp, FILE *f, struct err *e);
+int spool_count(struct spool *sp, size_t *n, struct err *e);
+
+#endif

@@ -1,0 +1,380 @@
+/*
+ * Path parsing: RFC 5321 §4.1.2 Reverse-path / Forward-path, with the
+ * RFC 6531 UTF-8 extensions.  The parser is a single bounded left-to-right
+ * scan; every result is a view into the caller's bytes.
+ */
+#include <arpa/inet.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "smtp.h"
+
+/* RFC 5321 §4.5.3.1 */
+#define PATH_LOCAL_MAX 64
+#define PATH_DOMAIN_MAX 255
+#define PATH_MAX_LEN 256
+
+/* Longest textual address inet_pton can accept (IPv6 with embedded IPv4). */
+#define LITERAL_ADDR_MAX 45
+
+struct scan {
+	const unsigned char *p;
+	size_t n;
+	size_t i;
+	bool non_ascii; /* valid UTF-8 seen */
+};
+
+/*
+ * Length of the well-formed UTF-8 sequence at s[0..n) (RFC 3629: no
+ * overlong forms, no surrogates, nothing above U+10FFFF), or 0.
+ */
+static size_t utf8_seq(const unsigned char *s, size_t n)
+{
+	unsigned char c = s[0];
+	size_t len;
+	unsigned char lo = 0x80, hi = 0xBF;
+	if (c >= 0xC2 && c <= 0xDF) {
+		len = 2;
+	} else if (c >= 0xE0 && c <= 0xEF) {
+		len = 3;
+		if (c == 0xE0)
+			lo = 0xA0;
+		else if (c == 0xED)
+			hi = 0x9F;
+	} else if (c >= 0xF0 && c <= 0xF4) {
+		len = 4;
+		if (c == 0xF0)
+			lo = 0x90;
+		else if (c == 0xF4)
+			hi = 0x8F;
+	} else {
+		return 0;
+	}
+	if (n < len)
+		return 0;
+	if (s[1] < lo || s[1] > hi)
+		return 0;
+	for (size_t k = 2; k < len; k++)
+		if (s[k] < 0x80 || s[k] > 0xBF)
+			return 0;
+	return len;
+}
+
+/*
+ * Consumes one non-ASCII character at the cursor.  Valid UTF-8 without
+ * SMTPUTF8 is remembered rather than refused at once, so that a syntax
+ * error elsewhere still takes precedence over the 553 5.6.7 reply.
+ */
+static enum smtp_path_error take_utf8(struct scan *sc)
+{
+	size_t l = utf8_seq(sc->p + sc->i, sc->n - sc->i);
+	if (l == 0)
+		return SMTP_PATH_BAD_UTF8;
+	sc->non_ascii = true;
+	sc->i += l;
+	return SMTP_PATH_OK;
+}
+
+static bool is_alpha(unsigned char c)
+{
+	return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z');
+}
+
+static bool is_digit(unsigned char c)
+{
+	return c >= '0' && c <= '9';
+}
+
+/* RFC 5322 atext */
+static bool is_atext(unsigned char c)
+{
+	if (is_alpha(c) || is_digit(c))
+		return true;
+	return c != 0 && strchr("!#$%&'*+-/=?^_`{|}~", c) != NULL;
+}
+
+/* RFC 5321 qtextSMTP */
+static bool is_qtext(unsigned char c)
+{
+	return c == 32 || c == 33 || (c >= 35 && c <= 91) || (c >= 93 && c <= 126);
+}
+
+/* RFC 5321 dcontent */
+static bool is_dcontent(unsigned char c)
+{
+	return (c >= 33 && c <= 90) || (c >= 94 && c <= 126);
+}
+
+static bool at(const struct scan *sc, unsigned char c)
+{
+	return sc->i < sc->n && sc->p[sc->i] == c;
+}
+
+/* Dot-string = Atom *("." Atom) */
+static enum smtp_path_error scan_dot_string(struct scan *sc)
+{
+	for (;;) {
+		size_t start = sc->i;
+		while (sc->i < sc->n) {
+			unsigned char c = sc->p[sc->i];
+			if (is_atext(c)) {
+				sc->i++;
+			} else if (c >= 0x80) {
+				enum smtp_path_error r = take_utf8(sc);
+				if (r != SMTP_PATH_OK)
+					return r;
+			} else {
+				break;
+			}
+		}
+		if (sc->i == start)
+			return SMTP_PATH_SYNTAX;
+		if (!at(sc, '.'))
+			return SMTP_PATH_OK;
+		sc->i++;
+	}
+}
+
+/* Quoted-string = DQUOTE *QcontentSMTP DQUOTE */
+static enum smtp_path_error scan_quoted(struct scan *sc)
+{
+	sc->i++; /* opening quote */
+	while (sc->i < sc->n) {
+		unsigned char c = sc->p[sc->i];
+		if (c == '"') {
+			sc->i++;
+			return SMTP_PATH_OK;
+		}
+		if (c == '\\') {
+			if (sc->i + 1 >= sc->n)
+				return SMTP_PATH_SYNTAX;
+			unsigned char q = sc->p[sc->i + 1];
+			if (q < 32 || q > 126)
+				return SMTP_PATH_SYNTAX;
+			sc->i += 2;
+		} else if (is_qtext(c)) {
+			sc->i++;
+		} else if (c >= 0x80) {
+			enum smtp_path_error r = take_utf8(sc);
+			if (r != SMTP_PATH_OK)
+				return r;
+		} else {
+			return SMTP_PATH_SYNTAX;
+		}
+	}
+	return SMTP_PATH_SYNTAX;
+}
+
+/*
+ * Domain = sub-domain *("." sub-domain), sub-domain = Let-dig [Ldh-str]
+ * (or a U-label under RFC 6531).  One trailing dot is tolerated because
+ * clients write fully qualified names that way.
+ */
+static enum smtp_path_error scan_hostname(struct scan *sc, bool allow_trailing_dot)
+{
+	bool first = true;
+	for (;;) {
+		size_t start = sc->i;
+		unsigned char last = 0;
+		while (sc->i < sc->n) {
+			unsigned char c = sc->p[sc->i];
+			if (is_alpha(c) || is_digit(c) || c == '-') {
+				if (c == '-' && sc->i == start)
+					return SMTP_PATH_SYNTAX;
+				last = c;
+				sc->i++;
+			} else if (c >= 0x80) {
+				enum smtp_path_error r = take_utf8(sc);
+				if (r != SMTP_PATH_OK)
+					return r;
+				last = c;
+			} else {
+				break;
+			}
+		}
+		if (sc->i == start) {
+			/* Empty label: only the position after a final dot. */
+			if (!first && allow_trailing_dot && !at(sc, '.'))
+				return SMTP_PATH_OK;
+			return SMTP_PATH_SYNTAX;
+		}
+		if (last == '-')
+			return SMTP_PATH_SYNTAX;
+		first = false;
+		if (!at(sc, '.'))
+			return SMTP_PATH_OK;
+		sc->i++;
+	}
+}
+
+static bool literal_addr_ok(int af, const unsigned char *s, size_t len)
+{
+	if (len == 0 || len > LITERAL_ADDR_MAX)
+		return false;
+	char *t = str_ndup(s, len);
+	unsigned char out[16];
+	int r = inet_pton(af, t, out);
+	free(t);
+	return r == 1;
+}
+
+/*
+ * address-literal = "[" ( IPv4-address-literal / IPv6-address-literal /
+ * General-address-literal ) "]"
+ */
+static enum smtp_path_error scan_literal(struct scan *sc)
+{
+	size_t start = ++sc->i; /* after '[' */
+	while (sc->i < sc->n && is_dcontent(sc->p[sc->i]))
+		sc->i++;
+	if (!at(sc, ']'))
+		return SMTP_PATH_SYNTAX;
+	const unsigned char *c = sc->p + start;
+	size_t len = sc->i - start;
+	sc->i++; /* ']' */
+	if (len == 0)
+		return SMTP_PATH_SYNTAX;
+
+	const unsigned char *colon = memchr(c, ':', len);
+	if (!colon)
+		return literal_addr_ok(AF_INET, c, len) ? SMTP_PATH_OK : SMTP_PATH_SYNTAX;
+	size_t tag_len = (size_t)(colon - c);
+	if (str_eq_nocase((const char *)c, tag_len, "IPv6"))
+		return literal_addr_ok(AF_INET6, colon + 1, len - tag_len - 1) ? SMTP_PATH_OK
+									 : SMTP_PATH_SYNTAX;
+	/* Standardized-tag = Ldh-str: starts and ends with a letter or digit. */
+	if (tag_len == 0 || !(is_alpha(c[0]) || is_digit(c[0])))
+		return SMTP_PATH_SYNTAX;
+	for (size_t k = 0; k < tag_len; k++)
+		if (!(is_alpha(c[k]) || is_digit(c[k]) || c[k] == '-'))
+			return SMTP_PATH_SYNTAX;
+	if (c[tag_len - 1] == '-')
+		return SMTP_PATH_SYNTAX;
+	if (len - tag_len - 1 == 0)
+		return SMTP_PATH_SYNTAX;
+	return SMTP_PATH_OK;
+}
+
+/* A-d-l = At-domain *( "," At-domain ), At-domain = "@" Domain */
+static enum smtp_path_error scan_route(struct scan *sc)
+{
+	for (;;) {
+		if (!at(sc, '@'))
+			return SMTP_PATH_SYNTAX;
+		sc->i++;
+		enum smtp_path_error r = scan_hostname(sc, false);
+		if (r != SMTP_PATH_OK)
+			return r;
+		if (at(sc, ':')) {
+			sc->i++;
+			return SMTP_PATH_OK;
+		}
+		if (!at(sc, ','))
+			return SMTP_PATH_SYNTAX;
+		sc->i++;
+	}
+}
+
+static enum smtp_path_error parse_path(const char *p, size_t n, unsigned flags,
+				       struct smtp_path *out, size_t *used)
+{
+	struct scan sc = { .p = (const unsigned char *)p, .n = n, .i = 0 };
+	enum smtp_path_error r;
+
+	if (!at(&sc, '<'))
+		return SMTP_PATH_SYNTAX;
+	sc.i++;
+
+	if (at(&sc, '>')) {
+		if (!(flags & SMTP_PATH_ALLOW_NULL))
+			return SMTP_PATH_SYNTAX;
+		out->is_null = true;
+		out->local = out->mailbox = p + 1;
+		*used = 2;
+		return SMTP_PATH_OK;
+	}
+
+	if (at(&sc, '@')) {
+		r = scan_route(&sc);
+		if (r != SMTP_PATH_OK)
+			return r;
+		out->has_route = true;
+	}
+
+	size_t local_start = sc.i;
+	if (at(&sc, '"')) {
+		out->quoted = true;
+		r = scan_quoted(&sc);
+	} else {
+		r = scan_dot_string(&sc);
+	}
+	if (r != SMTP_PATH_OK)
+		return r;
+	out->local = p + local_start;
+	out->local_len = sc.i - local_start;
+
+	if (at(&sc, '>')) {
+		/* RFC 5321 §4.1.1.3: "<Postmaster>" is the one domainless path. */
+		if (!(flags & SMTP_PATH_ALLOW_BARE) || out->has_route || out->quoted ||
+		    !str_eq_nocase(out->local, out->local_len, "postmaster"))
+			return SMTP_PATH_SYNTAX;
+	} else {
+		if (!at(&sc, '@'))
+			return SMTP_PATH_SYNTAX;
+		sc.i++;
+		size_t dom_start = sc.i;
+		if (at(&sc, '[')) {
+			out->domain_literal = true;
+			r = scan_literal(&sc);
+		} else {
+			r = scan_hostname(&sc, true);
+		}
+		if (r != SMTP_PATH_OK)
+			return r;
+		out->domain = p + dom_start;
+		out->domain_len = sc.i - dom_start;
+		if (!at(&sc, '>'))
+			return SMTP_PATH_SYNTAX;
+	}
+	out->mailbox = out->local;
+	out->mailbox_len = (size_t)(p + sc.i - out->local);
+	sc.i++; /* '>' */
+
+	if (sc.non_ascii) {
+		if (!(flags & SMTP_PATH_UTF8))
+			return SMTP_PATH_NON_ASCII;
+		out->utf8 = true;
+	}
+	if (out->local_len > PATH_LOCAL_MAX || out->domain_len > PATH_DOMAIN_MAX ||
+	    sc.i > PATH_MAX_LEN)
+		return SMTP_PATH_TOO_LONG;
+	*used = sc.i;
+	return SMTP_PATH_OK;
+}
+
+enum smtp_path_error smtp_parse_path(const char *p, size_t n, unsigned flags,
+				     struct smtp_path *out, size_t *used)
+{
+	memset(out, 0, sizeof(*out));
+	*used = 0;
+	enum smtp_path_error r = parse_path(p, n, flags, out, used);
+	if (r != SMTP_PATH_OK) {
+		/* No half-filled views escape a failed parse. */
+		memset(out, 0, sizeof(*out));
+		*used = 0;
+	}
+	return r;
+}
+
+bool smtp_domain_in_list(const char *domain, size_t n, const char *const *domains,
+			 size_t n_domains)
+{
+	if (n > 0 && domain[n - 1] == '.')
+		n--;
+	if (n == 0)
+		return false;
+	for (size_t k = 0; k < n_domains; k++)
+		if (domains[k] && str_eq_nocase(domain, n, domains[k]))
+			return true;
+	return false;
+}

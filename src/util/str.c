@@ -1,0 +1,109 @@
+/* Small string helpers, allocation wrappers and error formatting. */
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "util.h"
+
+int err_set(struct err *e, const char *fmt, ...)
+{
+	if (e) {
+		va_list ap;
+		va_start(ap, fmt);
+		vsnprintf(e->msg, sizeof(e->msg), fmt, ap);
+		va_end(ap);
+	}
+	return -1;
+}
+
+static void oom(void)
+{
+	static const char m[] = "sluice: out of memory\n";
+	(void)!write(2, m, sizeof(m) - 1);
+	abort();
+}
+
+void *xmalloc(size_t n)
+{
+	void *p = malloc(n ? n : 1);
+	if (!p)
+		oom();
+	return p;
+}
+
+void *xcalloc(size_t n, size_t size)
+{
+	void *p = calloc(n ? n : 1, size ? size : 1);
+	if (!p)
+		oom();
+	return p;
+}
+
+void *xrealloc(void *p, size_t n)
+{
+	void *q = realloc(p, n ? n : 1);
+	if (!q)
+		oom();
+	return q;
+}
+
+char *str_dup(const char *s)
+{
+	return str_ndup(s, strlen(s));
+}
+
+char *str_ndup(const void *p, size_t n)
+{
+	char *s = xmalloc(n + 1);
+	memcpy(s, p, n);
+	s[n] = '\0';
+	return s;
+}
+
+bool str_eq_nocase(const char *a, size_t alen, const char *b)
+{
+	size_t blen = strlen(b);
+	if (alen != blen)
+		return false;
+	for (size_t i = 0; i < alen; i++)
+		if (tolower((unsigned char)a[i]) != tolower((unsigned char)b[i]))
+			return false;
+	return true;
+}
+
+bool str_has_prefix_nocase(const char *s, size_t n, const char *prefix)
+{
+	size_t pl = strlen(prefix);
+	if (n < pl)
+		return false;
+	return str_eq_nocase(s, pl, prefix);
+}
+
+void str_lower(char *s)
+{
+	for (; *s; s++)
+		if (*s >= 'A' && *s <= 'Z')
+			*s = (char)(*s - 'A' + 'a');
+}
+
+void str_escape(struct buf *out, const void *p, size_t n, size_t maxlen)
+{
+	static const char hex[] = "0123456789abcdef";
+	const unsigned char *s = p;
+	size_t lim = n < maxlen ? n : maxlen;
+	for (size_t i = 0; i < lim; i++) {
+		unsigned char c = s[i];
+		if (c >= 0x20 && c < 0x7f && c != '\\' && c != '"' && c != '=') {
+			if (buf_append(out, &c, 1) < 0)
+				return;
+		} else {
+			char esc[4] = { '\\', 'x', hex[c >> 4], hex[c & 15] };
+			if (buf_append(out, esc, 4) < 0)
+				return;
+		}
+	}
+	if (n > maxlen)
+		buf_puts(out, "...");
+}

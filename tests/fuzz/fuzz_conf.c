@@ -1,0 +1,121 @@
+/*
+ * Fuzzes the configuration parser: any text, any -oX value, with and
+ * without -tls-on-connect.  A loaded configuration must satisfy the
+ * invariants the rest of the daemon relies on; -bP and the reference
+ * must run on it.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "conf/conf.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+static void check(const struct conf *c, bool tls_all)
+{
+	if (!c->primary_hostname || !c->primary_hostname[0] || !c->spool_directory ||
+	    !c->user || !c->pid_file || !c->log_file)
+		abort();
+	if (c->n_ports == 0 || c->n_listeners != c->n_ports || !c->listeners)
+		abort();
+	if (c->n_local_interfaces == 0)
+		abort();
+	if (c->tls_certificate && !c->tls_privatekey)
+		abort();
+	for (size_t i = 0; i < c->n_ports; i++) {
+		const struct conf_listener *l = &c->listeners[i];
+		if (c->ports[i] == 0 || l->port != c->ports[i])
+			abort();
+		for (size_t j = 0; j < i; j++)
+			if (c->ports[j] == c->ports[i])
+				abort();
+		if (l->role != CONF_ROLE_MX && l->role != CONF_ROLE_SUBMISSION)
+			abort();
+		if (l->tls != CONF_TLS_STARTTLS && l->tls != CONF_TLS_ON_CONNECT &&
+		    l->tls != CONF_TLS_NONE)
+			abort();
+		if (l->tls_min_version < 0x0301 || l->tls_min_version > 0x0304)
+			abort();
+		if (!l->tls_ciphers || !l->tls_ciphersuites)
+			abort();
+		bool sub = l->role == CONF_ROLE_SUBMISSION;
+		if (l->tls_required != sub || l->auth_required != sub)
+			abort();
+		if (sub && l->tls == CONF_TLS_NONE)
+			abort();
+		if ((sub || l->tls == CONF_TLS_ON_CONNECT) && !c->tls_certificate)
+			abort();
+		if (tls_all && l->tls != CONF_TLS_ON_CONNECT)
+			abort();
+		if (conf_listener_for_port(c, l->port) != l)
+			abort();
+	}
+	for (size_t i = 0; i < c->n_local_domains; i++) {
+		const char *d = c->local_domains[i];
+		if (!d[0] || strcmp(d, "@") == 0)
+			abort();
+		for (const char *p = d; *p; p++)
+			if (*p >= 'A' && *p <= 'Z')
+				abort();
+	}
+	if (c->recipients_max < 1 || c->smtp_line_max < 512 || c->smtp_line_max > 65536 ||
+	    c->message_line_max < 78 || c->message_size_limit < 1024 ||
+	    c->smtp_receive_timeout < 1 || c->smtp_workers > 256)
+		abort();
+	for (size_t i = 0; i < c->n_warnings; i++)
+		if (!c->warnings[i])
+			abort();
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	/* Layout: flags byte, then "-oX value" up to the first 0x01 (if the
+	 * flags ask for one), then the configuration text. */
+	if (size < 1)
+		return 0;
+	uint8_t flags = data[0];
+	data++;
+	size--;
+	char *ox = NULL;
+	if (flags & 2) {
+		const uint8_t *sep = memchr(data, 0x01, size);
+		size_t n = sep ? (size_t)(sep - data) : size;
+		ox = strndup((const char *)data, n);
+		if (!ox)
+			return 0;
+		data += sep ? n + 1 : n;
+		size -= sep ? n + 1 : n;
+	}
+	char *text = malloc(size + 1);
+	if (!text) {
+		free(ox);
+		return 0;
+	}
+	memcpy(text, data, size);
+	text[size] = '\0';
+	/* The string API stops at a NUL; feed what precedes it. */
+	bool tls_all = flags & 1;
+	struct conf *c = NULL;
+	struct err e;
+	e.msg[0] = '\0';
+	if (conf_load_string("fuzz.conf", text, ox, tls_all, &c, &e) == 0) {
+		if (!c)
+			abort();
+		check(c, tls_all);
+		FILE *f = fopen("/dev/null", "w");
+		if (f) {
+			if (conf_print(f, c, NULL) != 0 || conf_print(f, c, "user") != 0 ||
+			    conf_print(f, c, "no_such_option") != -1)
+				abort();
+			fclose(f);
+		}
+		conf_free(c);
+	} else {
+		if (c || strncmp(e.msg, "fuzz.conf", 9) != 0)
+			abort();
+	}
+	free(ox);
+	free(text);
+	return 0;
+}

@@ -1,0 +1,138 @@
+"""Fixtures for the integration tests: a real sluice daemon on loopback.
+
+Run with Debian's pytest:  /usr/bin/python3 -m pytest tests/integration
+
+The binary is $SLUICE_BIN, else <repo>/build-test/sluice if it exists, else
+<repo>/build/sluice.  Every test gets its own directory (configuration,
+spool, log) and its own random loopback ports; the daemon runs in the
+foreground (-bdf) as a child of the test and is stopped with SIGTERM, which
+must end it with exit status 0.
+"""
+import os
+import shutil
+import tempfile
+
+import pytest
+
+from helpers import (
+    Daemon,
+    free_ports,
+    generate_cert,
+    write_config,
+)
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def sluice_bin():
+    env = os.environ.get("SLUICE_BIN")
+    if env:
+        return os.path.abspath(env)
+    alt = os.path.join(REPO, "build-test", "sluice")
+    if os.path.exists(alt):
+        return alt
+    return os.path.join(REPO, "build", "sluice")
+
+
+@pytest.fixture(scope="session")
+def binary():
+    return sluice_bin()
+
+
+@pytest.fixture(scope="session")
+def base_dir():
+    # Workers run as "nobody": every directory above the spool must be
+    # traversable by it, which pytest's 0700 tmp_path is not.
+    d = tempfile.mkdtemp(prefix="sluice-it-")
+    os.chmod(d, 0o755)
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def cert(base_dir):
+    """Self-signed certificate and key for mx.test.example (root-only files)."""
+    d = os.path.join(base_dir, "cert")
+    os.mkdir(d, 0o700)
+    return generate_cert(d, "mx.test.example")
+
+
+_counter = [0]
+
+
+@pytest.fixture
+def test_dir(base_dir):
+    _counter[0] += 1
+    d = os.path.join(base_dir, "t%03d" % _counter[0])
+    os.mkdir(d)
+    os.chmod(d, 0o755)
+    return d
+
+
+@pytest.fixture
+def make_config(test_dir, cert):
+    """make_config(extra="", ports=None, **overrides) -> (path, ports dict)."""
+
+    def make(extra="", ports=None, name="sluice.conf", **kw):
+        if ports is None:
+            ports = free_ports(3)
+        path = write_config(test_dir, cert, ports, extra=extra, name=name, **kw)
+        # As a package would: the spool directory exists (owned by root);
+        # the daemon makes it its workers' own.
+        os.makedirs(os.path.join(test_dir, "spool"), exist_ok=True)
+        return path, {"mx": ports[0], "sub": ports[1], "smtps": ports[2]}
+
+    return make
+
+
+@pytest.fixture
+def start_daemon(binary, test_dir, make_config, request):
+    """start_daemon(extra="", args=(), wait=True) -> Daemon.
+
+    Every daemon started is stopped at teardown with SIGTERM and must exit
+    with status 0 (unless the test already stopped or killed it)."""
+    started = []
+
+    def start(extra="", args=(), wait=True, conf=None, ports=None, **kw):
+        if conf is None:
+            conf, ports = make_config(extra=extra, **kw)
+        d = Daemon(binary, test_dir, conf, ports)
+        started.append(d)
+        d.start(args=args)
+        if wait:
+            d.wait_ready()
+        return d
+
+    yield start
+
+    failed = getattr(request.node, "rep_call", None)
+    failed = failed is not None and failed.failed
+    errors = []
+    for d in started:
+        if d.proc is None or d.proc.returncode is not None or d.killed:
+            d.cleanup_workers()
+            continue
+        rc = d.stop()
+        d.cleanup_workers()
+        if rc != 0:
+            errors.append("daemon exited with status %r on SIGTERM" % (rc,))
+    if failed or errors:
+        for d in started:
+            print("---- log tail of %s ----" % d.log_path)
+            print(d.log_tail(60))
+            print("---- stderr ----")
+            print(d.stderr_text()[-4000:])
+    if errors:
+        pytest.fail("; ".join(errors))
+
+
+@pytest.fixture
+def daemon(start_daemon):
+    return start_daemon()
+
+
+@pytest.hookimpl(tryfirst=True, hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    rep = outcome.get_result()
+    setattr(item, "rep_" + rep.when, rep)

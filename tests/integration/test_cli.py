@@ -1,0 +1,215 @@
+"""Command line: -bV, -bP, usage errors, -bs, -oX, -tls-on-connect, -bd."""
+import os
+import re
+import signal
+import subprocess
+
+from helpers import (
+    HOSTNAME,
+    QUEUE_ID_RE,
+    Client,
+    free_ports,
+    pid_alive,
+    send_message,
+    wait_until,
+)
+
+
+def run(binary, *args, input=None, timeout=20):
+    return subprocess.run([binary] + list(args), input=input, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, timeout=timeout)
+
+
+def test_bV_prints_version_and_libraries(binary, make_config):
+    conf, _ = make_config()
+    r = run(binary, "-C", conf, "-bV")
+    assert r.returncode == 0, r.stderr
+    out = r.stdout.decode()
+    assert re.search(r"sluice\b.*\d+\.\d+", out, re.I), out
+    assert "openssl" in out.lower(), out
+    assert "libevent" in out.lower(), out
+
+
+def test_bV_broken_config_names_file_and_line(binary, test_dir):
+    conf = os.path.join(test_dir, "broken.conf")
+    with open(conf, "w") as f:
+        f.write("# comment\nprimary_hostname = mx.test.example\nno_such_option = 1\n")
+    r = run(binary, "-C", conf, "-bV")
+    assert r.returncode == 1, (r.returncode, r.stderr)
+    err = r.stderr.decode()
+    assert re.search(re.escape(conf) + r":3: ", err), err
+
+
+def test_unknown_flag_usage_exit_64(binary, make_config):
+    conf, _ = make_config()
+    r = run(binary, "-C", conf, "-bZZZ")
+    assert r.returncode == 64, r.returncode
+    assert r.stderr.strip(), "no usage text on stderr"
+    assert "usage" in r.stderr.decode().lower()
+    assert r.stdout == b""
+
+
+def test_bP_named_option(binary, make_config):
+    conf, _ = make_config()
+    r = run(binary, "-C", conf, "-bP", "primary_hostname")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.decode().strip() == "primary_hostname = " + HOSTNAME
+    r = run(binary, "-C", conf, "-bP", "smtp_workers")
+    assert r.stdout.decode().strip() == "smtp_workers = 2"
+
+
+def test_bP_all_options(binary, make_config):
+    conf, ports = make_config()
+    r = run(binary, "-C", conf, "-bP")
+    assert r.returncode == 0, r.stderr
+    out = r.stdout.decode()
+    names = [l.split(" = ")[0] for l in out.splitlines() if " = " in l]
+    for name in ("primary_hostname", "daemon_smtp_ports", "local_interfaces",
+                 "spool_directory", "message_size_limit", "smtp_receive_timeout",
+                 "smtp_workers", "user", "log_file", "tls_certificate"):
+        assert name in names, (name, out)
+    assert re.search(r"^user = nobody$", out, re.M), out
+    assert str(ports["mx"]) in out
+
+
+def test_bP_unknown_option_fails(binary, make_config):
+    conf, _ = make_config()
+    r = run(binary, "-C", conf, "-bP", "no_such_option")
+    assert r.returncode != 0
+    assert r.stderr.strip()
+
+
+def test_bs_session_on_stdin(binary, make_config, test_dir):
+    conf, _ = make_config()
+    script = (b"EHLO client.example\r\n"
+              b"MAIL FROM:<sender@client.example>\r\n"
+              b"RCPT TO:<user@test.example>\r\n"
+              b"RCPT TO:<user@elsewhere.example>\r\n"
+              b"DATA\r\n"
+              b"Subject: via -bs\r\n\r\nbody line\r\n.\r\n"
+              b"QUIT\r\n")
+    r = run(binary, "-C", conf, "-bs", input=script)
+    out = r.stdout.decode()
+    assert r.returncode == 0, (r.returncode, out, r.stderr)
+    lines = out.split("\r\n")
+    assert lines[0].startswith("220 "), out
+    assert HOSTNAME in lines[0]
+    assert re.search(r"^550 5\.7\.1 ", out, re.M), out
+    m = re.search(r"^250 2\.0\.0 OK queued as (\S+)\r$", out, re.M)
+    assert m, out
+    qid = m.group(1)
+    assert QUEUE_ID_RE.match(qid)
+    assert re.search(r"^221 2\.0\.0", out, re.M), out
+    path = os.path.join(test_dir, "spool", "queue", qid)
+    assert os.path.exists(path)
+    data = open(path, "rb").read()
+    assert b"\nrole mx\n" in data
+    assert b"Subject: via -bs\r\n" in data
+    # Only the local recipient was accepted.
+    assert b"rcpt user@test.example " in data
+    assert b"elsewhere" not in data.split(b"\n\n", 1)[0]
+
+
+def test_oX_overrides_ports(start_daemon, make_config):
+    # -oX with only the MX port: the submission ports stay closed.
+    conf, ports = make_config()
+    d = start_daemon(conf=conf, ports=ports, args=["-oX", str(ports["mx"])])
+    with Client(d.mx) as c:
+        assert c.greeting.code == 220
+        assert HOSTNAME in c.greeting.lines[0]
+    assert not d.can_connect(d.sub)
+    assert not d.can_connect(d.smtps)
+
+
+def test_tls_on_connect_flag_forces_tls_on_every_port(start_daemon):
+    d = start_daemon(args=["-tls-on-connect"])
+    with Client(d.mx, tls=True) as c:
+        assert c.greeting.code == 220
+        assert c.tls.version().startswith("TLS")
+        r = c.ehlo()
+        assert "STARTTLS" not in r.text.upper()
+        # Still the MX role: mail for a local domain is accepted.
+        r = c.mail_transaction()
+        assert r.code == 250 and r.queue_id, r
+
+
+def test_missing_role_for_nonstandard_port(binary, make_config, test_dir):
+    conf, ports = make_config()
+    # A fourth port without a listener block.
+    extra_port = free_ports(1)[0]
+    text = open(conf).read().replace(
+        "daemon_smtp_ports = %d : %d : %d" % (ports["mx"], ports["sub"], ports["smtps"]),
+        "daemon_smtp_ports = %d : %d : %d : %d" % (ports["mx"], ports["sub"], ports["smtps"],
+                                                   extra_port))
+    with open(conf, "w") as f:
+        f.write(text)
+    p = subprocess.Popen([binary, "-C", conf, "-bdf"], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE)
+    try:
+        out, err = p.communicate(timeout=10)
+    except subprocess.TimeoutExpired:
+        p.send_signal(signal.SIGTERM)
+        p.communicate(timeout=10)
+        raise AssertionError("daemon started although port %d has no role" % extra_port)
+    assert p.returncode != 0
+    logf = os.path.join(test_dir, "sluice.log")
+    log = open(logf).read() if os.path.exists(logf) else ""
+    assert str(extra_port) in err.decode() + log, (err, log)
+
+
+def test_bd_detaches_and_writes_pid_file(binary, make_config, test_dir):
+    conf, ports = make_config()
+    pid_file = os.path.join(test_dir, "sluice.pid")
+    log_file = os.path.join(test_dir, "sluice.log")
+    out = open(os.path.join(test_dir, "bd.out"), "wb")
+    p = subprocess.Popen([binary, "-C", conf, "-bd"], stdin=subprocess.DEVNULL, stdout=out,
+                         stderr=out)
+    pid = None
+    try:
+        rc = p.wait(15)
+        assert rc == 0, open(os.path.join(test_dir, "bd.out")).read()
+        assert wait_until(lambda: os.path.exists(pid_file) and open(pid_file).read().strip(),
+                          10), "no pid_file"
+        pid = int(open(pid_file).read().strip())
+        assert pid != p.pid, "did not detach"
+        assert pid_alive(pid)
+        assert wait_until(lambda: os.path.exists(log_file)
+                          and "event=workers_started" in open(log_file).read(), 10)
+        r2 = send_message(ports["mx"])
+        assert r2.code == 250
+    finally:
+        if pid is None and p.poll() is None:
+            p.kill()
+            p.wait(5)
+        if pid is None and wait_until(lambda: os.path.exists(pid_file)
+                                      and open(pid_file).read().strip(), 3):
+            pid = int(open(pid_file).read().strip())
+        if pid is not None and pid_alive(pid):
+            os.kill(pid, signal.SIGTERM)
+        out.close()
+    assert wait_until(lambda: not pid_alive(pid), 15), "daemon did not stop on SIGTERM"
+
+
+def test_bpc_bp_Mvc(daemon):
+    r = daemon.cli("-bpc")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.decode().strip() == "0"
+    ids = []
+    for i in range(3):
+        rep = send_message(daemon.mx, subject="listing %d" % i)
+        assert rep.code == 250, rep
+        ids.append(rep.queue_id)
+    r = daemon.cli("-bpc")
+    assert r.stdout.decode().strip() == "3"
+    r = daemon.cli("-bp")
+    assert r.returncode == 0, r.stderr
+    out = r.stdout.decode()
+    for qid in ids:
+        assert qid in out
+    assert "user@test.example" in out
+    r = daemon.cli("-Mvc", ids[1])
+    assert r.returncode == 0, r.stderr
+    assert b"Subject: listing 1" in r.stdout
+    assert b"Subject: listing 0" not in r.stdout
+    r = daemon.cli("-Mvc", "00000000000-00000-00")
+    assert r.returncode != 0

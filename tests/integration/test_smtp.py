@@ -1,0 +1,278 @@
+"""Protocol behaviour on the MX port: greeting, EHLO, replies, pipelining,
+malformed commands, limits, timeouts."""
+import re
+import smtplib
+import subprocess
+
+import pytest
+
+from helpers import HOSTNAME, QUEUE_ID_RE, Client, SMTPClosed, make_body
+
+
+def test_greeting_and_ehlo(daemon):
+    with Client(daemon.mx) as c:
+        g = c.greeting
+        assert g.code == 220
+        assert g.lines[0].startswith(HOSTNAME + " "), g
+        r = c.ehlo()
+        assert r.lines[0].startswith(HOSTNAME), r
+        kw = [l.split(" ")[0].upper() for l in r.lines[1:]]
+        for ext in ("PIPELINING", "ENHANCEDSTATUSCODES", "SIZE", "STARTTLS", "CHUNKING",
+                    "8BITMIME"):
+            assert ext in kw, (ext, r)
+        size = [l for l in r.lines[1:] if l.upper().startswith("SIZE")]
+        assert size[0].split() == ["SIZE", str(1024 * 1024)], size
+        assert "AUTH" not in kw
+
+
+def test_helo(daemon):
+    with Client(daemon.mx) as c:
+        r = c.cmd("HELO client.example")
+        assert r.code == 250
+        assert HOSTNAME in r.lines[0]
+        r = c.mail_transaction()
+        assert r.code == 250 and r.queue_id
+
+
+def test_enhanced_codes_on_every_reply(daemon):
+    cmds = ["NOOP", "RSET", "VRFY user", "HELP", "XYZZY", "RCPT TO:<user@test.example>",
+            "MAIL FROM:<a@client.example>", "MAIL FROM:<b@client.example>",
+            "RCPT TO:<user@test.example>", "RCPT TO:<user@nowhere.example>",
+            "RCPT TO:<not an address>", "MAIL", "DATA", "QUIT"]
+    with Client(daemon.mx) as c:
+        c.ehlo()
+        seen = []
+        for cmd in cmds:
+            r = c.cmd(cmd)
+            seen.append((cmd, r))
+            if r.code == 354:
+                c.send(b"Subject: x\r\n\r\nx\r\n.\r\n")
+                r = c.reply()
+                seen.append(("<end of data>", r))
+        for cmd, r in seen:
+            if r.code == 354:
+                continue
+            assert r.all_enhanced(), (cmd, r)
+            # The class of the enhanced code matches the reply code.
+            assert r.enhanced[0] == str(r.code)[0], (cmd, r)
+        codes = dict((cmd, r.code) for cmd, r in seen)
+        assert codes["NOOP"] == 250
+        assert codes["RSET"] == 250
+        assert codes["XYZZY"] == 500
+        assert codes["QUIT"] == 221
+
+
+def test_sequence_errors(daemon):
+    with Client(daemon.mx) as c:
+        c.ehlo()
+        r = c.cmd("RCPT TO:<user@test.example>")
+        assert r.code == 503 and r.enhanced == "5.5.1", r
+        r = c.cmd("DATA")
+        assert r.code in (503, 554) and r.enhanced.startswith("5.5."), r
+        r = c.cmd("MAIL FROM:<a@client.example>")
+        assert r.code == 250 and r.enhanced == "2.1.0", r
+        r = c.cmd("MAIL FROM:<a@client.example>")
+        assert r.code == 503 and r.enhanced == "5.5.1", r
+        r = c.cmd("DATA")
+        assert r.code in (503, 554) and r.enhanced.startswith("5.5."), r
+        r = c.cmd("RSET")
+        assert r.code == 250 and r.enhanced == "2.0.0"
+        r = c.cmd("RCPT TO:<user@test.example>")
+        assert r.code == 503, "RSET did not end the transaction: %r" % r
+    assert daemon.queue_ids() == []
+
+
+def test_null_sender_and_syntax(daemon):
+    with Client(daemon.mx) as c:
+        c.ehlo()
+        r = c.cmd("MAIL FROM:<user@exa mple.com>")
+        assert r.code in (501, 553) and r.enhanced.startswith("5."), r
+        r = c.cmd("MAIL FROM:user@example.com")
+        assert r.code in (501, 553), r
+        r = c.cmd("MAIL FROM:<>")
+        assert r.code == 250, r
+        r = c.cmd("RCPT TO:<>")
+        assert r.code in (501, 553), r
+        r = c.cmd("RCPT TO:<user@test.example>")
+        assert r.code == 250, r
+
+
+def test_size_parameter_over_limit(daemon):
+    with Client(daemon.mx) as c:
+        c.ehlo()
+        r = c.cmd("MAIL FROM:<a@client.example> SIZE=%d" % (2 * 1024 * 1024))
+        assert r.code == 552 and r.enhanced == "5.3.4", r
+        r = c.cmd("MAIL FROM:<a@client.example> SIZE=1000")
+        assert r.code == 250, r
+
+
+def test_pipelining_all_replies(daemon):
+    with Client(daemon.mx) as c:
+        c.send(b"EHLO client.example\r\n"
+               b"MAIL FROM:<sender@client.example>\r\n"
+               b"RCPT TO:<user@test.example>\r\n"
+               b"RCPT TO:<other@elsewhere.example>\r\n"
+               b"RCPT TO:<postmaster@other.example>\r\n"
+               b"DATA\r\n")
+        r = [c.reply() for _ in range(6)]
+        assert [x.code for x in r] == [250, 250, 250, 550, 250, 354], r
+        assert len(r[0].lines) > 1 and r[0].lines[0].startswith(HOSTNAME)
+        c.send(make_body("pipelined") + b".\r\nNOOP\r\nQUIT\r\n")
+        end = c.reply(timeout=15)
+        assert end.code == 250 and end.queue_id, end
+        assert c.reply().code == 250
+        assert c.reply().code == 221
+        assert c.wait_closed()
+    sp = daemon.spool_msg(end.queue_id)
+    assert sorted(sp.rcpts()) == ["postmaster@other.example", "user@test.example"]
+
+
+def test_pipelined_transactions_in_one_write(daemon):
+    body = make_body("one") + b".\r\n"
+    with Client(daemon.mx) as c:
+        c.ehlo()
+        one = (b"MAIL FROM:<a@client.example>\r\nRCPT TO:<user@test.example>\r\nDATA\r\n"
+               + body)
+        c.send(one + one + b"QUIT\r\n")
+        codes = []
+        ids = []
+        for _ in range(9):
+            r = c.reply(timeout=15)
+            codes.append(r.code)
+            if r.queue_id:
+                ids.append(r.queue_id)
+        assert codes == [250, 250, 354, 250, 250, 250, 354, 250, 221], codes
+    assert len(set(ids)) == 2
+    assert sorted(ids) == daemon.queue_ids()
+
+
+@pytest.mark.parametrize("line", [
+    b"NOOP\nNOOP\r\n",
+    b"NOOP\rNOOP\r\n",
+    b"MAIL FROM:<a@client.example>\n\r\n",
+    b"RCPT TO:<user@test.example>\rRCPT TO:<x@y>\r\n",
+])
+def test_bare_cr_lf_in_command(daemon, line):
+    with Client(daemon.mx) as c:
+        c.ehlo()
+        c.send(line)
+        r = c.reply()
+        assert r.code == 500 and r.enhanced == "5.5.2", r
+        # Only one reply for the whole line, and the session goes on.
+        assert c.silent_for(0.3), c.buf
+        assert c.cmd("NOOP").code == 250
+        r = c.cmd("RCPT TO:<user@test.example>")
+        assert r.code == 503, "a command was executed from the bad line: %r" % r
+
+
+def test_line_too_long(daemon):
+    with Client(daemon.mx) as c:
+        c.ehlo()
+        c.send(b"NOOP " + b"x" * 5000 + b"\r\n")
+        r = c.reply()
+        assert r.code == 500 and r.enhanced == "5.5.2", r
+        assert c.silent_for(0.3), "more than one reply to one long line: %r" % c.buf
+        assert c.cmd("NOOP").code == 250
+        # A long MAIL line does not start a transaction.
+        c.send(b"MAIL FROM:<" + b"a" * 3000 + b"@client.example>\r\n")
+        r = c.reply()
+        assert r.code == 500 and r.enhanced == "5.5.2", r
+        assert c.cmd("RCPT TO:<user@test.example>").code == 503
+
+
+def test_line_at_limit_accepted(start_daemon):
+    d = start_daemon(smtp_line_max="600")
+    with Client(d.mx) as c:
+        c.ehlo()
+        # 600 bytes including CRLF is allowed, 601 is not.
+        line = b"NOOP " + b"x" * (600 - 7)
+        assert len(line) + 2 == 600
+        assert c.cmd(line).code == 250
+        r = c.cmd(line + b"y")
+        assert r.code == 500 and r.enhanced == "5.5.2", r
+
+
+def test_too_many_errors(start_daemon):
+    d = start_daemon(smtp_max_errors="3")
+    with Client(d.mx) as c:
+        c.ehlo()
+        codes = []
+        for i in range(10):
+            try:
+                codes.append(c.cmd("BOGUS%d" % i).code)
+            except SMTPClosed:
+                break
+            if codes[-1] == 421:
+                break
+        assert 421 in codes, codes
+        # Three errors allowed: the third or fourth bad command ends it.
+        assert codes.index(421) in (2, 3), codes
+        assert all(x == 500 for x in codes[:-1]), codes
+        assert c.wait_closed(3)
+
+
+def test_idle_timeout(start_daemon):
+    d = start_daemon(smtp_receive_timeout="2s")
+    with Client(d.mx) as c:
+        c.ehlo()
+        r = c.reply(timeout=6)
+        assert r.code == 421 and r.enhanced == "4.4.2", r
+        assert c.wait_closed(3)
+
+
+def test_idle_timeout_in_data(start_daemon):
+    d = start_daemon(smtp_receive_timeout="2s")
+    with Client(d.mx) as c:
+        c.ehlo()
+        c.send(b"MAIL FROM:<a@client.example>\r\nRCPT TO:<user@test.example>\r\nDATA\r\n")
+        assert [c.reply().code for _ in range(3)] == [250, 250, 354]
+        c.send(b"Subject: slow\r\n\r\npartial")
+        r = c.reply(timeout=6)
+        assert r.code == 421 and r.enhanced == "4.4.2", r
+        assert c.wait_closed(3)
+    assert d.queue_ids() == []
+    assert d.tmp_files() == []
+
+
+def test_quit(daemon):
+    with Client(daemon.mx) as c:
+        r = c.cmd("QUIT")
+        assert r.code == 221 and r.enhanced == "2.0.0"
+        assert c.wait_closed(3)
+
+
+def test_verbs_case_insensitive(daemon):
+    with Client(daemon.mx) as c:
+        assert c.cmd("ehlo client.example").code == 250
+        assert c.cmd("mail from:<a@client.example>").code == 250
+        assert c.cmd("rcpt to:<user@test.example>").code == 250
+        assert c.cmd("noop").code == 250
+        assert c.cmd("rset").code == 250
+
+
+def test_smtplib_sendmail(daemon):
+    with smtplib.SMTP("127.0.0.1", daemon.mx, timeout=10) as s:
+        s.ehlo("client.example")
+        assert s.has_extn("pipelining")
+        refused = s.sendmail("sender@client.example", ["a@test.example", "b@other.example"],
+                             make_body("smtplib"))
+        assert refused == {}
+        code, msg = s.noop()
+        assert code == 250
+    ids = daemon.queue_ids()
+    assert len(ids) == 1
+    assert sorted(daemon.spool_msg(ids[0]).rcpts()) == ["a@test.example", "b@other.example"]
+
+
+def test_swaks_plain(daemon):
+    r = subprocess.run(
+        ["swaks", "--server", "127.0.0.1:%d" % daemon.mx, "--to", "user@test.example",
+         "--from", "sender@client.example", "--helo", "client.example",
+         "--header", "Subject: swaks plain"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=30)
+    out = r.stdout.decode()
+    assert r.returncode == 0, out
+    m = re.search(r"<-  250 2\.0\.0 OK queued as (\S+)", out)
+    assert m, out
+    assert QUEUE_ID_RE.match(m.group(1))
+    assert daemon.queue_ids() == [m.group(1)]

@@ -1,0 +1,777 @@
+/*
+ * Configuration parser, derivation, -bP and reference tests.
+ * Argument: the path of docs/configuration.md, which must equal the
+ * generated reference byte for byte.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "conf/conf.h"
+
+static const char *doc_path;
+
+#define CERT "tls_certificate = /etc/sluice/cert.pem\n"
+
+static int load(const char *text, const char *ox, bool all, struct conf **c, struct err *e)
+{
+	memset(e, 0, sizeof(*e));
+	return conf_load_string("t.conf", text, ox, all, c, e);
+}
+
+/* The same text with every LF turned into CRLF, which must behave alike. */
+static char *crlf(const char *s)
+{
+	size_t n = strlen(s), k = 0;
+	char *o = malloc(2 * n + 1);
+	assert_non_null(o);
+	for (size_t i = 0; i < n; i++) {
+		if (s[i] == '\n')
+			o[k++] = '\r';
+		o[k++] = s[i];
+	}
+	o[k] = '\0';
+	return o;
+}
+
+static char *print_to_string(const struct conf *c, const char *name, int *rc)
+{
+	char *out = NULL;
+	size_t len = 0;
+	FILE *f = open_memstream(&out, &len);
+	assert_non_null(f);
+	int r = conf_print(f, c, name);
+	if (rc)
+		*rc = r;
+	fclose(f);
+	return out;
+}
+
+/* ---- errors ------------------------------------------------------------ */
+
+struct err_case {
+	const char *text;
+	const char *ox;
+	bool all;
+	const char *want; /* substring of the message, with the location */
+};
+
+static const struct err_case err_cases[] = {
+	/* syntax */
+	{ "foo = 1\n", NULL, false, "t.conf:1: unknown option 'foo'" },
+	{ "\nrole = mx\n", NULL, false,
+	  "t.conf:2: unknown option 'role' (it belongs inside a `listener PORT { ... }` block)" },
+	{ "# c\n\nuser\n", NULL, false, "t.conf:3: missing '=' after 'user': expected `user = value`" },
+	{ "user mail\n", NULL, false, "t.conf:1: missing '=' after 'user'" },
+	{ "= x\n", NULL, false, "t.conf:1: expected `name = value`" },
+	{ "user =\n", NULL, false, "t.conf:1: option 'user' needs a value" },
+	{ "spool_directory =   \n", NULL, false, "t.conf:1: option 'spool_directory' needs a value" },
+	{ "user = a\nuser = b\n", NULL, false, "t.conf:2: option 'user' already set on line 1" },
+	{ "user = a\n\\\n\nuser = b\n", NULL, false, "t.conf:4: option 'user' already set on line 1" },
+	/* numbers, sizes, times */
+	{ "recipients_max = abc\n", NULL, false,
+	  "t.conf:1: bad number 'abc' for recipients_max: expected a whole number, from 1 to 1000000" },
+	{ "recipients_max = 12 3\n", NULL, false, "t.conf:1: bad number '12 3' for recipients_max" },
+	{ "recipients_max = -1\n", NULL, false, "t.conf:1: bad number '-1' for recipients_max" },
+	{ "recipients_max = 0\n", NULL, false,
+	  "t.conf:1: recipients_max = 0 is out of range: must be from 1 to 1000000" },
+	{ "smtp_accept_max = 0\n", NULL, false, "t.conf:1: smtp_accept_max = 0 is out of range: must be from 1 to" },
+	{ "smtp_max_errors = 0\n", NULL, false, "t.conf:1: smtp_max_errors = 0 is out of range: must be from 1 to" },
+	{ "smtp_line_max = 511\n", NULL, false,
+	  "t.conf:1: smtp_line_max = 511 is out of range: must be from 512 to 65536" },
+	{ "smtp_line_max = 65537\n", NULL, false, "smtp_line_max = 65537 is out of range" },
+	{ "message_line_max = 77\n", NULL, false,
+	  "t.conf:1: message_line_max = 77 is out of range: must be from 78 to 1048576" },
+	{ "message_line_max = 2M\n", NULL, false, "message_line_max = 2M is out of range" },
+	{ "smtp_workers = 257\n", NULL, false,
+	  "t.conf:1: smtp_workers = 257 is out of range: must be from 0 to 256" },
+	{ "message_size_limit = 10X\n", NULL, false,
+	  "t.conf:1: bad size '10X' for message_size_limit: expected a number with an optional K, M or G suffix (e.g. 50M), from 1K to 16G" },
+	{ "message_size_limit = 99999999999999999999\n", NULL, false,
+	  "t.conf:1: bad size '99999999999999999999' for message_size_limit" },
+	{ "message_size_limit = 99999999999G\n", NULL, false,
+	  "t.conf:1: bad size '99999999999G' for message_size_limit" },
+	{ "message_size_limit = 1023\n", NULL, false,
+	  "t.conf:1: message_size_limit = 1023 is out of range: must be from 1K to 16G" },
+	{ "message_header_max = 512\n", NULL, false,
+	  "t.conf:1: message_header_max = 512 is out of range: must be from 1K to 64M" },
+	{ "smtp_receive_timeout = 5x\n", NULL, false,
+	  "t.conf:1: bad time '5x' for smtp_receive_timeout: expected a number with s, m, h or d suffixes" },
+	{ "smtp_receive_timeout = 1h5\n", NULL, false, "t.conf:1: bad time '1h5' for smtp_receive_timeout" },
+	{ "smtp_receive_timeout = m\n", NULL, false, "t.conf:1: bad time 'm' for smtp_receive_timeout" },
+	{ "smtp_receive_timeout = 0\n", NULL, false,
+	  "t.conf:1: smtp_receive_timeout = 0 is out of range: must be from 1s to 1d" },
+	{ "shutdown_timeout = 2d\n", NULL, false,
+	  "t.conf:1: shutdown_timeout = 2d is out of range: must be from 0s to 1d" },
+	/* strings, paths, names */
+	{ "spool_directory = spool\n", NULL, false,
+	  "t.conf:1: spool_directory = spool: expected an absolute path (starting with /)" },
+	{ "tls_certificate = cert.pem\n", NULL, false, "t.conf:1: tls_certificate = cert.pem: expected an absolute path" },
+	{ "log_file = mail.log\n", NULL, false,
+	  "t.conf:1: log_file = mail.log: expected empty (standard error), syslog or an absolute path" },
+	{ "primary_hostname = bad_name\n", NULL, false,
+	  "t.conf:1: bad host name 'bad_name' for primary_hostname: expected a domain name" },
+	{ "primary_hostname = a..b\n", NULL, false, "t.conf:1: bad host name 'a..b'" },
+	{ "local_domains = exa mple.com\n", NULL, false,
+	  "t.conf:1: bad domain 'exa mple.com' in local_domains: expected a domain name" },
+	{ "local_domains = ok.example : -x.example\n", NULL, false, "t.conf:1: bad domain '-x.example' in local_domains" },
+	/* ports */
+	{ "daemon_smtp_ports = 25 : 0\n", NULL, false,
+	  "t.conf:1: bad port '0' in daemon_smtp_ports: expected a number from 1 to 65535 or a service name" },
+	{ "daemon_smtp_ports = 65536\n", NULL, false, "t.conf:1: bad port '65536' in daemon_smtp_ports" },
+	{ "daemon_smtp_ports = 25x\n", NULL, false, "t.conf:1: bad port '25x' in daemon_smtp_ports" },
+	{ "daemon_smtp_ports = smtp : pop3\n", NULL, false,
+	  "t.conf:1: unknown service name 'pop3' in daemon_smtp_ports: expected a number from 1 to 65535 or a service name (smtp, submissions, smtps, ssmtp, submission)" },
+	{ "daemon_smtp_ports = 25 : smtp\n", NULL, false,
+	  "t.conf:1: port 25 is listed twice in daemon_smtp_ports" },
+	{ "daemon_smtp_ports = :\n", NULL, false, "t.conf:1: daemon_smtp_ports lists no port" },
+	{ "tls_on_connect_ports = imaps\n", NULL, false,
+	  "t.conf:1: unknown service name 'imaps' in tls_on_connect_ports" },
+	/* addresses */
+	{ "local_interfaces = 127.0.0.1 : ::1\n", NULL, false,
+	  "t.conf:1: bad address ':1' in local_interfaces: expected an IPv4 or IPv6 address; in a list write IPv6 colons doubled (\"::::1\")" },
+	{ "local_interfaces = 300.1.1.1\n", NULL, false, "t.conf:1: bad address '300.1.1.1' in local_interfaces" },
+	{ "local_interfaces = localhost\n", NULL, false, "t.conf:1: bad address 'localhost' in local_interfaces" },
+	{ "local_interfaces = :\n", NULL, false, "t.conf:1: local_interfaces lists no address" },
+	{ "local_interfaces = <; ::1 ; 10.0.0.1 ; 0::1\n", NULL, false,
+	  "t.conf:1: address '0::1' is listed twice in local_interfaces" },
+	/* listener blocks */
+	{ "listener 25 {\nfoo = 1\n}\n", NULL, false,
+	  "t.conf:2: unknown listener setting 'foo': expected role, tls, tls_min_version, tls_ciphers or tls_ciphersuites" },
+	{ "listener 25 {\nuser = x\n}\n", NULL, false,
+	  "t.conf:2: unknown listener setting 'user': expected role, tls, tls_min_version, tls_ciphers or tls_ciphersuites (global options go outside listener blocks)" },
+	{ "user = x\nlistener 25 {\nrole = mx\n", NULL, false,
+	  "t.conf:2: listener 25 block is not closed: '}' missing before the end of the file" },
+	{ "user = x\n}\n", NULL, false, "t.conf:2: '}' without a listener block" },
+	{ "listener 25 {\n} x\n", NULL, false, "t.conf:2: '}' must be alone on its line" },
+	{ "listener 25 {\nlistener 587 {\n}\n}\n", NULL, false,
+	  "t.conf:2: listener block inside the listener 25 block opened on line 1: close that one with '}' first" },
+	{ "listener 25\n{\n}\n", NULL, false,
+	  "t.conf:1: expected `listener PORT {` with the '{' at the end of the same line" },
+	{ "listener 25 { role = mx }\n", NULL, false, "t.conf:1: expected `listener PORT {`" },
+	{ "listener {\n}\n", NULL, false, "t.conf:1: expected `listener PORT {`" },
+	{ "listener 0 {\n}\n", NULL, false, "t.conf:1: bad port '0' in listener: expected a number from 1 to 65535" },
+	{ "listener 70000 {\n}\n", NULL, false, "t.conf:1: bad port '70000' in listener" },
+	{ "listener lmtp {\n}\n", NULL, false, "t.conf:1: unknown service name 'lmtp' in listener" },
+	{ "listener 25 {\n}\nlistener smtp {\n}\n", NULL, false, "t.conf:3: listener 25 already defined on line 1" },
+	{ "listener 25 {\nrole = relay\n}\n", NULL, false,
+	  "t.conf:2: bad value 'relay' for role: expected `mx` or `submission`" },
+	{ "listener 25 {\ntls = ssl\n}\n", NULL, false,
+	  "t.conf:2: bad value 'ssl' for tls: expected `starttls`, `on_connect` or `none`" },
+	{ "listener 25 {\ntls_min_version = SSLv3\n}\n", NULL, false,
+	  "t.conf:2: bad value 'SSLv3' for tls_min_version: expected `TLSv1`, `TLSv1.1`, `TLSv1.2` or `TLSv1.3`" },
+	{ "listener 25 {\nrole = mx\nrole = mx\n}\n", NULL, false, "t.conf:3: 'role' already set on line 2" },
+	{ "listener 25 {\ntls_ciphers =\n}\n", NULL, false,
+	  "t.conf:2: 'tls_ciphers' needs a value: expected an OpenSSL cipher list" },
+	/* derivation */
+	{ CERT "daemon_smtp_ports = 25 : 2525\n", NULL, false,
+	  "t.conf:2: port 2525 has no role; add `listener 2525 { role = mx }` or `role = submission`" },
+	{ CERT, "2525", false,
+	  "t.conf: port 2525 has no role; add `listener 2525 { role = mx }` or `role = submission`" },
+	{ CERT, "25 : 0", false, "t.conf: bad port '0' in -oX" },
+	{ CERT, "smtp : nope", false, "t.conf: unknown service name 'nope' in -oX" },
+	{ CERT, "25 : 25", false, "t.conf: port 25 is listed twice in -oX" },
+	{ CERT, " : ", false, "t.conf: -oX lists no port" },
+	{ CERT "tls_on_connect_ports = 25\nlistener 25 {\ntls = starttls\n}\n", NULL, false,
+	  "t.conf:4: listener 25 says tls = starttls but tls_on_connect_ports lists 25: remove one of them" },
+	{ CERT "tls_on_connect_ports = 25\nlistener 25 {\ntls = none\n}\n", NULL, false,
+	  "t.conf:4: listener 25 says tls = none but tls_on_connect_ports lists 25" },
+	{ CERT "listener 587 {\ntls = none\n}\n", NULL, false,
+	  "t.conf:3: listener 587 is a submission port and must offer TLS: tls = none is only allowed with role = mx" },
+	{ CERT "daemon_smtp_ports = 2587\nlistener 2587 {\nrole = submission\ntls = none\n}\n", NULL, false,
+	  "t.conf:5: listener 2587 is a submission port and must offer TLS" },
+	{ "", NULL, false,
+	  "t.conf: port 465 needs TLS (submission requires it) but tls_certificate is not set" },
+	{ "daemon_smtp_ports = 25 : 587\n", NULL, false,
+	  "t.conf:1: port 587 needs TLS (submission requires it) but tls_certificate is not set" },
+	{ "daemon_smtp_ports = 25 : 2526\nlistener 2526 {\nrole = mx\ntls = on_connect\n}\n", NULL, false,
+	  "t.conf:2: port 2526 needs TLS (tls on connect) but tls_certificate is not set" },
+	{ "daemon_smtp_ports = 25\n", NULL, true,
+	  "t.conf:1: port 25 needs TLS (tls on connect) but tls_certificate is not set" },
+	{ "daemon_smtp_ports = 25\ntls_on_connect_ports = 25\n", NULL, false,
+	  "t.conf:1: port 25 needs TLS (tls on connect)" },
+	{ "", "25", true, "t.conf: port 25 needs TLS (tls on connect)" },
+};
+
+static void check_error(const char *text, const char *ox, bool all, const char *want)
+{
+	struct conf *c = (struct conf *)1;
+	struct err e;
+	int r = load(text, ox, all, &c, &e);
+	if (r == 0 || !strstr(e.msg, want))
+		fail_msg("config [%s] ox [%s]: got %d [%s], want [%s]", text, ox ? ox : "", r,
+			 e.msg, want);
+	assert_null(c);
+}
+
+static void test_errors(void **state)
+{
+	for (size_t i = 0; i < sizeof(err_cases) / sizeof(err_cases[0]); i++) {
+		const struct err_case *t = &err_cases[i];
+		check_error(t->text, t->ox, t->all, t->want);
+		char *t2 = crlf(t->text);
+		check_error(t2, t->ox, t->all, t->want);
+		free(t2);
+	}
+}
+
+static void test_long_lines(void **state)
+{
+	/* One physical line over the limit. */
+	size_t n = 70000;
+	char *s = malloc(n + 32);
+	assert_non_null(s);
+	strcpy(s, "user = x\nuser = ");
+	memset(s + 16, 'a', n);
+	s[16 + n] = '\0';
+	check_error(s, NULL, false, "t.conf:2: line too long (more than 65536 bytes)");
+	/* Two lines each within the limit, over it once joined. */
+	memset(s + 16, 'b', n);
+	s[16 + 40000] = '\\';
+	s[16 + 40001] = '\n';
+	s[16 + n] = '\0';
+	check_error(s, NULL, false, "t.conf:2: line too long (more than 65536 bytes)");
+	free(s);
+}
+
+static char *write_tmp(const void *data, size_t n)
+{
+	char *path = strdup("/tmp/test_conf_XXXXXX");
+	assert_non_null(path);
+	int fd = mkstemp(path);
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, data, n), (ssize_t)n);
+	close(fd);
+	return path;
+}
+
+static void test_load_file(void **state)
+{
+	static const char good[] = CERT "user = mailer\n";
+	char *path = write_tmp(good, sizeof(good) - 1);
+	struct conf *c = NULL;
+	struct err e;
+	assert_int_equal(conf_load(path, NULL, false, &c, &e), 0);
+	assert_string_equal(c->user, "mailer");
+	assert_string_equal(c->path, path);
+	conf_free(c);
+	unlink(path);
+	free(path);
+
+	static const char nul[] = "user = a\nspool_directory = /x\0y\n";
+	path = write_tmp(nul, sizeof(nul) - 1);
+	assert_int_equal(conf_load(path, NULL, false, &c, &e), -1);
+	assert_null(c);
+	char want[256];
+	snprintf(want, sizeof(want), "%s:2: NUL byte in the file", path);
+	assert_string_equal(e.msg, want);
+	unlink(path);
+
+	/* A missing file is an error naming it. */
+	assert_int_equal(conf_load(path, NULL, false, &c, &e), -1);
+	assert_non_null(strstr(e.msg, path));
+	free(path);
+}
+
+/* ---- values -------------------------------------------------------------- */
+
+struct val_case {
+	const char *text;
+	const char *name;
+	const char *want; /* -bP line */
+};
+
+static const struct val_case val_cases[] = {
+	{ "", "message_size_limit", "message_size_limit = 50M\n" },
+	{ "message_size_limit = 10m", "message_size_limit", "message_size_limit = 10M\n" },
+	{ "message_size_limit = 2048K", "message_size_limit", "message_size_limit = 2M\n" },
+	{ "message_size_limit = 1536", "message_size_limit", "message_size_limit = 1536\n" },
+	{ "message_size_limit = 1g", "message_size_limit", "message_size_limit = 1G\n" },
+	{ "message_header_max = 64K", "message_header_max", "message_header_max = 64K\n" },
+	{ "smtp_receive_timeout = 90", "smtp_receive_timeout", "smtp_receive_timeout = 1m30s\n" },
+	{ "smtp_receive_timeout = 1h30m", "smtp_receive_timeout", "smtp_receive_timeout = 1h30m\n" },
+	{ "smtp_receive_timeout = 1d", "smtp_receive_timeout", "smtp_receive_timeout = 1d\n" },
+	{ "smtp_receive_timeout = 30s", "smtp_receive_timeout", "smtp_receive_timeout = 30s\n" },
+	{ "shutdown_timeout = 0", "shutdown_timeout", "shutdown_timeout = 0s\n" },
+	{ "recipients_max = 1K", "recipients_max", "recipients_max = 1024\n" },
+	{ "recipients_max = 100", "recipients_max", "recipients_max = 100\n" },
+	{ "smtp_line_max = 512", "smtp_line_max", "smtp_line_max = 512\n" },
+	{ "smtp_line_max = 64K", "smtp_line_max", "smtp_line_max = 65536\n" },
+	{ "message_line_max = 1M", "message_line_max", "message_line_max = 1048576\n" },
+	{ "smtp_workers = 256", "smtp_workers", "smtp_workers = 256\n" },
+	{ "smtp_accept_max = 1", "smtp_accept_max", "smtp_accept_max = 1\n" },
+	{ "smtp_max_errors = 3", "smtp_max_errors", "smtp_max_errors = 3\n" },
+	{ "", "local_interfaces", "local_interfaces = <; 0.0.0.0 ; ::\n" },
+	{ "local_interfaces = 127.0.0.1 : ::::1", "local_interfaces", "local_interfaces = <; 127.0.0.1 ; ::1\n" },
+	{ "local_interfaces = 127.0.0.1", "local_interfaces", "local_interfaces = 127.0.0.1\n" },
+	{ "local_interfaces = <; ::1 ; 10.0.0.1", "local_interfaces", "local_interfaces = <; ::1 ; 10.0.0.1\n" },
+	{ "primary_hostname = Mail.Example.COM.\nlocal_domains = @ : Example.org.", "local_domains",
+	  "local_domains = mail.example.com : example.org\n" },
+	{ "primary_hostname = Mail.Example.COM.", "primary_hostname", "primary_hostname = mail.example.com\n" },
+	{ "local_domains = @\nprimary_hostname = mx.example", "local_domains", "local_domains = mx.example\n" },
+	{ "local_domains =", "local_domains", "local_domains =\n" },
+	{ "", "daemon_smtp_ports", "daemon_smtp_ports = 25 : 465 : 587\n" },
+	{ "daemon_smtp_ports = submission : 25", "daemon_smtp_ports", "daemon_smtp_ports = 587 : 25\n" },
+	{ "daemon_smtp_ports = smtps", "daemon_smtp_ports", "daemon_smtp_ports = 465\n" },
+	{ "daemon_smtp_ports = SSMTP", "daemon_smtp_ports", "daemon_smtp_ports = 465\n" },
+	{ "", "tls_on_connect_ports", "tls_on_connect_ports =\n" },
+	{ "tls_on_connect_ports = 587", "tls_on_connect_ports", "tls_on_connect_ports = 587\n" },
+	{ "", "log_file", "log_file =\n" },
+	{ "log_file = syslog", "log_file", "log_file = syslog\n" },
+	{ "log_file = /var/log/sluice.log", "log_file", "log_file = /var/log/sluice.log\n" },
+	{ "", "tls_privatekey", "tls_privatekey = /etc/sluice/cert.pem\n" },
+	{ "tls_privatekey = /k.pem", "tls_privatekey", "tls_privatekey = /k.pem\n" },
+	{ "", "spool_directory", "spool_directory = /var/spool/sluice\n" },
+	{ "", "user", "user = sluice\n" },
+	{ "", "pid_file", "pid_file = /run/sluice.pid\n" },
+	/* lexer: continuation, comments, blanks */
+	{ "local_domains = a.example : \\\n     b.example", "local_domains", "local_domains = a.example : b.example\n" },
+	{ "local_domains = a.example:\\\n  b.example \\\n  : c.example", "local_domains",
+	  "local_domains = a.example : b.example : c.example\n" },
+	{ "# comment\n   # indented comment\n\n\t\nuser = x # not a comment", "user", "user = x # not a comment\n" },
+	{ "  user\t=\tmailer  ", "user", "user = mailer\n" },
+	{ "user=mailer", "user", "user = mailer\n" },
+	{ "user = mailer \\", "user", "user = mailer\n" },
+};
+
+static void check_value(const char *text, const char *name, const char *want)
+{
+	char *full = malloc(strlen(text) + 64);
+	assert_non_null(full);
+	strcpy(full, CERT);
+	strcat(full, text);
+	struct conf *c = NULL;
+	struct err e;
+	if (load(full, NULL, false, &c, &e) < 0)
+		fail_msg("config [%s]: %s", full, e.msg);
+	int rc;
+	char *got = print_to_string(c, name, &rc);
+	assert_int_equal(rc, 0);
+	if (strcmp(got, want) != 0)
+		fail_msg("config [%s]: got [%s] want [%s]", full, got, want);
+	free(got);
+	conf_free(c);
+	free(full);
+}
+
+static void test_values(void **state)
+{
+	for (size_t i = 0; i < sizeof(val_cases) / sizeof(val_cases[0]); i++) {
+		const struct val_case *t = &val_cases[i];
+		check_value(t->text, t->name, t->want);
+		char *t2 = crlf(t->text);
+		check_value(t2, t->name, t->want);
+		free(t2);
+	}
+}
+
+static void test_defaults(void **state)
+{
+	struct conf *c = NULL;
+	struct err e;
+	assert_int_equal(load(CERT, NULL, false, &c, &e), 0);
+	assert_non_null(c->primary_hostname);
+	assert_true(c->primary_hostname[0] != '\0');
+	assert_int_equal(c->n_ports, 3);
+	assert_int_equal(c->ports[0], 25);
+	assert_int_equal(c->ports[1], 465);
+	assert_int_equal(c->ports[2], 587);
+	assert_int_equal(c->n_local_interfaces, 2);
+	assert_string_equal(c->local_interfaces[0], "0.0.0.0");
+	assert_string_equal(c->local_interfaces[1], "::");
+	assert_int_equal(c->n_tls_on_connect_ports, 0);
+	assert_string_equal(c->tls_certificate, "/etc/sluice/cert.pem");
+	assert_string_equal(c->tls_privatekey, "/etc/sluice/cert.pem");
+	assert_string_equal(c->spool_directory, "/var/spool/sluice");
+	assert_int_equal(c->n_local_domains, 1);
+	assert_string_equal(c->local_domains[0], c->primary_hostname);
+	assert_true(c->message_size_limit == 50ull * 1024 * 1024);
+	assert_int_equal(c->recipients_max, 1000);
+	assert_int_equal(c->smtp_accept_max, 10000);
+	assert_int_equal(c->smtp_receive_timeout, 300);
+	assert_int_equal(c->smtp_max_errors, 20);
+	assert_int_equal(c->smtp_line_max, 2048);
+	assert_int_equal(c->message_line_max, 998);
+	assert_true(c->message_header_max == 1024 * 1024);
+	assert_int_equal(c->smtp_workers, 0);
+	assert_int_equal(c->shutdown_timeout, 30);
+	assert_string_equal(c->user, "sluice");
+	assert_string_equal(c->pid_file, "/run/sluice.pid");
+	assert_string_equal(c->log_file, "");
+	assert_int_equal(c->n_warnings, 0);
+	assert_int_equal(c->n_listeners, 3);
+	conf_free(c);
+
+	/* No certificate: tls_certificate and tls_privatekey stay unset. */
+	assert_int_equal(load("daemon_smtp_ports = 25\n", NULL, false, &c, &e), 0);
+	assert_null(c->tls_certificate);
+	assert_null(c->tls_privatekey);
+	assert_int_equal(c->listeners[0].tls, CONF_TLS_STARTTLS);
+	conf_free(c);
+}
+
+static void test_print_all(void **state)
+{
+	struct conf *c = NULL;
+	struct err e;
+	assert_int_equal(load(CERT "primary_hostname = mx.example.org\n"
+			      "local_domains = @ : example.org\n", NULL, false, &c, &e), 0);
+	char *got = print_to_string(c, NULL, NULL);
+	static const char want[] =
+		"primary_hostname = mx.example.org\n"
+		"daemon_smtp_ports = 25 : 465 : 587\n"
+		"local_interfaces = <; 0.0.0.0 ; ::\n"
+		"tls_on_connect_ports =\n"
+		"tls_certificate = /etc/sluice/cert.pem\n"
+		"tls_privatekey = /etc/sluice/cert.pem\n"
+		"spool_directory = /var/spool/sluice\n"
+		"local_domains = mx.example.org : example.org\n"
+		"message_size_limit = 50M\n"
+		"recipients_max = 1000\n"
+		"smtp_accept_max = 10000\n"
+		"smtp_receive_timeout = 5m\n"
+		"smtp_max_errors = 20\n"
+		"smtp_line_max = 2048\n"
+		"message_line_max = 998\n"
+		"message_header_max = 1M\n"
+		"smtp_workers = 0\n"
+		"shutdown_timeout = 30s\n"
+		"user = sluice\n"
+		"pid_file = /run/sluice.pid\n"
+		"log_file =\n"
+		"listener 25 { role = mx tls = starttls tls_min_version = TLSv1 "
+		"tls_ciphers = DEFAULT:@SECLEVEL=0 tls_ciphersuites = "
+		"TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256:TLS_AES_128_GCM_SHA256 }\n"
+		"listener 465 { role = submission tls = on_connect tls_min_version = TLSv1.2 "
+		"tls_ciphers = ECDHE+AESGCM:ECDHE+CHACHA20:DHE+AESGCM:DHE+CHACHA20 tls_ciphersuites = "
+		"TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256:TLS_AES_128_GCM_SHA256 }\n"
+		"listener 587 { role = submission tls = starttls tls_min_version = TLSv1.2 "
+		"tls_ciphers = ECDHE+AESGCM:ECDHE+CHACHA20:DHE+AESGCM:DHE+CHACHA20 tls_ciphersuites = "
+		"TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256:TLS_AES_128_GCM_SHA256 }\n";
+	assert_string_equal(got, want);
+	free(got);
+
+	int rc;
+	got = print_to_string(c, "no_such_option", &rc);
+	assert_int_equal(rc, -1);
+	assert_string_equal(got, "");
+	free(got);
+	conf_free(c);
+}
+
+/* -bP output (options part) is itself a configuration giving the same conf. */
+static void test_print_roundtrip(void **state)
+{
+	static const char text[] =
+		"primary_hostname = mx.example.org\n"
+		"daemon_smtp_ports = 25 : 2525 : 587\n"
+		"local_interfaces = 192.0.2.1 : 2001::db8::::1\n"
+		"tls_on_connect_ports = 2525\n"
+		"tls_certificate = /c.pem\n"
+		"tls_privatekey = /k.pem\n"
+		"spool_directory = /srv/spool\n"
+		"local_domains = @ : a.example : B.example.\n"
+		"message_size_limit = 1500K\n"
+		"recipients_max = 200\n"
+		"smtp_accept_max = 50\n"
+		"smtp_receive_timeout = 3h25m7s\n"
+		"smtp_max_errors = 4\n"
+		"smtp_line_max = 4K\n"
+		"message_line_max = 1000\n"
+		"message_header_max = 100000\n"
+		"smtp_workers = 7\n"
+		"shutdown_timeout = 0\n"
+		"user = mailer\n"
+		"pid_file = /run/s.pid\n"
+		"log_file = syslog\n"
+		"listener 2525 {\n  role = submission\n}\n";
+	struct conf *c = NULL, *c2 = NULL;
+	struct err e;
+	if (load(text, NULL, false, &c, &e) < 0)
+		fail_msg("%s", e.msg);
+	char *p1 = print_to_string(c, NULL, NULL);
+	/* Drop the listener lines, add the block back. */
+	size_t keep = 0;
+	while (p1[keep] && strncmp(p1 + keep, "listener ", 9) != 0)
+		keep++;
+	assert_true(p1[keep] != '\0');
+	static const char block[] = "listener 2525 {\n  role = submission\n}\n";
+	char *again = malloc(keep + sizeof(block));
+	assert_non_null(again);
+	memcpy(again, p1, keep);
+	memcpy(again + keep, block, sizeof(block));
+	if (load(again, NULL, false, &c2, &e) < 0)
+		fail_msg("reparse of -bP output failed: %s\n%s", e.msg, again);
+	char *p2 = print_to_string(c2, NULL, NULL);
+	char *p1full = print_to_string(c, NULL, NULL);
+	assert_string_equal(p1full, p2);
+	assert_string_equal(c2->local_interfaces[1], "2001:db8::1");
+	assert_true(c2->message_size_limit == 1500 * 1024);
+	assert_int_equal(c2->smtp_receive_timeout, 3 * 3600 + 25 * 60 + 7);
+	free(p1);
+	free(p2);
+	free(p1full);
+	free(again);
+	conf_free(c);
+	conf_free(c2);
+}
+
+/* ---- derivation -------------------------------------------------------- */
+
+static void test_derive_defaults(void **state)
+{
+	struct conf *c = NULL;
+	struct err e;
+	assert_int_equal(load(CERT, NULL, false, &c, &e), 0);
+	assert_int_equal(c->n_listeners, c->n_ports);
+	const struct conf_listener *l = conf_listener_for_port(c, 25);
+	assert_non_null(l);
+	assert_int_equal(l->role, CONF_ROLE_MX);
+	assert_int_equal(l->tls, CONF_TLS_STARTTLS);
+	assert_int_equal(l->tls_min_version, 0x0301);
+	assert_string_equal(l->tls_ciphers, "DEFAULT:@SECLEVEL=0");
+	assert_string_equal(l->tls_ciphersuites,
+			    "TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256:TLS_AES_128_GCM_SHA256");
+	assert_false(l->tls_required);
+	assert_false(l->auth_required);
+	assert_int_equal(l->line, 0);
+	l = conf_listener_for_port(c, 465);
+	assert_non_null(l);
+	assert_int_equal(l->role, CONF_ROLE_SUBMISSION);
+	assert_int_equal(l->tls, CONF_TLS_ON_CONNECT);
+	assert_int_equal(l->tls_min_version, 0x0303);
+	assert_string_equal(l->tls_ciphers, "ECDHE+AESGCM:ECDHE+CHACHA20:DHE+AESGCM:DHE+CHACHA20");
+	assert_true(l->tls_required);
+	assert_true(l->auth_required);
+	l = conf_listener_for_port(c, 587);
+	assert_non_null(l);
+	assert_int_equal(l->role, CONF_ROLE_SUBMISSION);
+	assert_int_equal(l->tls, CONF_TLS_STARTTLS);
+	assert_true(l->tls_required);
+	assert_true(l->auth_required);
+	assert_null(conf_listener_for_port(c, 2525));
+	/* Listeners are in the order of the ports. */
+	for (size_t i = 0; i < c->n_ports; i++)
+		assert_int_equal(c->listeners[i].port, c->ports[i]);
+	conf_free(c);
+}
+
+static void test_derive_blocks(void **state)
+{
+	struct conf *c = NULL;
+	struct err e;
+	static const char text[] = CERT
+		"daemon_smtp_ports = 2525 : 25 : 587 : 10465\n"
+		"tls_on_connect_ports = 10465 : 587\n"
+		"listener 2525 {\n"
+		"    role = submission\n"
+		"    tls_min_version = TLSv1.3\n"
+		"    tls_ciphers = HIGH\n"
+		"    tls_ciphersuites = TLS_AES_128_GCM_SHA256\n"
+		"}\n"
+		"listener smtp {\n"
+		"    tls = none\n"
+		"}\n"
+		"listener 10465 {\n"
+		"    role = mx\n"
+		"    tls = on_connect\n"
+		"    tls_min_version = tlsv1.1\n"
+		"}\n";
+	assert_int_equal(load(text, NULL, false, &c, &e), 0);
+	assert_int_equal(c->n_listeners, 4);
+	assert_int_equal(c->n_warnings, 0);
+	const struct conf_listener *l = &c->listeners[0];
+	assert_int_equal(l->port, 2525);
+	assert_int_equal(l->role, CONF_ROLE_SUBMISSION);
+	assert_int_equal(l->tls, CONF_TLS_STARTTLS);
+	assert_int_equal(l->tls_min_version, 0x0304);
+	assert_string_equal(l->tls_ciphers, "HIGH");
+	assert_string_equal(l->tls_ciphersuites, "TLS_AES_128_GCM_SHA256");
+	assert_true(l->tls_required && l->auth_required);
+	assert_int_equal(l->line, 4);
+	l = &c->listeners[1];
+	assert_int_equal(l->port, 25);
+	assert_int_equal(l->tls, CONF_TLS_NONE);
+	assert_int_equal(l->line, 10);
+	l = &c->listeners[2];
+	assert_int_equal(l->port, 587);
+	assert_int_equal(l->tls, CONF_TLS_ON_CONNECT); /* from tls_on_connect_ports */
+	l = &c->listeners[3];
+	assert_int_equal(l->port, 10465);
+	assert_int_equal(l->role, CONF_ROLE_MX);
+	assert_int_equal(l->tls, CONF_TLS_ON_CONNECT);
+	assert_int_equal(l->tls_min_version, 0x0302);
+	assert_string_equal(l->tls_ciphers, "DEFAULT:@SECLEVEL=0");
+	assert_false(l->tls_required || l->auth_required);
+	conf_free(c);
+}
+
+static void test_derive_overrides(void **state)
+{
+	struct conf *c = NULL;
+	struct err e;
+	/* -oX replaces daemon_smtp_ports; blocks still apply. */
+	assert_int_equal(load(CERT "daemon_smtp_ports = 25\nlistener 2525 {\nrole = mx\n}\n",
+			      "2525 : submission", false, &c, &e), 0);
+	assert_int_equal(c->n_ports, 2);
+	assert_int_equal(c->ports[0], 2525);
+	assert_int_equal(c->ports[1], 587);
+	assert_int_equal(c->n_listeners, 2);
+	assert_int_equal(c->listeners[0].role, CONF_ROLE_MX);
+	assert_int_equal(c->listeners[1].role, CONF_ROLE_SUBMISSION);
+	assert_null(conf_listener_for_port(c, 25));
+	assert_int_equal(c->n_warnings, 0);
+	conf_free(c);
+
+	/* -tls-on-connect forces on_connect on every port, over blocks too. */
+	assert_int_equal(load(CERT "listener 25 {\ntls = starttls\n}\n", NULL, true, &c, &e), 0);
+	for (size_t i = 0; i < c->n_listeners; i++)
+		assert_int_equal(c->listeners[i].tls, CONF_TLS_ON_CONNECT);
+	assert_int_equal(c->n_listeners, 3);
+	conf_free(c);
+}
+
+struct warn_case {
+	const char *text;
+	const char *want; /* NULL: no warning */
+};
+
+static const struct warn_case warn_cases[] = {
+	{ CERT "tls_on_connect_ports = 465 : 2465\n",
+	  "t.conf:2: tls_on_connect_ports lists 2465 but daemon_smtp_ports does not; it opens no port" },
+	{ CERT "daemon_smtp_ports = 25 : 587\ntls_on_connect_ports = 465\n",
+	  "t.conf:3: tls_on_connect_ports lists 465 but daemon_smtp_ports does not; it opens no port" },
+	{ CERT "listener 2525 {\nrole = mx\n}\n",
+	  "t.conf:2: listener 2525 block is for a port daemon_smtp_ports does not list; it opens no port" },
+	{ CERT "recipients_max = 50\n",
+	  "t.conf:2: recipients_max = 50 is below 100, the number of recipients RFC 5321 section 4.5.3.1.8 requires a server to accept" },
+	{ CERT "recipients_max = 100\n", NULL },
+	{ CERT "tls_on_connect_ports = 465\n", NULL },
+};
+
+static void test_warnings(void **state)
+{
+	for (size_t i = 0; i < sizeof(warn_cases) / sizeof(warn_cases[0]); i++) {
+		struct conf *c = NULL;
+		struct err e;
+		if (load(warn_cases[i].text, NULL, false, &c, &e) < 0)
+			fail_msg("[%s]: %s", warn_cases[i].text, e.msg);
+		if (!warn_cases[i].want) {
+			assert_int_equal(c->n_warnings, 0);
+		} else {
+			assert_int_equal(c->n_warnings, 1);
+			assert_string_equal(c->warnings[0], warn_cases[i].want);
+		}
+		conf_free(c);
+	}
+}
+
+static void test_parse_port(void **state)
+{
+	static const struct { const char *s; int port; } t[] = {
+		{ "25", 25 }, { "1", 1 }, { "65535", 65535 }, { "smtp", 25 },
+		{ "submission", 587 }, { "submissions", 465 }, { "smtps", 465 },
+		{ "ssmtp", 465 }, { "SMTP", 25 }, { "0", -1 }, { "65536", -1 },
+		{ "", -1 }, { "25 ", -1 }, { "-25", -1 }, { "pop3", -1 },
+		{ "99999999999999999999999", -1 }, { "2x", -1 },
+	};
+	for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++)
+		if (conf_parse_port(t[i].s) != t[i].port)
+			fail_msg("conf_parse_port(%s) = %d, want %d", t[i].s,
+				 conf_parse_port(t[i].s), t[i].port);
+	assert_int_equal(conf_parse_port(NULL), -1);
+}
+
+/* ---- reference ----------------------------------------------------------- */
+
+static void test_reference(void **state)
+{
+	char *ref = NULL;
+	size_t len = 0;
+	FILE *f = open_memstream(&ref, &len);
+	assert_non_null(f);
+	conf_print_reference(f);
+	fclose(f);
+
+	static const char *const must[] = {
+		"# sluice configuration reference", "## File syntax", "::::1", "<;",
+		"## Listener blocks", "## Command-line overrides", "-oX", "-tls-on-connect",
+		"`role`", "`tls`", "`tls_min_version`", "`tls_ciphers`", "`tls_ciphersuites`",
+		"DEFAULT:@SECLEVEL=0", "ECDHE+AESGCM:ECDHE+CHACHA20:DHE+AESGCM:DHE+CHACHA20",
+		"### primary_hostname", "### daemon_smtp_ports", "### local_interfaces",
+		"### tls_on_connect_ports", "### tls_certificate", "### tls_privatekey",
+		"### spool_directory", "### local_domains", "### message_size_limit",
+		"### recipients_max", "### smtp_accept_max", "### smtp_receive_timeout",
+		"### smtp_max_errors", "### smtp_line_max", "### message_line_max",
+		"### message_header_max", "### smtp_workers", "### shutdown_timeout",
+		"### user", "### pid_file", "### log_file",
+		"- Default: `50M`", "- Limits: `512` to `65536`", "- Default: `5m`",
+	};
+	for (size_t i = 0; i < sizeof(must) / sizeof(must[0]); i++)
+		if (!strstr(ref, must[i]))
+			fail_msg("reference lacks [%s]", must[i]);
+
+	/* Every option printed by -bP has a section. */
+	struct conf *c = NULL;
+	struct err e;
+	assert_int_equal(load(CERT, NULL, false, &c, &e), 0);
+	char *bp = print_to_string(c, NULL, NULL);
+	for (char *line = bp; line && *line;) {
+		char *nl = strchr(line, '\n');
+		if (strncmp(line, "listener ", 9) != 0) {
+			char head[128];
+			snprintf(head, sizeof(head), "\n### %.*s\n", (int)strcspn(line, " "), line);
+			if (!strstr(ref, head))
+				fail_msg("no section %s", head);
+		}
+		line = nl ? nl + 1 : NULL;
+	}
+	free(bp);
+	conf_free(c);
+
+	/* The committed manual page is exactly the generated one. */
+	assert_non_null(doc_path);
+	FILE *d = fopen(doc_path, "rb");
+	if (!d)
+		fail_msg("cannot open %s", doc_path);
+	char *doc = malloc(len + 2);
+	assert_non_null(doc);
+	size_t got = fread(doc, 1, len + 1, d);
+	fclose(d);
+	if (got != len || memcmp(doc, ref, len) != 0)
+		fail_msg("%s differs from conf_print_reference output; regenerate it", doc_path);
+	free(doc);
+	free(ref);
+}
+
+int main(int argc, char **argv)
+{
+	if (argc < 2) {
+		fprintf(stderr, "usage: %s docs/configuration.md\n", argv[0]);
+		return 2;
+	}
+	doc_path = argv[1];
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_errors),
+		cmocka_unit_test(test_long_lines),
+		cmocka_unit_test(test_load_file),
+		cmocka_unit_test(test_values),
+		cmocka_unit_test(test_defaults),
+		cmocka_unit_test(test_print_all),
+		cmocka_unit_test(test_print_roundtrip),
+		cmocka_unit_test(test_derive_defaults),
+		cmocka_unit_test(test_derive_blocks),
+		cmocka_unit_test(test_derive_overrides),
+		cmocka_unit_test(test_warnings),
+		cmocka_unit_test(test_parse_port),
+		cmocka_unit_test(test_reference),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

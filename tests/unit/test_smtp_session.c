@@ -1,0 +1,990 @@
+/*
+ * Session state machine tests: transcripts of client bytes and events,
+ * each fed whole and again one byte at a time, checked against the final
+ * reply lines and the actions taken.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "smtp/smtp.h"
+
+/* The transcript tables leave trailing fields (unused steps, flags) zero. */
+#pragma GCC diagnostic ignored "-Wmissing-field-initializers"
+
+/* ---- driver ---------------------------------------------------------- */
+
+enum ev { EV_END = 0, EV_FEED, EV_START, EV_TLS, EV_OK, EV_FAIL, EV_TIMEOUT, EV_EOF,
+	  EV_SHUTDOWN };
+
+struct step {
+	enum ev ev;
+	const char *data;
+	size_t len;
+};
+
+#define F(s) { EV_FEED, s, sizeof(s) - 1 }
+#define E(e) { e, NULL, 0 }
+#define OK(id) { EV_OK, id, 0 }
+
+enum pflags { P_TLS_REQ = 1, P_AUTH_REQ = 2, P_NO_TLS = 4, P_SUB = 8 };
+
+static const char *const local_domains[] = { "test.example", "local.example" };
+
+static void make_policy(struct smtp_policy *p, unsigned flags)
+{
+	memset(p, 0, sizeof(*p));
+	p->role = (flags & P_SUB) ? SMTP_ROLE_SUBMISSION : SMTP_ROLE_MX;
+	p->hostname = "mx.test.example";
+	p->tls_available = !(flags & P_NO_TLS);
+	p->tls_required = flags & P_TLS_REQ;
+	p->auth_required = flags & P_AUTH_REQ;
+	p->local_domains = local_domains;
+	p->n_local_domains = 2;
+	p->line_max = 512;
+	p->message_max = 10000;
+	p->rcpt_max = 3;
+	p->errors_max = 5;
+	p->data_line_max = 998;
+	p->header_max = 2000;
+}
+
+static const struct smtp_client client = { "S1", "192.0.2.1", NULL, 25 };
+
+/* What a session did: every final reply line, the actions (body data
+ * merged across feeds) and the refusal log. */
+struct trace {
+	struct buf out;   /* all output bytes */
+	struct buf last;  /* final lines of replies, '\n' separated */
+	struct buf acts;  /* "B|D:...|C|" */
+	struct buf logs;  /* "cmd => reply\n" */
+	bool in_data;
+};
+
+static void trace_init(struct trace *t)
+{
+	buf_init(&t->out, 1 << 26);
+	buf_init(&t->last, 1 << 26);
+	buf_init(&t->acts, 1 << 26);
+	buf_init(&t->logs, 1 << 26);
+	t->in_data = false;
+}
+
+static void trace_free(struct trace *t)
+{
+	buf_free(&t->out);
+	buf_free(&t->last);
+	buf_free(&t->acts);
+	buf_free(&t->logs);
+}
+
+static void drain(struct smtp_session *s, struct trace *t)
+{
+	const uint8_t *o;
+	size_t n;
+	smtp_session_output(s, &o, &n);
+	buf_append(&t->out, o, n);
+	/* Keep final reply lines only (code followed by a space). */
+	size_t i = 0;
+	while (i < n) {
+		const uint8_t *e = memchr(o + i, '\n', n - i);
+		assert_non_null(e);
+		size_t ll = (size_t)(e - (o + i)) + 1;
+		assert_true(ll >= 2 && o[i + ll - 2] == '\r');
+		if (ll > 5 && o[i + 3] == ' ') {
+			buf_append(&t->last, o + i, ll - 2);
+			buf_append(&t->last, "\n", 1);
+		}
+		i += ll;
+	}
+	smtp_session_output_done(s, n);
+	const struct smtp_action *a;
+	while ((a = smtp_session_next_action(s)) != NULL) {
+		if (a->type == SMTP_ACT_BODY_DATA) {
+			if (!t->in_data)
+				buf_puts(&t->acts, "D:");
+			t->in_data = true;
+			buf_append(&t->acts, a->data, a->len);
+			continue;
+		}
+		if (t->in_data)
+			buf_puts(&t->acts, "|");
+		t->in_data = false;
+		switch (a->type) {
+		case SMTP_ACT_STARTTLS: buf_puts(&t->acts, "T|"); break;
+		case SMTP_ACT_BODY_BEGIN:
+			assert_non_null(a->env);
+			assert_true(a->env->n_rcpts >= 1);
+			assert_non_null(a->env->sender);
+			buf_puts(&t->acts, "B|");
+			break;
+		case SMTP_ACT_BODY_ABORT: buf_puts(&t->acts, "A|"); break;
+		case SMTP_ACT_COMMIT:
+			assert_non_null(a->env);
+			assert_true(a->env->n_rcpts >= 1);
+			assert_non_null(a->env->sender);
+			buf_puts(&t->acts, "C|");
+			break;
+		case SMTP_ACT_LOG_REFUSED:
+			buf_puts(&t->acts, "L|");
+			buf_append(&t->logs, a->data, a->len);
+			buf_puts(&t->logs, " => ");
+			buf_append(&t->logs, a->reply, a->reply_len);
+			buf_puts(&t->logs, "\n");
+			break;
+		case SMTP_ACT_CLOSE: buf_puts(&t->acts, "X|"); break;
+		default: fail_msg("unknown action"); break;
+		}
+	}
+}
+
+static void finish_trace(struct trace *t)
+{
+	if (t->in_data)
+		buf_puts(&t->acts, "|");
+	t->in_data = false;
+	buf_cstr(&t->out);
+	buf_cstr(&t->last);
+	buf_cstr(&t->acts);
+	buf_cstr(&t->logs);
+}
+
+static void run_steps(const struct smtp_policy *pol, const struct step *st, bool bytewise,
+		      struct trace *t)
+{
+	struct smtp_session *s = smtp_session_new(pol, &client);
+	trace_init(t);
+	for (; st->ev != EV_END; st++) {
+		switch (st->ev) {
+		case EV_FEED:
+			if (bytewise) {
+				for (size_t i = 0; i < st->len; i++) {
+					smtp_session_feed(s, (const uint8_t *)st->data + i, 1);
+					drain(s, t);
+				}
+			} else {
+				smtp_session_feed(s, (const uint8_t *)st->data, st->len);
+			}
+			break;
+		case EV_START: smtp_session_start(s); break;
+		case EV_TLS: smtp_session_tls_started(s, "TLSv1.3", "TLS_AES_256_GCM_SHA384"); break;
+		case EV_OK: smtp_session_commit_done(s, true, st->data); break;
+		case EV_FAIL: smtp_session_commit_done(s, false, NULL); break;
+		case EV_TIMEOUT: smtp_session_timeout(s); break;
+		case EV_EOF: smtp_session_eof(s); break;
+		case EV_SHUTDOWN: smtp_session_shutdown(s); break;
+		default: break;
+		}
+		drain(s, t);
+		/* The caller resumes a session that stopped on backed-up output. */
+		for (int k = 0; k < 1000 && !smtp_session_closing(s); k++) {
+			smtp_session_feed(s, NULL, 0);
+			size_t before = buf_len(&t->out) + buf_len(&t->acts);
+			drain(s, t);
+			if (buf_len(&t->out) + buf_len(&t->acts) == before)
+				break;
+		}
+	}
+	finish_trace(t);
+	smtp_session_free(s);
+}
+
+/* Each expected line is a prefix of the corresponding final reply line. */
+static void check_lines(const char *name, const char *got, const char *want)
+{
+	const char *g = got, *w = want;
+	for (;;) {
+		const char *ge = strchr(g, '\n');
+		const char *we = strchr(w, '\n');
+		if (!we && *w)
+			we = w + strlen(w);
+		if (!ge || !we || !*w) {
+			if (ge || (we && *w))
+				fail_msg("%s: replies differ\n got:\n%s\n want:\n%s", name, got, want);
+			return;
+		}
+		size_t wl = (size_t)(we - w);
+		if ((size_t)(ge - g) < wl || memcmp(g, w, wl) != 0)
+			fail_msg("%s: replies differ\n got:\n%s\n want:\n%s", name, got, want);
+		g = ge + 1;
+		w = *we ? we + 1 : we;
+	}
+}
+
+/* Drops the body data tokens from an action string. */
+static void strip_data(char *a)
+{
+	char *w = a;
+	const char *r = a;
+	while (*r) {
+		if (r[0] == 'D' && r[1] == ':') {
+			const char *e = strchr(r, '|');
+			r = e ? e + 1 : r + strlen(r);
+			continue;
+		}
+		*w++ = *r++;
+	}
+	*w = '\0';
+}
+
+struct tcase {
+	const char *name;
+	unsigned flags;
+	struct step steps[12];
+	const char *replies;  /* final reply lines (prefixes), '\n' separated */
+	const char *actions;  /* exact; NULL: not checked */
+	bool no_data;         /* compare actions without body data */
+};
+
+static void run_case(const struct tcase *c)
+{
+	struct smtp_policy pol;
+	make_policy(&pol, c->flags);
+	struct trace whole, bytes;
+	run_steps(&pol, c->steps, false, &whole);
+	run_steps(&pol, c->steps, true, &bytes);
+	char name[160];
+	snprintf(name, sizeof(name), "%s (whole)", c->name);
+	check_lines(name, (const char *)buf_ptr(&whole.last), c->replies);
+	snprintf(name, sizeof(name), "%s (bytewise)", c->name);
+	check_lines(name, (const char *)buf_ptr(&bytes.last), c->replies);
+	if (c->actions) {
+		char *aw = (char *)whole.acts.data, *ab = (char *)bytes.acts.data;
+		if (c->no_data) {
+			strip_data(aw);
+			strip_data(ab);
+		}
+		if (strcmp(aw, c->actions) != 0)
+			fail_msg("%s (whole): actions\n got: %s\n want: %s", c->name, aw,
+				 c->actions);
+		if (strcmp(ab, c->actions) != 0)
+			fail_msg("%s (bytewise): actions\n got: %s\n want: %s", c->name, ab,
+				 c->actions);
+	}
+	/* Same output bytes however the input was split. */
+	assert_int_equal(buf_len(&whole.out), buf_len(&bytes.out));
+	assert_memory_equal(buf_ptr(&whole.out), buf_ptr(&bytes.out), buf_len(&whole.out));
+	trace_free(&whole);
+	trace_free(&bytes);
+}
+
+static void run_table(const struct tcase *t, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		run_case(&t[i]);
+}
+
+#define TABLE(t) run_table(t, sizeof(t) / sizeof(t[0]))
+
+#define EHLO "EHLO c.example\r\n"
+#define MAIL "MAIL FROM:<a@client.example>\r\n"
+#define RCPT "RCPT TO:<u@test.example>\r\n"
+#define TX EHLO MAIL RCPT
+#define TXR "250 HELP\n250 2.1.0\n250 2.1.5\n"
+
+/* ---- tables ---------------------------------------------------------- */
+
+static void test_basic(void **state)
+{
+	static const struct tcase t[] = {
+		{ "greeting", 0, { E(EV_START), F("QUIT\r\n") },
+		  "220 mx.test.example ESMTP sluice\n221 2.0.0 mx.test.example closing", "X|" },
+		{ "one message", 0,
+		  { E(EV_START), F(TX "DATA\r\nSubject: hi\r\n\r\nbody\r\n..dot\r\n.\r\n"), OK("Q1"),
+		    F("QUIT\r\n") },
+		  "220 \n" TXR "354 End data with <CR><LF>.<CR><LF>\n250 2.0.0 OK queued as Q1\n221 ",
+		  "B|D:Subject: hi\r\n\r\nbody\r\n.dot\r\n|C|X|" },
+		{ "empty message", 0, { F(TX "DATA\r\n.\r\n"), OK("Q2") },
+		  TXR "354 \n250 2.0.0 OK queued as Q2", "B|C|" },
+		{ "dot lines", 0, { F(TX "DATA\r\n.\r\n"), OK("Q2") },
+		  TXR "354 \n250 2.0.0 OK queued as Q2", "B|C|" },
+		{ "leading dots only unstuffed at line start", 0,
+		  { F(TX "DATA\r\na.b\r\n...\r\n. \r\n.\r\n"), OK("Q") },
+		  TXR "354 \n250 2.0.0 OK", "B|D:a.b\r\n..\r\n \r\n|C|" },
+		{ "pipelined commands wait for the commit", 0,
+		  { F(TX "DATA\r\nx\r\n.\r\nMAIL FROM:<b@client.example>\r\nNOOP\r\n"), OK("Q3"),
+		    F(RCPT "DATA\r\ny\r\n.\r\n"), OK("Q4") },
+		  TXR "354 \n250 2.0.0 OK queued as Q3\n250 2.1.0\n250 2.0.0\n250 2.1.5\n354 \n"
+		      "250 2.0.0 OK queued as Q4",
+		  "B|D:x\r\n|C|B|D:y\r\n|C|" },
+		{ "commit failure resets the transaction", 0,
+		  { F(TX "DATA\r\nx\r\n.\r\n"), E(EV_FAIL), F(RCPT "NOOP\r\n") },
+		  TXR "354 \n451 4.3.0 Local error in processing; try again later\n503 5.5.1\n250 ",
+		  "B|D:x\r\n|C|L|" },
+		{ "commit keeps EHLO", 0,
+		  { F(TX "DATA\r\n.\r\n"), OK("Q"), F(MAIL) },
+		  TXR "354 \n250 2.0.0 OK\n250 2.1.0", NULL },
+		{ "RSET NOOP VRFY EXPN HELP unknown", 0,
+		  { F("RSET\r\nRSET x\r\nNOOP hi\r\nVRFY root\r\nVRFY\r\nEXPN staff\r\nHELP\r\n"
+		      "FOO bar\r\n") },
+		  "250 2.0.0\n501 5.5.4\n250 2.0.0\n252 2.0.0 Cannot VRFY user\n501 5.5.4\n502 5.5.1\n"
+		  "214 2.0.0\n500 5.5.1 Command unrecognized",
+		  "L|L|L|L|" },
+		{ "QUIT stops processing", 0, { F("QUIT\r\nNOOP\r\n") }, "221 2.0.0", "X|" },
+		{ "AUTH not available", 0, { F(EHLO "AUTH PLAIN AGFiAGM=\r\n") },
+		  "250 HELP\n502 5.5.1 AUTH not available", "L|" },
+	};
+	TABLE(t);
+}
+
+static void test_helo(void **state)
+{
+	static const struct tcase t[] = {
+		{ "HELO", 0, { F("HELO c.example\r\n" MAIL) }, "250 mx.test.example\n250 2.1.0",
+		  NULL },
+		{ "HELO literal", 0, { F("HELO [192.0.2.1]\r\nEHLO [IPv6:2001:db8::1]\r\n") },
+		  "250 mx.test.example\n250 HELP", NULL },
+		{ "HELO without argument", 0, { F("HELO\r\nEHLO\r\nEHLO   \r\n") },
+		  "501 5.5.4\n501 5.5.4\n501 5.5.4", "L|L|L|" },
+		{ "HELO bad argument", 0,
+		  { F("HELO a b\r\nEHLO bad!name\r\nEHLO [1.2\r\nEHLO a\x01\r\nEHLO caf\xc3\xa9\r\n") },
+		  "501 5.5.4\n501 5.5.4\n501 5.5.4\n501 5.5.4\n501 5.5.4", NULL },
+		{ "MAIL before HELO", 0,
+		  { F(MAIL RCPT "DATA\r\nBDAT 3 LAST\r\nabcNOOP\r\n") },
+		  "503 5.5.1\n503 5.5.1\n503 5.5.1\n503 5.5.1\n250 2.0.0", "L|L|L|L|" },
+		{ "EHLO resets the transaction", 0, { F(TX EHLO "RCPT TO:<u@test.example>\r\n") },
+		  TXR "250 HELP\n503 5.5.1", NULL },
+	};
+	TABLE(t);
+}
+
+static void test_ehlo_reply(void **state)
+{
+	struct smtp_policy pol;
+	make_policy(&pol, 0);
+	static const struct step st[] = { F(EHLO), E(EV_END) };
+	struct trace t;
+	run_steps(&pol, st, false, &t);
+	assert_string_equal((const char *)buf_ptr(&t.out),
+			    "250-mx.test.example Hello c.example\r\n"
+			    "250-PIPELINING\r\n250-SIZE 10000\r\n250-8BITMIME\r\n250-SMTPUTF8\r\n"
+			    "250-ENHANCEDSTATUSCODES\r\n250-CHUNKING\r\n250-DSN\r\n"
+			    "250-STARTTLS\r\n250 HELP\r\n");
+	trace_free(&t);
+	make_policy(&pol, P_NO_TLS);
+	run_steps(&pol, st, false, &t);
+	assert_null(strstr((const char *)buf_ptr(&t.out), "STARTTLS"));
+	trace_free(&t);
+}
+
+static void test_framing(void **state)
+{
+	static const struct tcase t[] = {
+		{ "bare LF ends nothing", 0, { F("NOOP\nNOOP\r\n") },
+		  "500 5.5.2 Syntax error: bare CR or LF in command\n250 2.0.0", "L|" },
+		{ "bare CR in command", 0, { F("NO\rOP\r\nNOOP\r\r\n") },
+		  "500 5.5.2 Syntax error: bare CR or LF\n500 5.5.2 Syntax error: bare CR or LF",
+		  "L|L|" },
+		{ "bare LF does not end MAIL", 0, { F(EHLO "MAIL FROM:<a@client.example>\n" RCPT) },
+		  "250 HELP\n500 5.5.2\n503 5.5.1", NULL },
+		{ "split reads", 0, { F("NO"), F("OP\r"), F("\nQU"), F("IT\r\n") },
+		  "250 2.0.0\n221 2.0.0", "X|" },
+	};
+	TABLE(t);
+}
+
+static void test_line_too_long(void **state)
+{
+	struct smtp_policy pol;
+	make_policy(&pol, 0);
+	for (int variant = 0; variant < 3; variant++) {
+		/* line_max counts the CRLF: 512 is allowed, 513 is not. */
+		size_t len = variant == 0 ? 512 : variant == 1 ? 513 : 5000;
+		char *line = malloc(len + 16);
+		memcpy(line, "NOOP ", 5);
+		memset(line + 5, 'x', len - 7);
+		memcpy(line + len - 2, "\r\nNOOP\r\n", 8);
+		struct step st[] = { { EV_FEED, line, len + 6 }, E(EV_END) };
+		for (int bw = 0; bw < 2; bw++) {
+			struct trace t;
+			run_steps(&pol, st, bw, &t);
+			if (variant == 0)
+				check_lines("512", (const char *)buf_ptr(&t.last), "250 \n250 ");
+			else
+				check_lines("long", (const char *)buf_ptr(&t.last),
+					    "500 5.5.2 Line too long\n250 2.0.0");
+			trace_free(&t);
+		}
+		free(line);
+	}
+}
+
+static void test_errors_max(void **state)
+{
+	static const struct tcase t[] = {
+		{ "too many errors", 0,
+		  { F("A\r\nB\r\nC\r\nD\r\nE\r\nNOOP\r\nF\r\nG\r\nNOOP\r\n") },
+		  "500 \n500 \n500 \n500 \n500 \n250 \n421 4.7.0 mx.test.example Too many errors",
+		  "L|L|L|L|L|L|X|" },
+		{ "errors counted across kinds", 0,
+		  { F("HELO\r\n" MAIL "VRFY\r\nEXPN x\r\nNOOP\n\r\nX\r\nNOOP\r\n") },
+		  "501 \n503 \n501 \n502 \n500 \n421 4.7.0", "L|L|L|L|L|L|X|" },
+	};
+	TABLE(t);
+}
+
+static void test_mail_params(void **state)
+{
+	static const struct tcase t[] = {
+		{ "MAIL syntax", 0,
+		  { F(EHLO "MAIL FROM: <a@client.example>\r\nRSET\r\nmail from:<>\r\nRSET\r\n"
+			   "MAIL TO:<a@b>\r\nMAIL FROM:a@b\r\nMAIL FROM:<a@b>x\r\n"
+			   "MAIL FROM:<a..b@c>\r\n") },
+		  "250 HELP\n250 2.1.0\n250 \n250 2.1.0\n250 \n501 5.5.4\n501 5.1.7\n501 5.1.7\n"
+		  "501 5.1.7",
+		  NULL },
+		{ "nested MAIL", 0, { F(EHLO MAIL MAIL) }, "250 HELP\n250 2.1.0\n503 5.5.1", NULL },
+		{ "declared size", 0,
+		  { F(EHLO "MAIL FROM:<a@b.example> SIZE=10001\r\n"
+			   "MAIL FROM:<a@b.example> SIZE=99999999999999999999999\r\n"
+			   "MAIL FROM:<a@b.example> SIZE=x\r\nMAIL FROM:<a@b.example> SIZE\r\n"
+			   "MAIL FROM:<a@b.example> SIZE=10000\r\n") },
+		  "250 HELP\n552 5.3.4\n552 5.3.4\n501 5.5.4\n501 5.5.4\n250 2.1.0", NULL },
+		{ "BODY", 0,
+		  { F(EHLO "MAIL FROM:<a@b.example> BODY=BINARYMIME\r\n"
+			   "MAIL FROM:<a@b.example> BODY=9BIT\r\n"
+			   "MAIL FROM:<a@b.example> BODY=8bitmime\r\nRSET\r\n"
+			   "MAIL FROM:<a@b.example> BODY=7BIT\r\n") },
+		  "250 HELP\n555 5.5.4\n555 5.5.4\n250 2.1.0\n250 \n250 2.1.0", NULL },
+		{ "unknown and duplicate", 0,
+		  { F(EHLO "MAIL FROM:<a@b.example> FOO=1\r\n"
+			   "MAIL FROM:<a@b.example> SIZE=1 SIZE=2\r\n"
+			   "MAIL FROM:<a@b.example> =x\r\n") },
+		  "250 HELP\n555 5.5.4\n501 5.5.4\n501 5.5.4", NULL },
+		{ "DSN and AUTH", 0,
+		  { F(EHLO "MAIL FROM:<a@b.example> RET=HDRS ENVID=abc+2Bd AUTH=<>\r\nRSET\r\n"
+			   "MAIL FROM:<a@b.example> RET=ALL\r\n"
+			   "MAIL FROM:<a@b.example> ENVID=a+ZZ\r\n"
+			   "MAIL FROM:<a@b.example> ENVID="
+			   "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
+			   "xxxxxxxxxxxxxxxxxxxxxxxxxxx\r\n"
+			   "MAIL FROM:<a@b.example> SMTPUTF8=yes\r\n") },
+		  "250 HELP\n250 2.1.0\n250 \n501 5.5.4\n501 5.5.4\n501 5.5.4\n501 5.5.4", NULL },
+		{ "UTF-8 sender", 0,
+		  { F(EHLO "MAIL FROM:<j\xc3\xb6rg@b.example>\r\n"
+			   "MAIL FROM:<j\xc3\xb6rg@b.example> SMTPUTF8\r\n"
+			   "RCPT TO:<\xc3\xbc@test.example>\r\n") },
+		  "250 HELP\n553 5.6.7\n250 2.1.0\n250 2.1.5", NULL },
+		{ "UTF-8 recipient needs SMTPUTF8", 0,
+		  { F(EHLO MAIL "RCPT TO:<\xc3\xbc@test.example>\r\n") },
+		  "250 HELP\n250 2.1.0\n553 5.6.7", NULL },
+		{ "auth required", P_AUTH_REQ, { F(EHLO MAIL) },
+		  "250 HELP\n530 5.7.0 Authentication required", "L|" },
+	};
+	TABLE(t);
+}
+
+static void test_rcpt(void **state)
+{
+	static const struct tcase t[] = {
+		{ "RCPT without MAIL", 0, { F(EHLO RCPT) }, "250 HELP\n503 5.5.1", NULL },
+		{ "local domains and postmaster", 0,
+		  { F(EHLO MAIL "RCPT TO:<u@TEST.example>\r\nRCPT TO:<postmaster>\r\n"
+				"RCPT TO: <v@local.example.>\r\n") },
+		  "250 HELP\n250 2.1.0\n250 2.1.5\n250 2.1.5\n250 2.1.5", NULL },
+		{ "relaying denied", 0,
+		  { F(EHLO MAIL "RCPT TO:<u@elsewhere.example>\r\nRCPT TO:<u@test.example.org>\r\n") },
+		  "250 HELP\n250 2.1.0\n550 5.7.1 Relaying denied\n550 5.7.1 Relaying denied",
+		  "L|L|" },
+		{ "relay tricks", 0,
+		  { F(EHLO MAIL "RCPT TO:<u%elsewhere.example@test.example>\r\n"
+				"RCPT TO:<elsewhere.example!u@test.example>\r\n"
+				"RCPT TO:<@test.example:u@elsewhere.example>\r\n"
+				"RCPT TO:<@elsewhere.example:u@test.example>\r\n"
+				"RCPT TO:<\"u@elsewhere.example\"@test.example>\r\n") },
+		  "250 HELP\n250 2.1.0\n550 5.7.1\n550 5.7.1\n550 5.7.1\n550 5.7.1\n550 5.7.1",
+		  NULL },
+		{ "relay trick: domain literal", 0,
+		  { F("EHLO c.example\r\n" MAIL "RCPT TO:<u@[192.0.2.7]>\r\n") },
+		  "250 HELP\n250 2.1.0\n550 5.7.1", NULL },
+		{ "submission without auth does not relay", P_SUB,
+		  { F(EHLO MAIL "RCPT TO:<u@elsewhere.example>\r\n" RCPT) },
+		  "250 HELP\n250 2.1.0\n550 5.7.1 Relaying denied\n250 2.1.5", NULL },
+		{ "recipient syntax", 0,
+		  { F(EHLO MAIL "RCPT TO:<>\r\nRCPT TO:<user>\r\nRCPT <u@test.example>\r\n"
+				"RCPT TO:u@test.example\r\n") },
+		  "250 HELP\n250 2.1.0\n501 5.1.3\n501 5.1.3\n501 5.5.4\n501 5.1.3", NULL },
+		{ "too many recipients", 0,
+		  { F(EHLO MAIL RCPT RCPT RCPT RCPT "DATA\r\n.\r\n"), OK("Q") },
+		  "250 HELP\n250 2.1.0\n250 2.1.5\n250 2.1.5\n250 2.1.5\n"
+		  "452 4.5.3 Too many recipients\n354 \n250 2.0.0",
+		  "L|B|C|" },
+		{ "DSN parameters", 0,
+		  { F(EHLO MAIL "RCPT TO:<u@test.example> NOTIFY=SUCCESS,DELAY ORCPT=rfc822;u+40x\r\n"
+				"RCPT TO:<u@test.example> NOTIFY=NEVER\r\n"
+				"RCPT TO:<u@test.example> NOTIFY=NEVER,SUCCESS\r\n"
+				"RCPT TO:<u@test.example> NOTIFY=\r\n"
+				"RCPT TO:<u@test.example> ORCPT=rfc822\r\n"
+				"RCPT TO:<u@test.example> ORCPT=rfc822;a ORCPT=rfc822;b\r\n"
+				"RCPT TO:<u@test.example> FOO\r\n") },
+		  "250 HELP\n250 2.1.0\n250 2.1.5\n250 2.1.5\n501 5.5.4\n501 5.5.4\n501 5.5.4\n"
+		  "501 5.5.4\n555 5.5.4",
+		  NULL },
+	};
+	TABLE(t);
+}
+
+static void test_data_cmd(void **state)
+{
+	static const struct tcase t[] = {
+		{ "DATA without MAIL", 0, { F(EHLO "DATA\r\n") }, "250 HELP\n503 5.5.1", "L|" },
+		{ "DATA without recipients", 0, { F(EHLO MAIL "DATA\r\n") },
+		  "250 HELP\n250 2.1.0\n554 5.5.1 No valid recipients", "L|" },
+		{ "DATA with argument", 0, { F(TX "DATA x\r\n") }, TXR "501 5.5.4", "L|" },
+		{ "DATA after BDAT", 0, { F(TX "BDAT 2\r\nabDATA\r\n") },
+		  TXR "250 2.0.0 2 octets received\n503 5.5.1", "B|D:ab|L|" },
+	};
+	TABLE(t);
+}
+
+/* A message carrying a smuggled transaction after a fake end. */
+#define SMUGGLE(v)                                                                       \
+	F(TX "DATA\r\nSubject: x\r\n\r\na" v "MAIL FROM:<evil@x.example>\r\n"             \
+	     "RCPT TO:<u@test.example>\r\nDATA\r\nevil\r\n.\r\nNOOP\r\n")
+#define SMUGGLED TXR "354 \n550 5.6.0 Message refused: bare CR or LF in message data\n250 2.0.0"
+
+static void test_smuggling(void **state)
+{
+	static const struct tcase t[] = {
+		{ "\\n.\\n", 0, { SMUGGLE("\n.\n") }, SMUGGLED, "B|A|L|", true },
+		{ "\\n.\\r\\n", 0, { SMUGGLE("\n.\r\n") }, SMUGGLED, "B|A|L|", true },
+		{ "\\r\\n.\\n", 0, { SMUGGLE("\r\n.\n") }, SMUGGLED, "B|A|L|", true },
+		{ "\\r.\\r\\n", 0, { SMUGGLE("\r.\r\n") }, SMUGGLED, "B|A|L|", true },
+		{ "\\r\\n.\\r", 0, { SMUGGLE("\r\n.\r") }, SMUGGLED, "B|A|L|", true },
+		{ "\\r\\n.\\r\\r\\n", 0, { SMUGGLE("\r\n.\r\r\n") }, SMUGGLED, "B|A|L|", true },
+		{ "\\n\\n", 0, { SMUGGLE("\n\n") }, SMUGGLED, "B|A|L|", true },
+		{ "bare CR in a line", 0, { SMUGGLE("b\rc\r\n") }, SMUGGLED, "B|A|L|", true },
+		{ "bare CR at the end", 0, { SMUGGLE("\r") }, SMUGGLED, "B|A|L|", true },
+		{ "nothing committed", 0,
+		  { F(TX "DATA\r\nx\ny\r\n.\r\n"), OK("Q") },
+		  TXR "354 \n550 5.6.0", "B|A|L|", true },
+		{ "split CRLF is fine", 0,
+		  { F(TX "DATA\r\nab\r"), F("\n.\r"), F("\n"), OK("Q") },
+		  TXR "354 \n250 2.0.0 OK queued as Q", "B|D:ab\r\n|C|" },
+		{ "BDAT bare LF", 0, { F(TX "BDAT 4 LAST\r\na\nb\r") }, TXR "550 5.6.0", "B|A|L|",
+		  true },
+		{ "BDAT bare CR across chunks", 0,
+		  { F(TX "BDAT 2\r\na\rBDAT 2 LAST\r\nb\n") },
+		  TXR "250 2.0.0 2 octets\n550 5.6.0", "B|A|L|", true },
+		{ "BDAT CRLF across chunks", 0,
+		  { F(TX "BDAT 2\r\na\rBDAT 1 LAST\r\n\n"), OK("Q") },
+		  TXR "250 2.0.0 2 octets\n250 2.0.0 OK queued as Q", "B|D:a\r\n|C|" },
+		{ "BDAT trailing CR", 0, { F(TX "BDAT 2 LAST\r\na\r") }, TXR "550 5.6.0", "B|A|L|",
+		  true },
+	};
+	TABLE(t);
+}
+
+static void test_bdat(void **state)
+{
+	static const struct tcase t[] = {
+		{ "chunks", 0,
+		  { F(TX "BDAT 5\r\nhelloBDAT 3 LAST\r\n\r\n."), OK("Q1"), F("NOOP\r\n") },
+		  TXR "250 2.0.0 5 octets received\n250 2.0.0 OK queued as Q1\n250 2.0.0",
+		  "B|D:hello\r\n.|C|" },
+		{ "chunk data looks like commands", 0,
+		  { F(TX "BDAT 17\r\nQUIT\r\n.\r\nRSET\r\n\r\nBDAT 0 LAST\r\n"), OK("Q") },
+		  TXR "250 2.0.0 17 octets\n250 2.0.0 OK queued as Q",
+		  "B|D:QUIT\r\n.\r\nRSET\r\n\r\n|C|" },
+		{ "BDAT 0 LAST", 0, { F(TX "BDAT 0 LAST\r\n"), OK("Q") },
+		  TXR "250 2.0.0 OK queued as Q", "B|C|" },
+		{ "BDAT syntax", 0,
+		  { F(TX "BDAT\r\nBDAT x\r\nBDAT 1 FIRST\r\nBDAT -1\r\nBDAT 99999999999999999999999\r\n"
+			 "NOOP\r\n") },
+		  TXR "501 5.5.4\n501 5.5.4\n501 5.5.4\n501 5.5.4\n501 5.5.4\n250 2.0.0",
+		  "L|L|L|L|L|" },
+		{ "BDAT refused still consumes", 0,
+		  { F(EHLO "BDAT 6\r\nQUIT\r\nNOOP\r\n" MAIL "BDAT 6 LAST\r\nQUIT\r\nNOOP\r\n") },
+		  "250 HELP\n503 5.5.1\n250 2.0.0\n250 2.1.0\n554 5.5.1\n250 2.0.0", "L|L|" },
+		{ "BDAT RSET aborts", 0, { F(TX "BDAT 1\r\nxRSET\r\n" RCPT) },
+		  TXR "250 2.0.0 1 octets\n250 2.0.0\n503 5.5.1", "B|D:x|A|L|" },
+		{ "BDAT after failed chunk", 0,
+		  { F(TX "BDAT 2\r\n\nxBDAT 1 LAST\r\nx") },
+		  TXR "550 5.6.0\n503 5.5.1", "B|A|L|L|" },
+	};
+	TABLE(t);
+}
+
+static void test_starttls(void **state)
+{
+	static const struct tcase t[] = {
+		{ "injection discarded", 0,
+		  { F(EHLO "STARTTLS\r\nRSET\r\n"), E(EV_TLS), F("NOOP\r\n") },
+		  "250 HELP\n220 2.0.0 Ready to start TLS\n250 2.0.0", "T|" },
+		{ "bytes before the handshake discarded", 0,
+		  { F(EHLO "STARTTLS\r\n"), F("NOOP\r\n"), E(EV_TLS), F("QUIT\r\n") },
+		  "250 HELP\n220 2.0.0\n221 ", "T|X|" },
+		{ "state forgotten", 0,
+		  { F(EHLO MAIL "STARTTLS\r\n"), E(EV_TLS), F(RCPT MAIL EHLO MAIL "STARTTLS\r\n") },
+		  "250 HELP\n250 2.1.0\n220 2.0.0\n503 5.5.1\n503 5.5.1\n250 HELP\n250 2.1.0\n503 5.5.1",
+		  "T|L|L|L|" },
+		{ "argument", 0, { F("STARTTLS now\r\nNOOP\r\n") }, "501 5.5.4\n250 ", "L|" },
+		{ "not available", P_NO_TLS, { F("STARTTLS\r\n") }, "454 4.7.0", "L|" },
+		{ "TLS required", P_TLS_REQ,
+		  { F(EHLO MAIL RCPT "DATA\r\nVRFY u\r\nNOOP\r\n") },
+		  "250 HELP\n530 5.7.0\n530 5.7.0\n530 5.7.0\n530 5.7.0\n250 2.0.0", "L|L|L|L|" },
+		{ "TLS required, more", P_TLS_REQ,
+		  { F("EXPN l\r\nHELP\r\nAUTH PLAIN x\r\nBDAT 4 LAST\r\nabcdNOOP\r\nRSET\r\n"
+		      "HELO c.example\r\nXYZ\r\n") },
+		  "530 5.7.0\n530 5.7.0\n530 5.7.0\n530 5.7.0\n250 2.0.0\n250 2.0.0\n"
+		  "250 mx.test.example\n530 5.7.0",
+		  "L|L|L|L|L|" },
+		{ "TLS required then TLS", P_TLS_REQ,
+		  { F(EHLO "STARTTLS\r\n"), E(EV_TLS), F(TX "BDAT 1 LAST\r\nx"), OK("Q") },
+		  "250 HELP\n220 2.0.0\n" TXR "250 2.0.0 OK queued as Q", "T|B|D:x|C|" },
+		{ "TLS on connect", P_TLS_REQ,
+		  { E(EV_TLS), E(EV_START), F(EHLO "STARTTLS\r\n" MAIL) },
+		  "220 mx.test.example ESMTP\n250 HELP\n503 5.5.1\n250 2.1.0", "L|" },
+	};
+	TABLE(t);
+}
+
+static void test_end_events(void **state)
+{
+	static const struct tcase t[] = {
+		{ "timeout", 0, { F(EHLO), E(EV_TIMEOUT), F("NOOP\r\n") },
+		  "250 HELP\n421 4.4.2 mx.test.example Timeout", "X|" },
+		{ "timeout in DATA", 0, { F(TX "DATA\r\nabc"), E(EV_TIMEOUT) },
+		  TXR "354 \n421 4.4.2", "B|D:abc|A|X|" },
+		{ "eof in DATA", 0, { F(TX "DATA\r\nabc"), E(EV_EOF) }, TXR "354 ", "B|D:abc|A|" },
+		{ "eof in BDAT", 0, { F(TX "BDAT 1\r\nx"), E(EV_EOF) }, TXR "250 2.0.0 1 octets",
+		  "B|D:x|A|" },
+		{ "shutdown idle", 0, { F(EHLO MAIL), E(EV_SHUTDOWN) },
+		  "250 HELP\n250 2.1.0\n421 4.3.2 mx.test.example Service shutting down", "X|" },
+		{ "shutdown during DATA", 0,
+		  { F(TX "DATA\r\nabc"), E(EV_SHUTDOWN), F("\r\n.\r\nNOOP\r\n"), OK("Q9") },
+		  TXR "354 \n250 2.0.0 OK queued as Q9\n421 4.3.2", "B|D:abc\r\n|C|X|" },
+		{ "shutdown during DATA, bad message", 0,
+		  { F(TX "DATA\r\na\nb"), E(EV_SHUTDOWN), F("\r\n.\r\nNOOP\r\n") },
+		  TXR "354 \n550 5.6.0\n421 4.3.2", "B|A|L|X|", true },
+		{ "shutdown during commit", 0,
+		  { F(TX "DATA\r\n.\r\n"), E(EV_SHUTDOWN), OK("Q") },
+		  TXR "354 \n250 2.0.0 OK queued as Q\n421 4.3.2", "B|C|X|" },
+		{ "shutdown between BDAT chunks", 0,
+		  { F(TX "BDAT 1\r\nx"), E(EV_SHUTDOWN), F("BDAT 1 LAST\r\ny"), OK("Q") },
+		  TXR "250 2.0.0 1 octets\n250 2.0.0 OK queued as Q\n421 4.3.2", "B|D:xy|C|X|" },
+	};
+	TABLE(t);
+}
+
+/* ---- generated inputs ------------------------------------------------ */
+
+static char *gen_message(size_t hdr_lines, size_t body_lines, size_t line_len, size_t *n)
+{
+	size_t cap = 64 + (hdr_lines + body_lines + 2) * (line_len + 16) + sizeof(TX) + 16;
+	char *m = malloc(cap);
+	size_t k = 0;
+	k += (size_t)snprintf(m + k, cap - k, "%sDATA\r\n", TX);
+	for (size_t i = 0; i < hdr_lines; i++) {
+		memcpy(m + k, "X-H: ", 5);
+		memset(m + k + 5, 'h', 95);
+		k += 100;
+		memcpy(m + k, "\r\n", 2);
+		k += 2;
+	}
+	memcpy(m + k, "\r\n", 2);
+	k += 2;
+	for (size_t i = 0; i < body_lines; i++) {
+		memset(m + k, i % 2 ? '.' : 'b', line_len);
+		k += line_len;
+		memcpy(m + k, "\r\n", 2);
+		k += 2;
+	}
+	memcpy(m + k, ".\r\nNOOP\r\n", 9);
+	k += 9;
+	*n = k;
+	return m;
+}
+
+static void gen_case(size_t hdr, size_t body, size_t ll, const char *want_last,
+		     const char *want_acts)
+{
+	struct smtp_policy pol;
+	make_policy(&pol, 0);
+	size_t n;
+	char *m = gen_message(hdr, body, ll, &n);
+	struct step st[] = { { EV_FEED, m, n }, OK("QG"), E(EV_END) };
+	for (int bw = 0; bw < 2; bw++) {
+		struct trace t;
+		run_steps(&pol, st, bw, &t);
+		check_lines("generated", (const char *)buf_ptr(&t.last), want_last);
+		char *a = (char *)t.acts.data;
+		strip_data(a);
+		assert_string_equal(a, want_acts);
+		trace_free(&t);
+	}
+	free(m);
+}
+
+static void test_limits(void **state)
+{
+	/* 998-octet lines pass, 999 do not. */
+	gen_case(2, 2, 998, TXR "354 \n250 2.0.0 OK queued as QG\n250 2.0.0", "B|C|");
+	gen_case(2, 2, 999,
+		 TXR "354 \n550 5.6.0 Message refused: line longer than 998 octets\n250 2.0.0",
+		 "B|A|L|");
+	/* Header block of 2000 bytes is allowed; more is not. */
+	gen_case(19, 1, 100, TXR "354 \n250 2.0.0 OK queued as QG\n250 2.0.0", "B|C|");
+	gen_case(20, 1, 100, TXR "354 \n552 5.3.4 Message header too large\n250 2.0.0",
+		 "B|A|L|");
+	/* Size counts unstuffed bytes: a 206-byte header, then lines of 102
+	 * and (dot-stuffed) 101 bytes: 96 lines make 9950 bytes, 97 make 10052. */
+	gen_case(2, 96, 100, TXR "354 \n250 2.0.0 OK queued as QG\n250 2.0.0", "B|C|");
+	gen_case(2, 97, 100,
+		 TXR "354 \n552 5.3.4 Message size exceeds fixed maximum message size\n250 2.0.0",
+		 "B|A|L|");
+}
+
+/* The size abort comes as soon as the limit is crossed, and env.size
+ * counts the unstuffed bytes. */
+static void test_size_abort_early(void **state)
+{
+	struct smtp_policy pol;
+	make_policy(&pol, 0);
+	struct smtp_session *s = smtp_session_new(&pol, &client);
+	const char *pre = TX "DATA\r\n";
+	smtp_session_feed(s, (const uint8_t *)pre, strlen(pre));
+	const uint8_t *o;
+	size_t n;
+	smtp_session_output(s, &o, &n);
+	smtp_session_output_done(s, n);
+	char line[102];
+	memset(line, '.', 100);
+	memcpy(line + 100, "\r\n", 2);
+	uint64_t total = 0;
+	bool aborted = false;
+	for (int i = 0; i < 200 && !aborted; i++) {
+		smtp_session_feed(s, (const uint8_t *)line, sizeof(line));
+		const struct smtp_action *a;
+		while ((a = smtp_session_next_action(s)) != NULL) {
+			if (a->type == SMTP_ACT_BODY_DATA) {
+				assert_false(aborted);
+				total += a->len;
+			}
+			if (a->type == SMTP_ACT_BODY_ABORT)
+				aborted = true;
+		}
+		/* 99 bytes of each 100-dot line plus CRLF are message data. */
+		assert_int_equal(smtp_session_envelope(s)->size, (uint64_t)(i + 1) * 101);
+	}
+	assert_true(aborted);
+	assert_true(total <= pol.message_max);
+	assert_true(smtp_session_envelope(s)->size > pol.message_max);
+	assert_true(smtp_session_envelope(s)->size < pol.message_max + 102);
+	smtp_session_output(s, &o, &n);
+	assert_int_equal(n, 0); /* no reply until the real end */
+	smtp_session_feed(s, (const uint8_t *)".\r\n", 3);
+	smtp_session_output(s, &o, &n);
+	assert_true(n > 4 && memcmp(o, "552 5.3.4", 9) == 0);
+	const struct smtp_action *a;
+	while ((a = smtp_session_next_action(s)) != NULL)
+		assert_true(a->type != SMTP_ACT_COMMIT && a->type != SMTP_ACT_BODY_DATA);
+	smtp_session_free(s);
+}
+
+static void test_log_refused(void **state)
+{
+	struct smtp_policy pol;
+	make_policy(&pol, 0);
+	static const struct step st[] = {
+		F("EHLO c.example\r\nAUTH PLAIN c2VjcmV0\r\nRCPT TO:<x@y>\r\n"), E(EV_END)
+	};
+	for (int bw = 0; bw < 2; bw++) {
+		struct trace t;
+		run_steps(&pol, st, bw, &t);
+		assert_string_equal((const char *)buf_ptr(&t.logs),
+				    "AUTH => 502 5.5.1 AUTH not available\n"
+				    "RCPT TO:<x@y> => 503 5.5.1 Need MAIL command\n");
+		trace_free(&t);
+	}
+}
+
+static void test_backpressure(void **state)
+{
+	struct smtp_policy pol;
+	make_policy(&pol, 0);
+	struct smtp_session *s = smtp_session_new(&pol, &client);
+	size_t cmds = 2000;
+	char *in = malloc(cmds * 6);
+	for (size_t i = 0; i < cmds; i++)
+		memcpy(in + i * 6, "HELP\r\n", 6);
+	smtp_session_feed(s, (const uint8_t *)in, cmds * 6);
+	const uint8_t *o;
+	size_t n;
+	smtp_session_output(s, &o, &n);
+	assert_true(n > 64 * 1024 && n < 64 * 1024 + 1024);
+	assert_false(smtp_session_wants_input(s));
+	size_t total = 0, lines = 0;
+	for (int round = 0; round < 100; round++) {
+		smtp_session_output(s, &o, &n);
+		for (size_t i = 0; i < n; i++)
+			lines += o[i] == '\n';
+		total += n;
+		smtp_session_output_done(s, n);
+		if (n == 0)
+			break;
+		smtp_session_feed(s, NULL, 0);
+	}
+	assert_int_equal(lines, cmds);
+	assert_true(smtp_session_wants_input(s));
+	free(in);
+	smtp_session_free(s);
+}
+
+static void test_overfill(void **state)
+{
+	struct smtp_policy pol;
+	make_policy(&pol, 0);
+	struct smtp_session *s = smtp_session_new(&pol, &client);
+	const char *pre = TX "DATA\r\n.\r\n";
+	smtp_session_feed(s, (const uint8_t *)pre, strlen(pre));
+	const uint8_t *o;
+	size_t n;
+	smtp_session_output(s, &o, &n);
+	smtp_session_output_done(s, n);
+	/* Waiting for the commit: input piles up until the hard limit. */
+	assert_false(smtp_session_wants_input(s));
+	size_t big = pol.line_max + 256 * 1024 + 1;
+	uint8_t *junk = calloc(1, big);
+	smtp_session_feed(s, junk, big);
+	assert_true(smtp_session_closing(s));
+	smtp_session_output(s, &o, &n);
+	assert_true(n > 4 && memcmp(o, "421 ", 4) == 0);
+	free(junk);
+	smtp_session_free(s);
+}
+
+static void test_envelope(void **state)
+{
+	struct smtp_policy pol;
+	make_policy(&pol, 0);
+	struct smtp_session *s = smtp_session_new(&pol, &client);
+	const char *in = "EHLO c.example\r\nMAIL FROM:<@r.example:a@client.example> SIZE=10 "
+			 "BODY=8BITMIME RET=FULL ENVID=e1\r\n"
+			 "RCPT TO:<u@test.example> NOTIFY=FAILURE ORCPT=rfc822;u@test.example\r\n"
+			 "RCPT TO:<Postmaster>\r\nDATA\r\nab\r\n.\r\n";
+	smtp_session_feed(s, (const uint8_t *)in, strlen(in));
+	const struct smtp_action *a, *commit = NULL;
+	while ((a = smtp_session_next_action(s)) != NULL)
+		if (a->type == SMTP_ACT_COMMIT)
+			commit = a;
+	assert_non_null(commit);
+	const struct smtp_envelope *e = commit->env;
+	assert_string_equal(e->helo, "c.example");
+	assert_true(e->esmtp);
+	assert_string_equal(e->sender, "a@client.example");
+	assert_int_equal(e->size_declared, 10);
+	assert_int_equal(e->body, SMTP_BODY_8BITMIME);
+	assert_int_equal(e->ret, SMTP_RET_FULL);
+	assert_string_equal(e->envid, "e1");
+	assert_int_equal(e->n_rcpts, 2);
+	assert_string_equal(e->rcpts[0].addr, "u@test.example");
+	assert_string_equal(e->rcpts[0].orcpt, "rfc822;u@test.example");
+	assert_int_equal(e->rcpts[0].notify, SMTP_NOTIFY_FAILURE);
+	assert_string_equal(e->rcpts[1].addr, "Postmaster");
+	assert_null(e->rcpts[1].orcpt);
+	assert_int_equal(e->size, 4);
+	assert_true(smtp_session_in_transaction(s));
+	smtp_session_commit_done(s, true, "Q");
+	assert_false(smtp_session_in_transaction(s));
+	assert_null(smtp_session_envelope(s)->sender);
+	assert_int_equal(smtp_session_envelope(s)->n_rcpts, 0);
+	smtp_session_free(s);
+}
+
+static void test_received(void **state)
+{
+	struct smtp_policy pol;
+	make_policy(&pol, 0);
+	struct smtp_rcpt r = { "u@test.example", NULL, 0 };
+	struct smtp_envelope env = { 0 };
+	env.helo = "c.example";
+	env.esmtp = true;
+	env.rcpts = &r;
+	env.n_rcpts = 1;
+	struct smtp_client c = { "S", "192.0.2.1", "host.client.example", 25 };
+	struct buf b;
+	buf_init(&b, 4096);
+	smtp_received_header(&b, &pol, &c, &env, "Q1", "Sun, 29 Nov 2026 04:37:40 +0000");
+	assert_string_equal(buf_cstr(&b),
+			    "Received: from c.example (host.client.example [192.0.2.1])\r\n"
+			    "\tby mx.test.example (sluice) with ESMTP\r\n"
+			    "\t(role=mx)\r\n"
+			    "\tid Q1\r\n"
+			    "\tfor <u@test.example>;\r\n"
+			    "\tSun, 29 Nov 2026 04:37:40 +0000\r\n");
+	static const struct {
+		bool esmtp, tls, auth, utf8;
+		const char *proto;
+	} protos[] = {
+		{ false, false, false, false, "with SMTP\r\n" },
+		{ true, false, false, false, "with ESMTP\r\n" },
+		{ true, true, false, false, "with ESMTPS\r\n" },
+		{ true, false, true, false, "with ESMTPA\r\n" },
+		{ true, true, true, false, "with ESMTPSA\r\n" },
+		{ true, false, false, true, "with UTF8SMTP\r\n" },
+		{ true, true, false, true, "with UTF8SMTPS\r\n" },
+		{ true, false, true, true, "with UTF8SMTPA\r\n" },
+		{ true, true, true, true, "with UTF8SMTPSA\r\n" },
+	};
+	for (size_t i = 0; i < sizeof(protos) / sizeof(protos[0]); i++) {
+		env.esmtp = protos[i].esmtp;
+		env.tls_version = protos[i].tls ? "TLSv1.3" : NULL;
+		env.tls_cipher = protos[i].tls ? "TLS_AES_128_GCM_SHA256" : NULL;
+		env.auth_user = protos[i].auth ? "user" : NULL;
+		env.smtputf8 = protos[i].utf8;
+		buf_reset(&b);
+		smtp_received_header(&b, &pol, &c, &env, "Q1", "D");
+		const char *h = buf_cstr(&b);
+		assert_non_null(strstr(h, protos[i].proto));
+		if (protos[i].tls)
+			assert_non_null(strstr(h, "(role=mx tls=TLSv1.3 cipher=TLS_AES_128_GCM_SHA256)"));
+	}
+	/* Two recipients: no "for"; a hostile rDNS name is left out. */
+	struct smtp_rcpt r2[2] = { { "a@x", NULL, 0 }, { "b@x", NULL, 0 } };
+	env.rcpts = r2;
+	env.n_rcpts = 2;
+	c.rdns = "evil\r\nX-Injected: 1";
+	pol.role = SMTP_ROLE_SUBMISSION;
+	buf_reset(&b);
+	smtp_received_header(&b, &pol, &c, &env, "Q1", "D");
+	const char *h = buf_cstr(&b);
+	assert_null(strstr(h, "for <"));
+	assert_null(strstr(h, "Injected"));
+	assert_non_null(strstr(h, "from c.example ([192.0.2.1])"));
+	assert_non_null(strstr(h, "role=submission"));
+	buf_free(&b);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_basic),
+		cmocka_unit_test(test_helo),
+		cmocka_unit_test(test_ehlo_reply),
+		cmocka_unit_test(test_framing),
+		cmocka_unit_test(test_line_too_long),
+		cmocka_unit_test(test_errors_max),
+		cmocka_unit_test(test_mail_params),
+		cmocka_unit_test(test_rcpt),
+		cmocka_unit_test(test_data_cmd),
+		cmocka_unit_test(test_smuggling),
+		cmocka_unit_test(test_bdat),
+		cmocka_unit_test(test_starttls),
+		cmocka_unit_test(test_end_events),
+		cmocka_unit_test(test_limits),
+		cmocka_unit_test(test_size_abort_early),
+		cmocka_unit_test(test_log_refused),
+		cmocka_unit_test(test_backpressure),
+		cmocka_unit_test(test_overfill),
+		cmocka_unit_test(test_envelope),
+		cmocka_unit_test(test_received),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
