@@ -9,7 +9,7 @@ src=$(cd "$(dirname "$0")/.." && pwd)
 work=$(mktemp -d)
 fail=0
 for bin in "$build"/fuzz_*; do
-	[ -x "$bin" ] || continue
+	[ -f "$bin" ] && [ -x "$bin" ] || continue
 	name=$(basename "$bin" | sed 's/^fuzz_//')
 	mkdir -p "$work/$name"
 	[ -d "$src/tests/fuzz/corpus/$name" ] && cp -r "$src/tests/fuzz/corpus/$name/." "$work/$name/" 2>/dev/null

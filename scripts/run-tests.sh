@@ -24,7 +24,7 @@ count_tap() { # name, tap file
 
 echo "== unit tests"
 for t in "$tb"/test_*; do
-	[ -x "$t" ] || continue
+	[ -f "$t" ] && [ -x "$t" ] || continue
 	name=$(basename "$t")
 	args=""
 	[ "$name" = test_conf ] && args="$src/docs/configuration.md"

@@ -36,6 +36,13 @@ static int drop_privileges(const struct worker_args *a)
 {
 	if (!a->drop_privileges)
 		return 0;
+	/* The spool is reached through descriptors opened by the master, so a
+	 * worker needs no file system at all: lock it into the spool directory. */
+	if (chroot(a->conf->spool_directory) < 0 || chdir("/") < 0) {
+		log_event(LOG_LVL_ERR, "privileges", "error=\"chroot %s: %s\"",
+			  a->conf->spool_directory, strerror(errno));
+		return -1;
+	}
 	if (setgroups(0, NULL) < 0 || setgid(a->gid) < 0 || setuid(a->uid) < 0) {
 		log_event(LOG_LVL_ERR, "privileges", "error=\"cannot switch to user %s: %s\"",
 			  a->conf->user, strerror(errno));
@@ -64,13 +71,17 @@ static void on_stop_signal(evutil_socket_t sig, short what, void *arg)
 int worker_main(const struct worker_args *a)
 {
 	log_set_process("worker");
-	prctl(PR_SET_PDEATHSIG, SIGTERM);
+	pid_t master = getppid();
 	signal(SIGPIPE, SIG_IGN);
 	signal(SIGHUP, SIG_IGN);
 	sigset_t none;
 	sigemptyset(&none);
 	sigprocmask(SIG_SETMASK, &none, NULL);
 	if (drop_privileges(a) < 0)
+		return 1;
+	/* After the uid change, which clears it: stop if the master dies. */
+	prctl(PR_SET_PDEATHSIG, SIGTERM);
+	if (getppid() != master)
 		return 1;
 
 	struct event_base *base = event_base_new();

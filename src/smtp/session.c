@@ -1077,6 +1077,7 @@ static void cmd_starttls(struct smtp_session *s, const char *line, size_t len,
 		refuse(s, line, len, "454 4.7.0 TLS not available");
 		return;
 	}
+	reset_tx(s); /* drops a BDAT message in progress before the handshake */
 	reply(s, "220 2.0.0 Ready to start TLS");
 	push_act(s, SMTP_ACT_STARTTLS, NULL, 0);
 	/* Whatever followed the command in plaintext must never be executed

@@ -56,12 +56,14 @@ static void fz_check_output(const uint8_t *o, size_t n)
 	}
 }
 
-static void fz_drain(struct smtp_session *s, struct fz_state *st, const struct smtp_policy *p)
+static void fz_drain(struct smtp_session *s, struct fz_state *st, const struct smtp_policy *p,
+		     bool fed)
 {
 	const uint8_t *o;
 	size_t n;
 	smtp_session_output(s, &o, &n);
-	if (n && (st->closed || st->tls_pending))
+	/* Client bytes sent before the handshake never get an answer. */
+	if (n && (st->closed || (st->tls_pending && fed)))
 		abort();
 	fz_check_output(o, n);
 	smtp_session_output_done(s, n);
@@ -140,6 +142,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	bool eof = false;
 	while (i < size && !eof) {
 		uint8_t op = data[i++];
+		bool fed = op % 10 <= 5;
 		switch (op % 10) {
 		case 0: case 1: case 2: { /* raw bytes */
 			size_t n = op / 10 + 1;
@@ -181,18 +184,28 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			break;
 		default:
 			if (op & 16) {
+				smtp_session_output_done(s, SIZE_MAX);
 				smtp_session_eof(s);
-				st.body_open = false;
 				eof = true;
 			} else {
 				smtp_session_feed(s, NULL, 0);
 			}
 			break;
 		}
-		if (!eof)
-			fz_drain(s, &st, &p);
-		else if (smtp_session_next_action(s) && smtp_session_next_action(s)->type != SMTP_ACT_BODY_ABORT)
-			; /* eof may only abort; checked loosely */
+		if (!eof) {
+			fz_drain(s, &st, &p, fed);
+			continue;
+		}
+		/* After eof: no reply, at most the abort of the open body. */
+		const uint8_t *o;
+		size_t n;
+		smtp_session_output(s, &o, &n);
+		if (n)
+			abort();
+		const struct smtp_action *a;
+		while ((a = smtp_session_next_action(s)) != NULL)
+			if (a->type != SMTP_ACT_BODY_ABORT)
+				abort();
 	}
 	smtp_session_free(s);
 	return 0;

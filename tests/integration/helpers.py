@@ -142,11 +142,19 @@ def wait_until(pred, timeout=5.0, interval=0.05):
         time.sleep(interval)
 
 
+def _log_unescape(v):
+    return re.sub(r'\\(x[0-9A-Fa-f]{2}|.)',
+                  lambda m: chr(int(m.group(1)[1:], 16)) if len(m.group(1)) == 3
+                  else m.group(1), v)
+
+
 def parse_log_line(line):
+    """key=value fields; quoted values are unquoted and unescaped (\\",
+    \\\\, \\xHH)."""
     out = {}
     for k, v in LOG_KV_RE.findall(line):
         if v.startswith('"') and v.endswith('"') and len(v) >= 2:
-            v = v[1:-1]
+            v = _log_unescape(v[1:-1])
         out[k] = v
     return out
 

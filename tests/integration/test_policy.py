@@ -56,8 +56,7 @@ def test_relay_refused(daemon, mx_session, rcpt):
     # The session goes on and a local recipient is still accepted.
     assert mx_session.cmd("RCPT TO:<user@test.example>").code == 250
     ev = daemon.wait_event("refused")
-    assert any(rcpt in e.get("cmd", "") or rcpt.replace('"', '\\"') in e.get("cmd", "")
-               for e in ev), ev
+    assert any(e.get("cmd") == "RCPT TO:<%s>" % rcpt for e in ev), ev
     assert ev[-1].get("reply", "").startswith("550 5.7.1"), ev
 
 

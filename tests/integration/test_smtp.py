@@ -146,23 +146,36 @@ def test_pipelined_transactions_in_one_write(daemon):
     assert sorted(ids) == daemon.queue_ids()
 
 
-@pytest.mark.parametrize("line", [
-    b"NOOP\nNOOP\r\n",
-    b"NOOP\rNOOP\r\n",
-    b"MAIL FROM:<a@client.example>\n\r\n",
-    b"RCPT TO:<user@test.example>\rRCPT TO:<x@y>\r\n",
+@pytest.mark.parametrize("line,probe,probe_code", [
+    # A bare LF or CR makes the command invalid: it is answered 500 5.5.2
+    # and not executed (what follows may be read as a new line).
+    (b"MAIL FROM:<a@client.example>\nNOOP\r\n", "RCPT TO:<user@test.example>", 503),
+    (b"MAIL FROM:<a@client.example>\rNOOP\r\n", "RCPT TO:<user@test.example>", 503),
+    (b"MAIL FROM:<a@client.example>\n\r\n", "RCPT TO:<user@test.example>", 503),
+    (b"MAIL FROM:<a@client.example> \r\r\n", "RCPT TO:<user@test.example>", 503),
 ])
-def test_bare_cr_lf_in_command(daemon, line):
+def test_bare_cr_lf_in_command(daemon, line, probe, probe_code):
     with Client(daemon.mx) as c:
         c.ehlo()
         c.send(line)
         r = c.reply()
         assert r.code == 500 and r.enhanced == "5.5.2", r
-        # Only one reply for the whole line, and the session goes on.
-        assert c.silent_for(0.3), c.buf
+        c.replies_for(0.3)
+        r = c.cmd(probe)
+        assert r.code == probe_code, "the bad line was executed: %r" % r
         assert c.cmd("NOOP").code == 250
-        r = c.cmd("RCPT TO:<user@test.example>")
-        assert r.code == 503, "a command was executed from the bad line: %r" % r
+
+
+def test_bare_cr_in_rcpt_adds_no_recipient(daemon):
+    with Client(daemon.mx) as c:
+        c.ehlo()
+        assert c.cmd("MAIL FROM:<a@client.example>").code == 250
+        c.send(b"RCPT TO:<user@test.example>\rX\r\n")
+        r = c.reply()
+        assert r.code == 500 and r.enhanced == "5.5.2", r
+        c.replies_for(0.3)
+        r = c.cmd("DATA")
+        assert r.code in (503, 554), "a recipient was added from a bad line: %r" % r
 
 
 def test_line_too_long(daemon):
