@@ -156,9 +156,10 @@ int main(int argc, char **argv)
 	}
 
 	/* Absolute, so that a reload finds the file after the daemon chdir'd. */
-	char *abs = realpath(o.conf_path, NULL);
-	if (abs)
-		o.conf_path = abs;
+	static char *abs_path; /* static: lives as long as the process */
+	abs_path = realpath(o.conf_path, NULL);
+	if (abs_path)
+		o.conf_path = abs_path;
 
 	struct err e = { "" };
 	struct conf *c = NULL;

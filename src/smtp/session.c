@@ -1171,10 +1171,10 @@ static void exec_cmd(struct smtp_session *s, const char *line, size_t len)
 
 static bool step_cmd(struct smtp_session *s)
 {
-	uint8_t *p = s->in.data + s->in.off;
 	size_t n = buf_len(&s->in);
 	if (n == 0)
-		return false;
+		return false; /* before touching in.data, which may still be NULL */
+	uint8_t *p = s->in.data + s->in.off;
 	size_t max = s->pol->line_max;
 	uint8_t *lf = memchr(p, '\n', n);
 	if (!lf) {
@@ -1201,10 +1201,10 @@ static bool step_cmd(struct smtp_session *s)
 
 static bool step_discard(struct smtp_session *s)
 {
-	uint8_t *p = s->in.data + s->in.off;
 	size_t n = buf_len(&s->in);
 	if (n == 0)
-		return false;
+		return false; /* before touching in.data, which may still be NULL */
+	uint8_t *p = s->in.data + s->in.off;
 	uint8_t *lf = memchr(p, '\n', n);
 	if (!lf) {
 		buf_consume(&s->in, n);

@@ -1,5 +1,6 @@
 """Message data: DATA and BDAT, dot-stuffing, SMTP smuggling, size and
 line limits, aborted transfers, the stored message and its Received header."""
+import os
 import re
 import time
 
@@ -11,6 +12,7 @@ from helpers import (
     Client,
     SMTPClosed,
     make_body,
+    send_message,
     wait_until,
 )
 
@@ -300,3 +302,80 @@ def test_queued_log_line(daemon):
     assert ev["role"] == "mx"
     assert int(ev["size"]) > 0
     assert ev.get("session")
+
+
+def test_header_block_too_large(start_daemon):
+    d = start_daemon(message_header_max="1K")
+    with Client(d.mx) as c:
+        _start_data(c)
+        hdr = b"".join(b"X-Filler-%02d: %s\r\n" % (i, b"h" * 60) for i in range(30))
+        c.send(b"Subject: big header\r\n" + hdr + b"\r\nbody\r\n.\r\n")
+        r = c.reply(timeout=15)
+        assert r.code == 552 and r.enhanced == "5.3.4", r
+        assert c.cmd("NOOP").code == 250
+    assert d.queue_ids() == []
+
+
+def test_dsn_parameters_stored(daemon):
+    with Client(daemon.mx) as c:
+        c.ehlo()
+        r = c.cmd("MAIL FROM:<sender@client.example> RET=HDRS ENVID=QQ314159")
+        assert r.code == 250, r
+        r = c.cmd("RCPT TO:<user@test.example> NOTIFY=SUCCESS,FAILURE "
+                  "ORCPT=rfc822;user@test.example")
+        assert r.code == 250, r
+        r = c.cmd("RCPT TO:<other@test.example> NOTIFY=NEVER")
+        assert r.code == 250, r
+        assert c.cmd("DATA").code == 354
+        c.send(make_body("dsn") + b".\r\n")
+        r = c.reply(timeout=15)
+        assert r.code == 250, r
+    sp = daemon.spool_msg(r.queue_id)
+    assert sp.env("ret") == ["hdrs"]
+    assert sp.env("envid") == ["QQ314159"]
+    rc = [v.split(" ") for v in sp.env("rcpt")]
+    assert rc[0][0] == "user@test.example" and rc[0][1] == "6", rc
+    assert "rfc822" in rc[0][2] and "test.example" in rc[0][2], rc
+    assert rc[1][0] == "other@test.example" and rc[1][1] == "1" and rc[1][2] == "-", rc
+
+
+def test_smtputf8(daemon):
+    sender = "j\u00f6rg@client.example"
+    with Client(daemon.mx) as c:
+        c.ehlo()
+        r = c.cmd(("MAIL FROM:<%s>" % sender).encode())
+        assert r.code == 553 and r.enhanced == "5.6.7", r
+        r = c.cmd(("MAIL FROM:<%s> SMTPUTF8" % sender).encode())
+        assert r.code == 250, r
+        r = c.cmd("RCPT TO:<\u00fcser@test.example>".encode())
+        assert r.code == 250, r
+        assert c.cmd("DATA").code == 354
+        c.send("Subject: utf8 \u2713\r\n\r\nok\r\n.\r\n".encode())
+        r = c.reply(timeout=15)
+        assert r.code == 250, r
+    sp = daemon.spool_msg(r.queue_id)
+    assert "smtputf8" in sp.env_lines
+    env = daemon.read_queue(r.queue_id).split(b"\n\n", 1)[0].split(b"\n")
+    rcpt = [l.split(b" ")[1] for l in env if l.startswith(b"rcpt ")]
+    unx = [re.sub(rb"\+([0-9A-F]{2})", lambda m: bytes([int(m.group(1), 16)]), x) for x in rcpt]
+    assert unx == ["\u00fcser@test.example".encode()], rcpt
+
+
+def test_spool_failure_temporary(daemon):
+    # queue/ not writable for the workers: the message is not acknowledged
+    # (451 4.3.0) and nothing is left behind; the client keeps its copy.
+    mode = os.stat(daemon.queue_dir).st_mode & 0o7777
+    os.chmod(daemon.queue_dir, 0o500)
+    try:
+        with Client(daemon.mx) as c:
+            _start_data(c)
+            c.send(make_body("no room") + b".\r\n")
+            r = c.reply(timeout=15)
+            assert r.code == 451 and r.enhanced == "4.3.0", r
+            assert c.cmd("NOOP").code == 250
+    finally:
+        os.chmod(daemon.queue_dir, mode)
+    assert daemon.queue_ids() == []
+    assert wait_until(lambda: daemon.tmp_files() == [], 3), daemon.tmp_files()
+    r = send_message(daemon.mx, subject="room again")
+    assert r.code == 250, r

@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from helpers import HOSTNAME, QUEUE_ID_RE, Client, SMTPClosed, make_body
+from helpers import HOSTNAME, QUEUE_ID_RE, Client, SMTPClosed, make_body, wait_until
 
 
 def test_greeting_and_ehlo(daemon):
@@ -18,7 +18,7 @@ def test_greeting_and_ehlo(daemon):
         assert r.lines[0].startswith(HOSTNAME), r
         kw = [l.split(" ")[0].upper() for l in r.lines[1:]]
         for ext in ("PIPELINING", "ENHANCEDSTATUSCODES", "SIZE", "STARTTLS", "CHUNKING",
-                    "8BITMIME"):
+                    "8BITMIME", "SMTPUTF8", "DSN"):
             assert ext in kw, (ext, r)
         size = [l for l in r.lines[1:] if l.upper().startswith("SIZE")]
         assert size[0].split() == ["SIZE", str(1024 * 1024)], size
@@ -289,3 +289,53 @@ def test_swaks_plain(daemon):
     assert m, out
     assert QUEUE_ID_RE.match(m.group(1))
     assert daemon.queue_ids() == [m.group(1)]
+
+
+def test_vrfy_expn_helo_and_parameters(daemon):
+    with Client(daemon.mx) as c:
+        r = c.cmd("EHLO")
+        assert r.code == 501 and r.enhanced == "5.5.4", r
+        r = c.cmd("HELO")
+        assert r.code == 501 and r.enhanced == "5.5.4", r
+        c.ehlo()
+        # VRFY never tells whether a user exists.
+        for who in ("user@test.example", "nobody-here@test.example", "root"):
+            r = c.cmd("VRFY " + who)
+            assert r.code == 252 and r.enhanced == "2.0.0", r
+        r = c.cmd("EXPN staff")
+        assert r.code == 502 and r.enhanced == "5.5.1", r
+        r = c.cmd("MAIL FROM:<a@client.example> FROBNICATE=yes")
+        assert r.code == 555 and r.enhanced == "5.5.4", r
+        r = c.cmd("MAIL FROM:<a@client.example> BODY=9BIT")
+        assert r.code == 555 and r.enhanced == "5.5.4", r
+        r = c.cmd("MAIL FROM:<a@client.example> SIZE=1 SIZE=2")
+        assert r.code == 501 and r.enhanced == "5.5.4", r
+        r = c.cmd("MAIL FROM:<a@client.example> BODY=8BITMIME SIZE=100")
+        assert r.code == 250, r
+        r = c.cmd("RCPT TO:<user@test.example> FROBNICATE")
+        assert r.code == 555 and r.enhanced == "5.5.4", r
+        r = c.cmd("RCPT TO:<user@test.example> NOTIFY=SOMETIMES")
+        assert r.code == 501 and r.enhanced == "5.5.4", r
+
+
+def test_smtp_accept_max(start_daemon):
+    d = start_daemon(smtp_accept_max="2")
+    # Let the readiness probes' sessions end first.
+    wait_until(lambda: len(d.events("disconnect")) >= len(d.events("connect")), 3)
+    a = Client(d.mx)
+    b = Client(d.mx)
+    try:
+        assert a.greeting.code == 220 and b.greeting.code == 220
+        c = Client(d.mx, greet=False)
+        try:
+            r = c.reply()
+            assert r.code == 421 and r.enhanced == "4.3.2", r
+            assert c.wait_closed(3)
+        finally:
+            c.close()
+        assert a.cmd("NOOP").code == 250
+    finally:
+        a.close()
+        b.close()
+    # Once they are gone, new sessions are accepted again.
+    assert wait_until(lambda: Client(d.mx).greeting.code == 220, 5)
