@@ -1,10 +1,13 @@
 /* Command line: Exim/sendmail-compatible flags mapped to the modes. */
+#include <errno.h>
 #include <event2/event.h>
 #include <stdio.h>
+#include <termios.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "auth/auth.h"
 #include "conf/conf.h"
 #include "daemon/daemon.h"
 #include "net/net.h"
@@ -14,7 +17,8 @@
 #define EX_USAGE 64
 #define EX_CONFIG 78
 
-enum mode { M_NONE, M_DAEMON, M_VERSION, M_PRINT, M_LIST, M_COUNT, M_VIEW, M_STDIO, M_REFERENCE };
+enum mode { M_NONE, M_DAEMON, M_VERSION, M_PRINT, M_LIST, M_COUNT, M_VIEW, M_STDIO, M_REFERENCE,
+	    M_DNS, M_PWHASH, M_USERADD };
 
 static void usage(FILE *f)
 {
@@ -29,10 +33,71 @@ static void usage(FILE *f)
 		"  -bpc              print the number of queued messages\n"
 		"  -Mvc id           print a queued message\n"
 		"  -bs               one SMTP session on stdin/stdout\n"
+		"  -bdns domain      print the DNS records the domain needs (MX, SRV, SPF, ...)\n"
+		"  -bpw [scheme]     read a password on stdin, print its {SCHEME}hash\n"
+		"  -buseradd name [scheme]  read a password on stdin, add or replace the user\n"
+		"                    in the configured store (passwd-file or sqlite)\n"
 		"options:\n"
 		"  -C file           configuration file (default " CONF_DEFAULT_PATH ")\n"
 		"  -oX ports         listen on these ports instead of daemon_smtp_ports\n"
 		"  -tls-on-connect   start TLS at connect on every port\n");
+}
+
+/* One line from stdin, without echo on a terminal; at most 1024 bytes. */
+static int read_password(struct buf *out)
+{
+	struct termios old, quiet;
+	bool tty = isatty(0) && tcgetattr(0, &old) == 0;
+	if (tty) {
+		fprintf(stderr, "Password: ");
+		quiet = old;
+		quiet.c_lflag &= ~(tcflag_t)ECHO;
+		tcsetattr(0, TCSAFLUSH, &quiet);
+	}
+	int rc = 0;
+	for (;;) {
+		char ch;
+		ssize_t r = read(0, &ch, 1);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0 || ch == '\n')
+			break;
+		if (buf_append(out, &ch, 1) < 0) {
+			rc = -1;
+			break;
+		}
+	}
+	if (tty) {
+		tcsetattr(0, TCSAFLUSH, &old);
+		fprintf(stderr, "\n");
+	}
+	if (buf_len(out) > 0 && buf_ptr(out)[buf_len(out) - 1] == '\r')
+		out->len--;
+	if (rc == 0 && buf_len(out) == 0) {
+		fprintf(stderr, "sluice: empty password\n");
+		return -1;
+	}
+	if (rc < 0)
+		fprintf(stderr, "sluice: password longer than 1024 bytes\n");
+	return rc;
+}
+
+static int hash_password(const char *scheme, struct buf *stored)
+{
+	struct buf pw;
+	struct err e = { "" };
+	buf_init(&pw, 1024);
+	int rc = read_password(&pw);
+	if (rc == 0 && auth_password_hash(scheme ? scheme : "YESCRYPT", (const char *)buf_ptr(&pw),
+					  buf_len(&pw), stored, &e) < 0) {
+		fprintf(stderr, "sluice: %s\n", e.msg);
+		rc = -1;
+	}
+	/* The password does not outlive its use. */
+	if (pw.data)
+		explicit_bzero(pw.data, pw.cap);
+	buf_free(&pw);
+	return rc;
 }
 
 static int view_message(const struct conf *c, const char *id)
@@ -105,6 +170,7 @@ int main(int argc, char **argv)
 	struct daemon_opts o = { .conf_path = CONF_DEFAULT_PATH };
 	enum mode mode = M_NONE;
 	const char *arg = NULL;
+	const char *arg2 = NULL;
 
 	for (int i = 1; i < argc; i++) {
 		const char *a = argv[i];
@@ -134,6 +200,18 @@ int main(int argc, char **argv)
 			arg = argv[++i];
 		} else if (strcmp(a, "-bs") == 0) {
 			mode = M_STDIO;
+		} else if (strcmp(a, "-bdns") == 0 && i + 1 < argc) {
+			mode = M_DNS;
+			arg = argv[++i];
+		} else if (strcmp(a, "-bpw") == 0) {
+			mode = M_PWHASH;
+			if (i + 1 < argc && argv[i + 1][0] != '-')
+				arg = argv[++i];
+		} else if (strcmp(a, "-buseradd") == 0 && i + 1 < argc) {
+			mode = M_USERADD;
+			arg = argv[++i];
+			if (i + 1 < argc && argv[i + 1][0] != '-')
+				arg2 = argv[++i];
 		} else if (strcmp(a, "--config-reference") == 0) {
 			mode = M_REFERENCE;
 		} else if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
@@ -153,6 +231,15 @@ int main(int argc, char **argv)
 	if (mode == M_REFERENCE) {
 		conf_print_reference(stdout);
 		return 0;
+	}
+	if (mode == M_PWHASH) {
+		struct buf stored;
+		buf_init(&stored, 4096);
+		int r = hash_password(arg, &stored);
+		if (r == 0)
+			printf("%s\n", buf_cstr(&stored));
+		buf_free(&stored);
+		return r < 0 ? 1 : 0;
 	}
 
 	/* Absolute, so that a reload finds the file after the daemon chdir'd. */
@@ -198,6 +285,27 @@ int main(int argc, char **argv)
 		int r = worker_stdio_session(c);
 		conf_free(c);
 		return r;
+	}
+	case M_DNS: {
+		int r = dns_records_print(stdout, c, arg);
+		conf_free(c);
+		return r;
+	}
+	case M_USERADD: {
+		struct buf stored;
+		buf_init(&stored, 4096);
+		int r = hash_password(arg2, &stored);
+		if (r == 0 && auth_admin_set_user(c, arg, buf_cstr(&stored), &e) < 0) {
+			fprintf(stderr, "sluice: %s\n", e.msg);
+			r = -1;
+		}
+		if (r == 0)
+			printf("user %s set in %s\n", arg,
+			       strcmp(c->auth_backend, "sqlite") == 0 ? c->auth_sqlite_database
+								       : c->auth_passwd_file);
+		buf_free(&stored);
+		conf_free(c);
+		return r < 0 ? 1 : 0;
 	}
 	case M_DAEMON:
 		/* master_run owns c from here. */

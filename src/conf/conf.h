@@ -15,6 +15,7 @@
  *       tls_min_version = TLSv1 | TLSv1.1 | TLSv1.2 | TLSv1.3
  *       tls_ciphers = OpenSSL cipher list (TLS <= 1.2)
  *       tls_ciphersuites = OpenSSL TLS 1.3 ciphersuites
+ *       auth = yes | no          AUTH offered; submission: always yes
  *   }
  * Lists are Exim lists (util.h list_foreach).  Sizes take K/M/G suffixes,
  * times s/m/h/d suffixes.
@@ -44,6 +45,7 @@ struct conf_listener {
 	char *tls_ciphersuites;     /* TLS 1.3 suites */
 	bool tls_required;          /* derived: submission => true */
 	bool auth_required;         /* derived: submission => true */
+	bool auth;                  /* AUTH offered (inside TLS); submission default yes, mx no */
 	int line;                   /* line of its listener block, 0 if default */
 };
 
@@ -74,6 +76,23 @@ struct conf {
 	char *user;                  /* unprivileged user for workers */
 	char *pid_file;
 	char *log_file;              /* "" or unset = stderr; "syslog" = syslog */
+	/* Authentication (auth process) and submission policy. */
+	char *auth_backend;          /* "none" (default), "passwd-file", "sqlite", "dovecot" */
+	char *auth_passwd_file;      /* Dovecot passwd-file format: user:{SCHEME}hash[:...] */
+	char *auth_sqlite_database;  /* SQLite file with tables users, aliases, senders */
+	char *auth_dovecot_socket;   /* Dovecot auth-client unix socket */
+	unsigned auth_mechanisms;    /* SASL_MECH_* bits; default PLAIN : LOGIN : SCRAM-SHA-256 */
+	unsigned auth_fail_delay_after;
+	unsigned auth_fail_block_after;
+	unsigned auth_fail_window;   /* seconds */
+	unsigned auth_fail_block_time; /* seconds */
+	unsigned auth_fail_max_delay;  /* milliseconds */
+	char *aliases_file;          /* /etc/aliases style: local: target, target */
+	char *virtual_alias_file;    /* address target, target ; "@domain target" = catch-all */
+	char *submission_senders_file; /* login: pattern, pattern (addresses or *@domain) */
+	bool submission_add_headers; /* add Message-ID and Date when missing */
+	bool received_hide_client_ip;/* submission: Received without the client address */
+	bool recipient_verify;       /* mx: unknown local users refused at RCPT (550 5.1.1) */
 	struct conf_listener *listeners; /* one per entry of ports, same order */
 	size_t n_listeners;
 	char **warnings;             /* to be logged at start ("file:line: text") */

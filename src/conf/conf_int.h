@@ -21,6 +21,10 @@ enum conf_type {
 	CONF_T_UINT,     /* whole number (K/M/G multipliers accepted) */
 	CONF_T_SIZE,     /* byte count with K/M/G suffix */
 	CONF_T_TIME,     /* duration with s/m/h/d suffixes, stored in seconds */
+	CONF_T_MSEC,     /* duration that also takes "ms", stored in milliseconds */
+	CONF_T_CHOICE,   /* one word of .choices (any case), stored as the canonical char * */
+	CONF_T_MECHS,    /* list of SASL mechanism names, stored as SASL_MECH_* bits */
+	CONF_T_BOOL,     /* yes/no/true/false, stored as bool */
 };
 
 /* Storage width of numeric options: the struct conf field type. */
@@ -39,6 +43,7 @@ struct conf_option {
 	uint64_t min, max;   /* numeric types only */
 	size_t off;          /* value field in struct conf */
 	size_t off_n;        /* count field for list types */
+	const char *const *choices; /* CONF_T_CHOICE: NULL-terminated */
 	const char *help;    /* markdown paragraph(s) for the reference */
 };
 
@@ -70,6 +75,9 @@ const struct conf_option *conf_option_find(const char *name);
  * to the same value). */
 void conf_format_size(struct buf *out, uint64_t v);
 void conf_format_time(struct buf *out, uint64_t seconds);
+void conf_format_msec(struct buf *out, uint64_t ms);
+/* "PLAIN : LOGIN : SCRAM-SHA-256" for a set of SASL_MECH_* bits. */
+void conf_format_mechs(struct buf *out, unsigned bits);
 const char *conf_tls_version_name(int v);
 const char *conf_role_name(enum conf_role r);
 const char *conf_tls_mode_name(enum conf_tls_mode m);

@@ -12,6 +12,8 @@
 #define G (1024ull * 1024ull * 1024ull)
 #define OFF(f) offsetof(struct conf, f)
 
+static const char *const auth_backends[] = { "none", "passwd-file", "sqlite", "dovecot", NULL };
+
 const struct conf_option conf_options[] = {
 	{
 		.name = "primary_hostname", .type = CONF_T_HOSTNAME,
@@ -175,6 +177,145 @@ const struct conf_option conf_options[] = {
 			"(facility mail), anything else is the absolute path of a file that lines are "
 			"appended to.",
 	},
+	{
+		.name = "auth_backend", .type = CONF_T_CHOICE, .choices = auth_backends,
+		.def = "none",
+		.off = OFF(auth_backend),
+		.help = "Where the users who may authenticate (SMTP `AUTH`) come from: `none`, "
+			"`passwd-file` (`auth_passwd_file`), `sqlite` (`auth_sqlite_database`) or "
+			"`dovecot` (Dovecot's authentication service at `auth_dovecot_socket`).  See "
+			"*Authentication* below.  With `none` nobody can authenticate, so submission "
+			"listeners refuse every `MAIL` command with `530 5.7.0`; the configuration is "
+			"still accepted, with a warning, as long as any listener offers `AUTH`.",
+	},
+	{
+		.name = "auth_passwd_file", .type = CONF_T_PATH,
+		.def = "/etc/sluice/passwd",
+		.off = OFF(auth_passwd_file),
+		.help = "The user file of `auth_backend = passwd-file`, in Dovecot's passwd-file "
+			"format (`user:{SCHEME}hash`, see *Authentication*).  Only the auth process "
+			"reads it, so it should be readable by the `user` account and nobody else.  "
+			"Whether it exists is checked when the auth process starts, not here.",
+	},
+	{
+		.name = "auth_sqlite_database", .type = CONF_T_PATH,
+		.def = "/var/lib/sluice/users.db",
+		.off = OFF(auth_sqlite_database),
+		.help = "The SQLite database of `auth_backend = sqlite`, with the tables `users`, "
+			"`aliases` and `senders` described under *Authentication*.",
+	},
+	{
+		.name = "auth_dovecot_socket", .type = CONF_T_PATH,
+		.def = "/run/dovecot/auth-client",
+		.off = OFF(auth_dovecot_socket),
+		.help = "The Dovecot auth-client socket of `auth_backend = dovecot`.  The `user` "
+			"account needs read and write permission on it (Dovecot's "
+			"`service auth { unix_listener auth-client { ... } }`).",
+	},
+	{
+		.name = "auth_mechanisms", .type = CONF_T_MECHS, .width = CONF_W_UNSIGNED,
+		.def = "PLAIN : LOGIN : SCRAM-SHA-256",
+		.off = OFF(auth_mechanisms),
+		.help = "The SASL mechanisms offered by `AUTH`, in a list; names are accepted in "
+			"any case.  `PLAIN` (RFC 4616) and `LOGIN` send the password itself, inside "
+			"TLS, and work with every password scheme.  `SCRAM-SHA-256` (RFC 7677) never "
+			"sends the password, but works only for users whose stored password is a "
+			"`{SCRAM-SHA-256}` entry; other users must use `PLAIN` or `LOGIN`.  "
+			"`LOGIN` is obsolete but some older mail clients offer nothing else.",
+	},
+	{
+		.name = "auth_fail_delay_after", .type = CONF_T_UINT, .width = CONF_W_UNSIGNED,
+		.def = "3", .min = 1, .max = 1000000,
+		.off = OFF(auth_fail_delay_after),
+		.help = "Protection against password guessing: after this many failed "
+			"authentications within `auth_fail_window`, from one client address or for "
+			"one user name, each further answer is delayed, the delay growing with every "
+			"failure up to `auth_fail_max_delay`.  A success for the user clears its count.",
+	},
+	{
+		.name = "auth_fail_block_after", .type = CONF_T_UINT, .width = CONF_W_UNSIGNED,
+		.def = "10", .min = 2, .max = 1000000,
+		.off = OFF(auth_fail_block_after),
+		.help = "After this many failed authentications within `auth_fail_window`, the "
+			"client address or user name is refused outright (`454 4.7.0`, without "
+			"checking the password) for `auth_fail_block_time`.  Must be greater than "
+			"`auth_fail_delay_after`.  Users behind one shared address (a company NAT) "
+			"share its count; raise this value if they lock each other out.",
+	},
+	{
+		.name = "auth_fail_window", .type = CONF_T_TIME, .width = CONF_W_UNSIGNED,
+		.def = "15m", .min = 1, .max = 7 * 86400,
+		.off = OFF(auth_fail_window),
+		.help = "How long a failed authentication counts towards `auth_fail_delay_after` "
+			"and `auth_fail_block_after`.",
+	},
+	{
+		.name = "auth_fail_block_time", .type = CONF_T_TIME, .width = CONF_W_UNSIGNED,
+		.def = "15m", .min = 1, .max = 7 * 86400,
+		.off = OFF(auth_fail_block_time),
+		.help = "How long a client address or user name stays refused once it reached "
+			"`auth_fail_block_after`.",
+	},
+	{
+		.name = "auth_fail_max_delay", .type = CONF_T_MSEC, .width = CONF_W_UNSIGNED,
+		.def = "5s", .min = 0, .max = 60000,
+		.off = OFF(auth_fail_max_delay),
+		.help = "The longest delay added to an authentication answer (see "
+			"`auth_fail_delay_after`).  This time also accepts `ms` for milliseconds: "
+			"`500ms`, `1s500ms`; `0s` turns delaying off.",
+	},
+	{
+		.name = "aliases_file", .type = CONF_T_PATH,
+		.def = "", .def_doc = "empty (no file)", .allow_empty = true,
+		.off = OFF(aliases_file),
+		.help = "A file of aliases for local parts, in the style of `/etc/aliases`: "
+			"`local: target, target`.  Each entry applies to every domain of "
+			"`local_domains`.  See *Aliases and senders*.",
+	},
+	{
+		.name = "virtual_alias_file", .type = CONF_T_PATH,
+		.def = "", .def_doc = "empty (no file)", .allow_empty = true,
+		.off = OFF(virtual_alias_file),
+		.help = "A file of aliases for whole addresses: `address target, target`, with "
+			"`@domain target` catching every other address of a domain.  See *Aliases "
+			"and senders*.",
+	},
+	{
+		.name = "submission_senders_file", .type = CONF_T_PATH,
+		.def = "", .def_doc = "empty (no file)", .allow_empty = true,
+		.off = OFF(submission_senders_file),
+		.help = "A file giving logins the right to send as further addresses: "
+			"`login: pattern, pattern`, where a pattern is an address or `*@domain`.  "
+			"See *Aliases and senders* for the addresses a login may use without an "
+			"entry.",
+	},
+	{
+		.name = "submission_add_headers", .type = CONF_T_BOOL,
+		.def = "yes",
+		.off = OFF(submission_add_headers),
+		.help = "On submission listeners, add a `Message-ID:` and a `Date:` header field "
+			"to a message that lacks them (RFC 6409 section 8).  Turn it off only if "
+			"every client is known to add them itself.",
+	},
+	{
+		.name = "received_hide_client_ip", .type = CONF_T_BOOL,
+		.def = "no",
+		.off = OFF(received_hide_client_ip),
+		.help = "On submission listeners, leave the client's IP address and host name out "
+			"of the `Received:` header field, so that recipients do not learn where the "
+			"sender was (at home, on the road).  The address is still logged.  MX "
+			"listeners always record it.",
+	},
+	{
+		.name = "recipient_verify", .type = CONF_T_BOOL,
+		.def = "yes",
+		.off = OFF(recipient_verify),
+		.help = "On MX listeners, when `auth_backend` is not `none`, refuse a recipient of "
+			"a local domain that is neither a user nor an alias with `550 5.1.1` at "
+			"`RCPT`, instead of accepting the message and bouncing it later (which sends "
+			"bounces to forged senders).  Turn it off when the users are not all known "
+			"to the backend.",
+	},
 };
 
 const size_t conf_n_options = sizeof(conf_options) / sizeof(conf_options[0]);
@@ -195,6 +336,13 @@ const struct conf_listener_setting conf_listener_settings[] = {
 	  "The ciphers offered for TLS 1.2 and older, in OpenSSL cipher-list syntax." },
 	{ "tls_ciphersuites", "an OpenSSL ciphersuite list",
 	  "The TLS 1.3 ciphersuites offered, in OpenSSL ciphersuite syntax." },
+	{ "auth", "`yes` or `no`",
+	  "Whether `AUTH` (RFC 4954) is offered; it is offered only inside TLS.  Submission "
+	  "listeners always offer it (`auth = no` is refused there, as a submission port "
+	  "without `AUTH` could accept no mail).  On an MX listener `auth = yes` lets the "
+	  "site's users authenticate on it too; other servers still need no authentication.  "
+	  "With `tls = none`, or without `tls_certificate`, it would never be offered, and "
+	  "`auth = yes` draws a warning." },
 };
 
 const size_t conf_n_listener_settings =

@@ -14,13 +14,15 @@
 #include <unistd.h>
 
 #include "conf_int.h"
+#include "../auth/auth.h"
 
 /* A file larger than this is certainly not a configuration. */
 #define CONF_FILE_MAX (16u * 1024u * 1024u)
 /* Source bytes of a bad value quoted back in a message. */
 #define CONF_QUOTE_MAX 80
 
-enum { LS_ROLE, LS_TLS, LS_MINVER, LS_CIPHERS, LS_SUITES, LS_COUNT };
+/* Indexes of conf_listener_settings[]. */
+enum { LS_ROLE, LS_TLS, LS_MINVER, LS_CIPHERS, LS_SUITES, LS_AUTH, LS_COUNT };
 
 struct conf_block {
 	uint16_t port;
@@ -31,6 +33,7 @@ struct conf_block {
 	int min_version;
 	char *ciphers;
 	char *suites;
+	bool auth;
 	bool used;
 };
 
@@ -133,6 +136,38 @@ void conf_format_time(struct buf *out, uint64_t s)
 	}
 }
 
+void conf_format_msec(struct buf *out, uint64_t ms)
+{
+	if (ms % 1000 == 0 || ms < 1000) {
+		if (ms % 1000 == 0)
+			conf_format_time(out, ms / 1000);
+		else
+			buf_printf(out, "%llums", (unsigned long long)ms);
+		return;
+	}
+	conf_format_time(out, ms / 1000);
+	buf_printf(out, "%llums", (unsigned long long)(ms % 1000));
+}
+
+static const struct { const char *name; unsigned bit; } conf_mechs[] = {
+	{ "PLAIN", SASL_MECH_PLAIN },
+	{ "LOGIN", SASL_MECH_LOGIN },
+	{ "SCRAM-SHA-256", SASL_MECH_SCRAM_SHA_256 },
+};
+#define N_MECHS (sizeof(conf_mechs) / sizeof(conf_mechs[0]))
+#define MECH_FORMS "PLAIN, LOGIN or SCRAM-SHA-256"
+
+void conf_format_mechs(struct buf *out, unsigned bits)
+{
+	bool first = true;
+	for (size_t i = 0; i < N_MECHS; i++) {
+		if (!(bits & conf_mechs[i].bit))
+			continue;
+		buf_printf(out, "%s%s", first ? "" : " : ", conf_mechs[i].name);
+		first = false;
+	}
+}
+
 const char *conf_tls_version_name(int v)
 {
 	switch (v) {
@@ -199,14 +234,21 @@ static int parse_size(const char *s, uint64_t *out)
 	return 0;
 }
 
-/* A plain number of seconds, or number+unit groups such as "1h30m". */
-static int parse_time(const char *s, uint64_t *out)
+/*
+ * A plain number of seconds, or number+unit groups such as "1h30m".  With
+ * ms, the result is in milliseconds and "ms" is a unit too; a plain
+ * number still means seconds, as for every other time.
+ */
+static int parse_time(const char *s, bool ms, uint64_t *out)
 {
 	uint64_t total = 0, v;
+	uint64_t scale = ms ? 1000 : 1;
 	if (parse_digits(&s, &v) < 0)
 		return -1;
 	if (*s == '\0') {
-		*out = v;
+		if (v > UINT64_MAX / scale)
+			return -1;
+		*out = v * scale;
 		return 0;
 	}
 	for (;;) {
@@ -217,6 +259,11 @@ static int parse_time(const char *s, uint64_t *out)
 		case 'h': mul = 3600; break;
 		case 'd': mul = 86400; break;
 		default: return -1;
+		}
+		mul *= scale;
+		if (ms && s[0] == 'm' && s[1] == 's') {
+			mul = 1;
+			s++;
 		}
 		s++;
 		if (v > (UINT64_MAX - total) / mul)
@@ -381,6 +428,10 @@ static void num_limits(struct buf *b, const struct conf_option *o)
 		conf_format_time(b, o->min);
 		buf_puts(b, " to ");
 		conf_format_time(b, o->max);
+	} else if (o->type == CONF_T_MSEC) {
+		conf_format_msec(b, o->min);
+		buf_puts(b, " to ");
+		conf_format_msec(b, o->max);
 	} else {
 		buf_printf(b, "%llu to %llu", (unsigned long long)o->min,
 			   (unsigned long long)o->max);
@@ -399,10 +450,16 @@ static int set_number(struct parser *p, const struct conf_option *o, const char 
 		form = "a number with an optional K, M or G suffix (e.g. 50M)";
 		break;
 	case CONF_T_TIME:
-		r = parse_time(v, &n);
+		r = parse_time(v, false, &n);
 		kind = "time";
 		form = "a number with s, m, h or d suffixes (e.g. 30s, 5m, 1h30m; a plain "
 		       "number is seconds)";
+		break;
+	case CONF_T_MSEC:
+		r = parse_time(v, true, &n);
+		kind = "time";
+		form = "a number with ms, s, m, h or d suffixes (e.g. 500ms, 5s, 1s500ms; a "
+		       "plain number is seconds)";
 		break;
 	default:
 		r = parse_size(v, &n);
@@ -430,6 +487,60 @@ static int set_number(struct parser *p, const struct conf_option *o, const char 
 	else
 		*(unsigned *)f = (unsigned)n;
 	return 0;
+}
+
+/* 1 for yes/true, 0 for no/false (any case), -1 otherwise. */
+static int parse_bool(const char *v)
+{
+	size_t n = strlen(v);
+	if (str_eq_nocase(v, n, "yes") || str_eq_nocase(v, n, "true"))
+		return 1;
+	if (str_eq_nocase(v, n, "no") || str_eq_nocase(v, n, "false"))
+		return 0;
+	return -1;
+}
+
+static void choice_forms(struct buf *b, const struct conf_option *o)
+{
+	size_t n = 0;
+	while (o->choices[n])
+		n++;
+	for (size_t i = 0; i < n; i++)
+		buf_printf(b, "%s%s", i == 0 ? "" : i + 1 == n ? " or " : ", ", o->choices[i]);
+}
+
+static int set_choice(struct parser *p, const struct conf_option *o, const char *v, int line)
+{
+	for (size_t i = 0; o->choices[i]; i++) {
+		if (str_eq_nocase(v, strlen(v), o->choices[i])) {
+			*(char **)((char *)p->c + o->off) = str_dup(o->choices[i]);
+			return 0;
+		}
+	}
+	struct buf forms;
+	buf_init(&forms, 256);
+	choice_forms(&forms, o);
+	const char *fs = buf_cstr(&forms);
+	perr(p, line, "bad value '%s' for %s: expected %s", q(p, v), o->name, fs ? fs : "");
+	buf_free(&forms);
+	return -1;
+}
+
+static int add_mech(const char *item, void *arg)
+{
+	struct list_ctx *x = arg;
+	unsigned *bits = x->items;
+	for (size_t i = 0; i < N_MECHS; i++) {
+		if (!str_eq_nocase(item, strlen(item), conf_mechs[i].name))
+			continue;
+		if (*bits & conf_mechs[i].bit)
+			return perr(x->p, x->line, "SASL mechanism %s is listed twice in %s",
+				    conf_mechs[i].name, x->o->name);
+		*bits |= conf_mechs[i].bit;
+		return 0;
+	}
+	return perr(x->p, x->line, "unknown SASL mechanism '%s' in %s: expected " MECH_FORMS,
+		    q(x->p, item), x->o->name);
 }
 
 /* Converts and stores one option value; line 0 means the built-in default. */
@@ -516,8 +627,33 @@ static int set_option(struct parser *p, const struct conf_option *o, const char 
 	case CONF_T_UINT:
 	case CONF_T_SIZE:
 	case CONF_T_TIME:
+	case CONF_T_MSEC:
 		r = set_number(p, o, v, line);
 		break;
+	case CONF_T_CHOICE:
+		r = set_choice(p, o, v, line);
+		break;
+	case CONF_T_MECHS: {
+		unsigned bits = 0;
+		x.items = &bits;
+		r = list_foreach(v, add_mech, &x);
+		if (r == 0 && bits == 0)
+			r = perr(p, line, "%s lists no mechanism: expected a list of " MECH_FORMS
+				 " such as \"PLAIN : LOGIN : SCRAM-SHA-256\"", o->name);
+		if (r == 0)
+			*(unsigned *)f = bits;
+		break;
+	}
+	case CONF_T_BOOL: {
+		int b = parse_bool(v);
+		if (b < 0) {
+			r = perr(p, line, "bad value '%s' for %s: expected yes or no (or true or "
+				 "false)", q(p, v), o->name);
+			break;
+		}
+		*(bool *)f = b;
+		break;
+	}
 	}
 	buf_free(&where);
 	return r;
@@ -576,8 +712,17 @@ static int block_set(struct parser *p, const char *name, const char *v, int line
 	if (i == conf_n_listener_settings) {
 		const char *hint = conf_option_find(name)
 			? " (global options go outside listener blocks)" : "";
-		return perr(p, line, "unknown listener setting '%s': expected role, tls, "
-			    "tls_min_version, tls_ciphers or tls_ciphersuites%s", q(p, name), hint);
+		struct buf names;
+		buf_init(&names, 256);
+		for (size_t k = 0; k < conf_n_listener_settings; k++)
+			buf_printf(&names, "%s%s", k == 0 ? "" :
+				   k + 1 == conf_n_listener_settings ? " or " : ", ",
+				   conf_listener_settings[k].name);
+		const char *ns = buf_cstr(&names);
+		perr(p, line, "unknown listener setting '%s': expected %s%s", q(p, name),
+		     ns ? ns : "", hint);
+		buf_free(&names);
+		return -1;
 	}
 	const struct conf_listener_setting *ls = &conf_listener_settings[i];
 	if (b->set_line[i])
@@ -622,6 +767,12 @@ static int block_set(struct parser *p, const char *name, const char *v, int line
 	case LS_SUITES:
 		b->suites = str_dup(v);
 		break;
+	case LS_AUTH: {
+		int yes = parse_bool(v);
+		ok = yes >= 0;
+		b->auth = yes > 0;
+		break;
+	}
 	}
 	if (!ok)
 		return perr(p, line, "bad value '%s' for %s: expected %s", q(p, v), ls->name,
@@ -805,6 +956,13 @@ static bool port_in(const uint16_t *v, size_t n, uint16_t port)
 	return false;
 }
 
+/* Line an option was set on, 0 if it has its default. */
+static int opt_line(const struct parser *p, const char *name)
+{
+	const struct conf_option *o = conf_option_find(name);
+	return o ? p->set_line[(size_t)(o - conf_options)] : 0;
+}
+
 static int derive_listeners(struct parser *p, bool from_ox, bool tls_all)
 {
 	struct conf *c = p->c;
@@ -851,6 +1009,11 @@ static int derive_listeners(struct parser *p, bool from_ox, bool tls_all)
 				    "is only allowed with role = mx", port);
 		l->tls_required = sub;
 		l->auth_required = sub;
+		l->auth = b && b->set_line[LS_AUTH] ? b->auth : sub;
+		if (sub && !l->auth)
+			return perr(p, b->set_line[LS_AUTH], "listener %u is a submission port and "
+				    "must offer AUTH: auth = no is only allowed with role = mx (a "
+				    "submission port without AUTH cannot accept any mail)", port);
 		l->tls_min_version = b && b->set_line[LS_MINVER] ? b->min_version
 				   : sub ? CONF_SUB_MIN_VERSION : CONF_MX_MIN_VERSION;
 		l->tls_ciphers = str_dup(b && b->ciphers ? b->ciphers
@@ -859,6 +1022,13 @@ static int derive_listeners(struct parser *p, bool from_ox, bool tls_all)
 		if ((sub || l->tls == CONF_TLS_ON_CONNECT) && !c->tls_certificate)
 			return perr(p, where, "port %u needs TLS (%s) but tls_certificate is not "
 				    "set", port, sub ? "submission requires it" : "tls on connect");
+		/* AUTH is only offered inside TLS: say so rather than let the
+		 * operator wonder why EHLO never lists it. */
+		if (l->auth && (l->tls == CONF_TLS_NONE || !c->tls_certificate))
+			pwarn(p, b && b->set_line[LS_AUTH] ? b->set_line[LS_AUTH] : where,
+			      "listener %u has auth = yes but %s; AUTH is offered only inside TLS, "
+			      "so it is never offered on this port", port,
+			      l->tls == CONF_TLS_NONE ? "tls = none" : "tls_certificate is not set");
 	}
 	return 0;
 }
@@ -879,6 +1049,15 @@ static int finish(struct parser *p, const char *ports_override, bool tls_all)
 	}
 	if (!c->tls_privatekey && c->tls_certificate)
 		c->tls_privatekey = str_dup(c->tls_certificate);
+
+	if (c->auth_fail_block_after <= c->auth_fail_delay_after) {
+		int bl = opt_line(p, "auth_fail_block_after");
+		return perr(p, bl ? bl : opt_line(p, "auth_fail_delay_after"),
+			    "auth_fail_block_after = %u must be greater than auth_fail_delay_after "
+			    "= %u (answers are delayed before a client is refused): raise "
+			    "auth_fail_block_after or lower auth_fail_delay_after",
+			    c->auth_fail_block_after, c->auth_fail_delay_after);
+	}
 
 	for (size_t i = 0; i < c->n_local_domains; i++) {
 		if (strcmp(c->local_domains[i], "@") == 0) {
@@ -915,6 +1094,12 @@ static int finish(struct parser *p, const char *ports_override, bool tls_all)
 			pwarn(p, p->blocks[i].line, "listener %u block is for a port "
 			      "daemon_smtp_ports does not list; it opens no port",
 			      p->blocks[i].port);
+	bool any_auth = false;
+	for (size_t i = 0; i < c->n_listeners; i++)
+		any_auth = any_auth || c->listeners[i].auth;
+	if (any_auth && strcmp(c->auth_backend, "none") == 0)
+		pwarn(p, opt_line(p, "auth_backend"), "auth_backend is none: submission ports "
+		      "will refuse MAIL (530 5.7.0) as no user can authenticate");
 	return 0;
 }
 
@@ -981,6 +1166,7 @@ void conf_free(struct conf *c)
 		case CONF_T_PATH:
 		case CONF_T_LOGFILE:
 		case CONF_T_HOSTNAME:
+		case CONF_T_CHOICE:
 			free(*(char **)f);
 			break;
 		case CONF_T_PORTS:

@@ -37,7 +37,8 @@ void conf_format_value(struct buf *out, const struct conf *c, const struct conf_
 	case CONF_T_STRING:
 	case CONF_T_PATH:
 	case CONF_T_LOGFILE:
-	case CONF_T_HOSTNAME: {
+	case CONF_T_HOSTNAME:
+	case CONF_T_CHOICE: {
 		const char *s = *(char *const *)f;
 		if (s)
 			buf_puts(out, s);
@@ -61,6 +62,15 @@ void conf_format_value(struct buf *out, const struct conf *c, const struct conf_
 		break;
 	case CONF_T_TIME:
 		conf_format_time(out, num);
+		break;
+	case CONF_T_MSEC:
+		conf_format_msec(out, num);
+		break;
+	case CONF_T_MECHS:
+		conf_format_mechs(out, (unsigned)num);
+		break;
+	case CONF_T_BOOL:
+		buf_puts(out, *(const bool *)f ? "yes" : "no");
 		break;
 	}
 }
@@ -92,11 +102,12 @@ int conf_print(FILE *f, const struct conf *c, const char *name)
 	for (size_t i = 0; i < c->n_listeners; i++) {
 		const struct conf_listener *l = &c->listeners[i];
 		fprintf(f, "listener %u { role = %s tls = %s tls_min_version = %s "
-			"tls_ciphers = %s tls_ciphersuites = %s }\n",
+			"tls_ciphers = %s tls_ciphersuites = %s auth = %s }\n",
 			l->port, conf_role_name(l->role), conf_tls_mode_name(l->tls),
 			conf_tls_version_name(l->tls_min_version),
 			l->tls_ciphers ? l->tls_ciphers : "",
-			l->tls_ciphersuites ? l->tls_ciphersuites : "");
+			l->tls_ciphersuites ? l->tls_ciphersuites : "",
+			l->auth ? "yes" : "no");
 	}
 	return 0;
 }
@@ -114,13 +125,33 @@ static const char *type_name(const struct conf_option *o)
 	case CONF_T_UINT: return "number";
 	case CONF_T_SIZE: return "size";
 	case CONF_T_TIME: return "time";
+	case CONF_T_MSEC: return "time (`ms` allowed)";
+	case CONF_T_CHOICE: return "word";
+	case CONF_T_MECHS: return "list of SASL mechanisms";
+	case CONF_T_BOOL: return "`yes` or `no`";
 	}
 	return "?";
 }
 
+static void print_type(FILE *f, const struct conf_option *o)
+{
+	if (o->type != CONF_T_CHOICE) {
+		fprintf(f, "- Type: %s\n", type_name(o));
+		return;
+	}
+	size_t n = 0;
+	while (o->choices[n])
+		n++;
+	fputs("- Type: one of ", f);
+	for (size_t i = 0; i < n; i++)
+		fprintf(f, "%s`%s`", i == 0 ? "" : i + 1 == n ? " or " : ", ", o->choices[i]);
+	fputs("\n", f);
+}
+
 static void print_limits(FILE *f, const struct conf_option *o)
 {
-	if (o->type != CONF_T_UINT && o->type != CONF_T_SIZE && o->type != CONF_T_TIME)
+	if (o->type != CONF_T_UINT && o->type != CONF_T_SIZE && o->type != CONF_T_TIME &&
+	    o->type != CONF_T_MSEC)
 		return;
 	struct buf b;
 	buf_init(&b, 256);
@@ -132,6 +163,10 @@ static void print_limits(FILE *f, const struct conf_option *o)
 		conf_format_time(&b, o->min);
 		buf_puts(&b, "` to `");
 		conf_format_time(&b, o->max);
+	} else if (o->type == CONF_T_MSEC) {
+		conf_format_msec(&b, o->min);
+		buf_puts(&b, "` to `");
+		conf_format_msec(&b, o->max);
 	} else {
 		buf_printf(&b, "%llu` to `%llu", (unsigned long long)o->min,
 			   (unsigned long long)o->max);
@@ -171,7 +206,7 @@ static const char ref_intro[] =
 	"`<` followed by another separator character, after which colons are ordinary:\n"
 	"`<; ::1 ; 192.0.2.1`.\n"
 	"\n"
-	"### Numbers, sizes and times\n"
+	"### Numbers, sizes, times and yes/no values\n"
 	"\n"
 	"- A *number* is a whole decimal number; a `K`, `M` or `G` suffix multiplies it\n"
 	"  by 1024, 1024\xc2\xb2 or 1024\xc2\xb3.\n"
@@ -179,7 +214,10 @@ static const char ref_intro[] =
 	"  of 1024): `50M` is 52428800 bytes.\n"
 	"- A *time* is a number followed by `s` (seconds), `m` (minutes), `h` (hours) or\n"
 	"  `d` (days); several may be combined, largest first: `1h30m`.  A plain number\n"
-	"  is a number of seconds.\n"
+	"  is a number of seconds.  Where the type says `ms` allowed, `ms`\n"
+	"  (milliseconds) is a unit too: `500ms`, `1s500ms`.\n"
+	"- A *yes/no* value is `yes` or `no`; `true` and `false` are accepted too, in\n"
+	"  any case.\n"
 	"\n"
 	"Values outside an option's limits are refused with the allowed range.\n"
 	"\n"
@@ -247,13 +285,140 @@ static const char ref_roles[] =
 	"- `-tls-on-connect` makes every listener use TLS on connect (`tls =\n"
 	"  on_connect`), whatever the file says; `tls_certificate` must then be set.\n";
 
+static const char ref_auth[] =
+	"\n"
+	"## Authentication\n"
+	"\n"
+	"Listeners with `auth = yes` (every submission listener) offer the SMTP `AUTH`\n"
+	"command (RFC 4954) once TLS is active, with the SASL mechanisms of\n"
+	"`auth_mechanisms`.  Passwords are checked by a separate auth process, the only\n"
+	"process that reads the user database: the processes that talk to clients\n"
+	"never hold a password hash.  Repeated failures are slowed down and then\n"
+	"refused as set by the `auth_fail_*` options.  `auth_backend` says where the\n"
+	"users come from.  Whether its file, database or socket exists is checked when\n"
+	"the auth process starts, which logs the problem; it is not checked here.\n"
+	"\n"
+	"### auth_backend = none\n"
+	"\n"
+	"No users.  Nobody can authenticate, so submission listeners refuse every\n"
+	"`MAIL` command with `530 5.7.0`.  The configuration is accepted with a warning\n"
+	"(an MX-only server needs no users).\n"
+	"\n"
+	"### auth_backend = passwd-file\n"
+	"\n"
+	"Users are read from `auth_passwd_file`, in Dovecot's passwd-file format: one\n"
+	"user per line, fields separated by colons, the first field the user name (the\n"
+	"login), the second the password as `{SCHEME}hash`.  Further fields (uid, gid,\n"
+	"home and so on) are ignored, so the file Dovecot uses can be shared.  Blank\n"
+	"lines and lines starting with `#` are ignored.\n"
+	"\n"
+	"```\n"
+	"alice@example.org:{SHA512-CRYPT}$6$wL0d5uNs$...\n"
+	"bob:{BLF-CRYPT}$2y$05$...\n"
+	"carol:{YESCRYPT}$y$j9T$...\n"
+	"dave:{SCRAM-SHA-256}4096,c2FsdA==,<StoredKey>,<ServerKey>\n"
+	"```\n"
+	"\n"
+	"The schemes are `SHA512-CRYPT`, `BLF-CRYPT` (bcrypt) and `YESCRYPT` (also\n"
+	"`SHA256-CRYPT` and `CRYPT`), checked with the system's crypt library, and\n"
+	"`SCRAM-SHA-256`, written as Dovecot does: iteration count, salt, StoredKey and\n"
+	"ServerKey, the last three in base64.  `doveadm pw -s SCHEME` makes such\n"
+	"entries.  Cleartext passwords (`{PLAIN}`) and unknown schemes are refused.  A\n"
+	"user with a crypt hash can log in with `PLAIN` and `LOGIN` only; a user with a\n"
+	"`{SCRAM-SHA-256}` entry can use all three mechanisms.\n"
+	"\n"
+	"### auth_backend = sqlite\n"
+	"\n"
+	"Users, aliases and sender rights are read from the SQLite database\n"
+	"`auth_sqlite_database`, which other programs may change while sluice runs:\n"
+	"\n"
+	"```\n"
+	"CREATE TABLE users   (name TEXT PRIMARY KEY, password TEXT NOT NULL);\n"
+	"CREATE TABLE aliases (address TEXT NOT NULL, target TEXT NOT NULL);\n"
+	"CREATE TABLE senders (login TEXT NOT NULL, pattern TEXT NOT NULL);\n"
+	"```\n"
+	"\n"
+	"- `users`: the login and its password, `{SCHEME}hash` as in a passwd-file.\n"
+	"- `aliases`: one row per target; `address` is an address, or `@domain` to\n"
+	"  catch every other address of the domain, as in `virtual_alias_file`.\n"
+	"- `senders`: one row per pattern (an address or `*@domain`) that the login may\n"
+	"  send as, as in `submission_senders_file`.\n"
+	"\n"
+	"The rows add to the entries of the files of *Aliases and senders*, when those\n"
+	"are set.\n"
+	"\n"
+	"### auth_backend = dovecot\n"
+	"\n"
+	"Passwords are checked by Dovecot's authentication service through its\n"
+	"auth-client socket, `auth_dovecot_socket`, so that mail clients use the same\n"
+	"login for sending and reading mail.  Dovecot must let the sluice `user` open\n"
+	"the socket, for example:\n"
+	"\n"
+	"```\n"
+	"service auth {\n"
+	"  unix_listener auth-client {\n"
+	"    mode = 0660\n"
+	"    group = sluice\n"
+	"  }\n"
+	"}\n"
+	"```\n"
+	"\n"
+	"Aliases and sender rights then come from the files of *Aliases and senders*.\n"
+	"\n";
+
+static const char ref_aliases[] =
+	"## Aliases and senders\n"
+	"\n"
+	"Three optional files, read by the auth process, say which local addresses\n"
+	"exist besides the users and which addresses a login may send as.  In each,\n"
+	"blank lines and lines starting with `#` are ignored, targets and patterns are\n"
+	"separated by commas, and domains are compared without regard to case.\n"
+	"\n"
+	"`aliases_file` has the form of `/etc/aliases`: a local part, a colon, and the\n"
+	"targets.  Each entry applies to every domain of `local_domains`.  A target is a\n"
+	"login or a full address (which may be remote):\n"
+	"\n"
+	"```\n"
+	"postmaster: alice\n"
+	"abuse: alice, bob@example.net\n"
+	"```\n"
+	"\n"
+	"`virtual_alias_file` maps whole addresses: the address, blanks, and the\n"
+	"targets.  `@domain` as the address catches every address of that domain that\n"
+	"no other entry or user matches:\n"
+	"\n"
+	"```\n"
+	"info@example.org     alice, bob\n"
+	"sales@example.com    carol@example.org\n"
+	"@example.net         alice\n"
+	"```\n"
+	"\n"
+	"`submission_senders_file` gives a login, a colon, and the patterns of the\n"
+	"further sender addresses (`MAIL FROM`) it may use on submission listeners; a\n"
+	"pattern is an address or `*@domain` for every address of a domain:\n"
+	"\n"
+	"```\n"
+	"alice: info@example.org, alice@example.net\n"
+	"bob: *@example.com\n"
+	"```\n"
+	"\n"
+	"Without any entry a login owns these addresses, and may send as them:\n"
+	"\n"
+	"- a login that is an address (`alice@example.org`) owns that address;\n"
+	"- a bare login (`alice`) owns `alice@` each domain of `local_domains`;\n"
+	"- and every address whose alias (in `aliases_file`, `virtual_alias_file` or the\n"
+	"  `aliases` table) points to the login.\n"
+	"\n"
+	"The entries of `submission_senders_file` (and the `senders` table) add to these.\n"
+	"Any other sender address is refused at `MAIL`.\n";
+
 void conf_print_reference(FILE *f)
 {
 	fputs(ref_intro, f);
 	for (size_t i = 0; i < conf_n_options; i++) {
 		const struct conf_option *o = &conf_options[i];
 		fprintf(f, "\n### %s\n\n", o->name);
-		fprintf(f, "- Type: %s\n", type_name(o));
+		print_type(f, o);
 		if (o->def && *o->def)
 			fprintf(f, "- Default: `%s`\n", o->def);
 		else if (o->def_doc)
@@ -276,7 +441,10 @@ void conf_print_reference(FILE *f)
 	fprintf(f, "| `tls_ciphers` | `%s` | `%s` |\n", CONF_MX_CIPHERS, CONF_SUB_CIPHERS);
 	fprintf(f, "| `tls_ciphersuites` | `%s` | `%s` |\n", CONF_CIPHERSUITES,
 		CONF_CIPHERSUITES);
+	fputs("| `auth` | `no` | `yes` (cannot be `no`) |\n", f);
 	fputs("| TLS required | no | yes |\n", f);
 	fputs("| authentication required | no | yes |\n", f);
 	fputs(ref_roles, f);
+	fputs(ref_auth, f);
+	fputs(ref_aliases, f);
 }

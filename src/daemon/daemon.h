@@ -8,6 +8,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <sys/types.h>
 
 #include "../conf/conf.h"
@@ -43,6 +44,7 @@ struct worker_args {
 	bool drop_privileges;
 	uid_t uid;
 	gid_t gid;
+	const char *authd_tag;        /* auth process socket name; NULL = no auth */
 };
 
 /* Runs in the forked child; returns its exit status. */
@@ -54,6 +56,10 @@ void worker_policy(const struct conf *c, const struct conf_listener *l, bool tls
 
 /* -bs: one SMTP session on stdin/stdout in the mx role, spooling as usual. */
 int worker_stdio_session(const struct conf *c);
+
+/* Prints the zone-file records a domain needs (-bdns); 0, or 1 if the
+ * name is not a domain. */
+int dns_records_print(FILE *f, const struct conf *c, const char *domain);
 
 /* ---- ipc: memory shared between the master and its workers ----------- */
 

@@ -12,11 +12,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <grp.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "../auth/auth.h"
 #include "daemon.h"
 
 struct sock {
@@ -45,6 +48,7 @@ struct child {
 	struct gen *gen;
 	bool retiring;
 	int64_t started_ms;
+	int64_t kill_at_ms; /* retiring: SIGKILL if still alive then */
 };
 
 struct master {
@@ -61,7 +65,18 @@ struct master {
 	size_t want_workers;
 	bool stopping;
 	int64_t respawn_at_ms;
+	/* The auth process: the only one that reads credentials. */
+	char authd_tag[32];
+	int authd_fd;          /* its listening socket, kept across restarts */
+	pid_t authd_pid;
+	int64_t authd_started_ms;
+	int64_t authd_respawn_at_ms;
 };
+
+static bool auth_configured(const struct conf *c)
+{
+	return c->auth_backend && strcmp(c->auth_backend, "none") != 0;
+}
 
 static size_t ncores(void)
 {
@@ -209,7 +224,10 @@ static int spawn(struct master *m, struct gen *g)
 			.conf = g->conf, .listeners = g->wl, .n_listeners = g->n_wl,
 			.spool = m->spool, .slots = m->slots, .n_slots = IPC_MAX_SLOTS,
 			.my_slot = slot, .drop_privileges = g->drop, .uid = g->uid, .gid = g->gid,
+			.authd_tag = auth_configured(g->conf) ? m->authd_tag : NULL,
 		};
+		if (m->authd_fd >= 0)
+			close(m->authd_fd);
 		/* The listening sockets of other generations are not ours. */
 		for (size_t i = 0; i < m->n_socks; i++) {
 			bool mine = false;
@@ -222,9 +240,57 @@ static int spawn(struct master *m, struct gen *g)
 		_exit(worker_main(&a));
 	}
 	m->children = xrealloc(m->children, (m->n_children + 1) * sizeof(*m->children));
-	m->children[m->n_children++] = (struct child){ pid, slot, g, false, time_mono_ms() };
+	m->children[m->n_children++] = (struct child){ pid, slot, g, false, time_mono_ms(), 0 };
 	log_event(LOG_LVL_INFO, "worker_started", "worker=%ld slot=%zu", (long)pid, slot);
 	return 0;
+}
+
+static void spawn_authd(struct master *m)
+{
+	struct gen *g = m->cur;
+	if (!auth_configured(g->conf) || m->authd_pid > 0 || m->stopping)
+		return;
+	if (m->authd_fd < 0) {
+		/* Named after the master's pid (taken after detaching), in the
+		 * abstract namespace: workers reach it from inside their chroot. */
+		struct err e = { "" };
+		snprintf(m->authd_tag, sizeof(m->authd_tag), "%ld", (long)getpid());
+		m->authd_fd = authd_listen(m->authd_tag, &e);
+		if (m->authd_fd < 0) {
+			log_event(LOG_LVL_ERR, "authd_failed", "error=\"%s\"", e.msg);
+			m->authd_respawn_at_ms = time_mono_ms() + 1000;
+			return;
+		}
+	}
+	pid_t pid = fork();
+	if (pid < 0) {
+		log_event(LOG_LVL_ERR, "fork_failed", "error=\"%s\"", strerror(errno));
+		return;
+	}
+	if (pid == 0) {
+		log_set_process("auth");
+		for (size_t i = 0; i < m->n_socks; i++)
+			close(m->socks[i].fd);
+		sigset_t none;
+		sigemptyset(&none);
+		sigprocmask(SIG_SETMASK, &none, NULL);
+		pid_t master = getppid();
+		/* Not chrooted: it reads the credential files and Dovecot's socket,
+		 * which is why it is a process of its own. */
+		if (g->drop && (setgroups(0, NULL) < 0 || setgid(g->gid) < 0 || setuid(g->uid) < 0)) {
+			log_event(LOG_LVL_ERR, "privileges", "error=\"auth process: %s\"",
+				  strerror(errno));
+			_exit(1);
+		}
+		prctl(PR_SET_PDEATHSIG, SIGTERM);
+		if (getppid() != master)
+			_exit(1);
+		_exit(authd_main(g->conf, m->authd_fd, g->drop ? g->uid : getuid()));
+	}
+	m->authd_pid = pid;
+	m->authd_started_ms = time_mono_ms();
+	log_event(LOG_LVL_INFO, "authd_started", "pid=%ld backend=%s", (long)pid,
+		  g->conf->auth_backend);
 }
 
 static size_t count_current(struct master *m)
@@ -267,6 +333,15 @@ static void reap(struct master *m)
 		pid_t pid = waitpid(-1, &st, WNOHANG);
 		if (pid <= 0)
 			return;
+		if (pid == m->authd_pid) {
+			m->authd_pid = 0;
+			log_event(m->stopping ? LOG_LVL_INFO : LOG_LVL_ERR, "authd_exit",
+				  "pid=%ld status=%d", (long)pid,
+				  WIFSIGNALED(st) ? 128 + WTERMSIG(st) : WEXITSTATUS(st));
+			if (time_mono_ms() - m->authd_started_ms < 1000)
+				m->authd_respawn_at_ms = time_mono_ms() + 1000;
+			continue;
+		}
 		for (size_t i = 0; i < m->n_children; i++) {
 			if (m->children[i].pid != pid)
 				continue;
@@ -338,6 +413,11 @@ static void reload(struct master *m)
 	for (size_t i = 0; i < m->n_children; i++) {
 		if (!m->children[i].retiring) {
 			m->children[i].retiring = true;
+			/* The worker closes what is left after shutdown_timeout; a
+			 * worker that does not exit by then must not hold its slot,
+			 * its sockets and its generation forever. */
+			m->children[i].kill_at_ms = time_mono_ms() +
+				(int64_t)m->children[i].gen->conf->shutdown_timeout * 1000 + 5000;
 			kill(m->children[i].pid, SIGTERM);
 		}
 	}
@@ -346,6 +426,13 @@ static void reload(struct master *m)
 	struct gen *prev = m->cur;
 	m->cur = g;
 	m->want_workers = nc->smtp_workers ? nc->smtp_workers : ncores();
+	/* The auth process reads the new configuration (backend, files) by
+	 * being replaced; workers reconnect to the same socket. */
+	if (m->authd_pid > 0) {
+		kill(m->authd_pid, SIGTERM);
+		m->authd_pid = 0;
+	}
+	spawn_authd(m);
 	fill_workers(m);
 	socks_prune(m);
 	release_gen_if_unused(m, prev);
@@ -415,6 +502,7 @@ int master_run(const struct daemon_opts *o, struct conf *c)
 	struct err e = { "" };
 	memset(&m, 0, sizeof(m));
 	m.o = o;
+	m.authd_fd = -1;
 	log_set_process("master");
 	tls_global_init();
 
@@ -479,6 +567,7 @@ int master_run(const struct daemon_opts *o, struct conf *c)
 							: "none");
 	}
 	m.want_workers = c->smtp_workers ? c->smtp_workers : ncores();
+	spawn_authd(&m);
 	fill_workers(&m);
 	log_event(LOG_LVL_INFO, "workers_started", "count=%zu", count_current(&m));
 
@@ -496,19 +585,34 @@ int master_run(const struct daemon_opts *o, struct conf *c)
 			log_event(LOG_LVL_INFO, "stopping", "workers=%zu", m.n_children);
 			for (size_t i = 0; i < m.n_children; i++)
 				kill(m.children[i].pid, SIGTERM);
+			if (m.authd_pid > 0)
+				kill(m.authd_pid, SIGTERM);
 			stop_deadline = time_mono_ms() + (int64_t)m.cur->conf->shutdown_timeout * 1000 +
 					5000;
 		}
 		if (m.stopping) {
 			reap(&m);
-			if (m.n_children == 0)
+			if (m.n_children == 0 && m.authd_pid <= 0)
 				break;
 			if (time_mono_ms() > stop_deadline) {
 				for (size_t i = 0; i < m.n_children; i++)
 					kill(m.children[i].pid, SIGKILL);
+				if (m.authd_pid > 0)
+					kill(m.authd_pid, SIGKILL);
 			}
 			continue;
 		}
+		for (size_t i = 0; i < m.n_children; i++) {
+			struct child *ch = &m.children[i];
+			if (ch->retiring && ch->kill_at_ms && time_mono_ms() > ch->kill_at_ms) {
+				log_event(LOG_LVL_WARN, "worker_kill", "worker=%ld reason=retire_timeout",
+					  (long)ch->pid);
+				kill(ch->pid, SIGKILL);
+				ch->kill_at_ms = 0;
+			}
+		}
+		if (m.authd_pid <= 0 && time_mono_ms() >= m.authd_respawn_at_ms)
+			spawn_authd(&m);
 		if (time_mono_ms() >= m.respawn_at_ms) {
 			size_t before = count_current(&m);
 			fill_workers(&m);
@@ -525,6 +629,8 @@ int master_run(const struct daemon_opts *o, struct conf *c)
 		free(m.socks[i].addr);
 	}
 	free(m.socks);
+	if (m.authd_fd >= 0)
+		close(m.authd_fd);
 	for (size_t i = 0; i < m.n_old; i++)
 		gen_free(m.old[i]);
 	free(m.old);

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "daemon.h"
@@ -30,6 +31,12 @@ void worker_policy(const struct conf *c, const struct conf_listener *l, bool tls
 	p->errors_max = c->smtp_max_errors;
 	p->data_line_max = c->message_line_max;
 	p->header_max = c->message_header_max;
+	bool backend = c->auth_backend && strcmp(c->auth_backend, "none") != 0;
+	p->auth_mechs = backend && l->auth ? c->auth_mechanisms : 0;
+	p->check_rcpt_local = backend && c->recipient_verify;
+	p->check_sender = backend && l->role == CONF_ROLE_SUBMISSION;
+	p->add_missing_headers = l->role == CONF_ROLE_SUBMISSION && c->submission_add_headers;
+	p->hide_client_ip = l->role == CONF_ROLE_SUBMISSION && c->received_hide_client_ip;
 }
 
 static int drop_privileges(const struct worker_args *a)
@@ -77,6 +84,13 @@ int worker_main(const struct worker_args *a)
 	sigset_t none;
 	sigemptyset(&none);
 	sigprocmask(SIG_SETMASK, &none, NULL);
+	/* A session is a descriptor: the usual soft limit of 1024 is far below
+	 * smtp_accept_max.  Raising it to the hard limit needs no privilege. */
+	struct rlimit rl;
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		(void)setrlimit(RLIMIT_NOFILE, &rl);
+	}
 	if (drop_privileges(a) < 0)
 		return 1;
 	/* After the uid change, which clears it: stop if the master dies. */
@@ -89,7 +103,9 @@ int worker_main(const struct worker_args *a)
 		log_event(LOG_LVL_ERR, "worker_failed", "error=\"event_base_new\"");
 		return 1;
 	}
-	event_base_priority_init(base, 3);
+	/* One priority for every event: libevent runs a lower priority only
+	 * while no higher one is active, which under load would starve the
+	 * group commit, the listeners and the stop signal. */
 
 	struct net_server srv;
 	memset(&srv, 0, sizeof(srv));
@@ -100,6 +116,8 @@ int worker_main(const struct worker_args *a)
 	srv.n_slots = a->n_slots;
 	srv.my_slot = a->my_slot;
 	srv.on_empty = on_empty;
+	if (a->authd_tag)
+		srv.authc = authc_new(base, a->authd_tag, 30);
 	srv.n_listeners = a->n_listeners;
 	srv.listeners = xcalloc(a->n_listeners, sizeof(*srv.listeners));
 	for (size_t i = 0; i < a->n_listeners; i++) {
@@ -125,6 +143,7 @@ int worker_main(const struct worker_args *a)
 	event_free(sigterm);
 	event_free(sigint);
 	net_server_free(&srv);
+	authc_free(srv.authc);
 	free(srv.listeners);
 	event_base_free(base);
 	return 0;
@@ -164,7 +183,7 @@ int worker_stdio_session(const struct conf *c)
 	struct smtp_session *s = smtp_session_new(&pol, &cl);
 	struct spool_msg *msg = NULL;
 	char qid[QUEUE_ID_LEN + 1] = "";
-	bool done = false, eof = false;
+	bool done = false, eof = false, resumed = false;
 	struct buf in;
 	buf_init(&in, 64 * 1024);
 	smtp_session_start(s);
@@ -174,6 +193,9 @@ int worker_stdio_session(const struct conf *c)
 		while ((a = smtp_session_next_action(s)) != NULL) {
 			switch (a->type) {
 			case SMTP_ACT_BODY_BEGIN: {
+				if (msg) /* never leak a message left open */
+					spool_msg_abort(msg);
+				msg = NULL;
 				struct spool_env se;
 				memset(&se, 0, sizeof(se));
 				se.role = "mx";
@@ -186,7 +208,7 @@ int worker_stdio_session(const struct conf *c)
 				se.envid = a->env->envid;
 				se.size_declared = a->env->size_declared;
 				se.n_rcpts = a->env->n_rcpts;
-				se.rcpts = xcalloc(se.n_rcpts, sizeof(*se.rcpts));
+				se.rcpts = xcalloc(se.n_rcpts ? se.n_rcpts : 1, sizeof(*se.rcpts));
 				for (size_t i = 0; i < se.n_rcpts; i++) {
 					se.rcpts[i].addr = a->env->rcpts[i].addr;
 					se.rcpts[i].notify = a->env->rcpts[i].notify;
@@ -234,6 +256,9 @@ int worker_stdio_session(const struct conf *c)
 				break;
 			}
 		}
+		const uint8_t *outp;
+		size_t wrote;
+		smtp_session_output(s, &outp, &wrote);
 		if (stdio_flush(s) < 0)
 			break;
 		if (commit) {
@@ -247,11 +272,18 @@ int worker_stdio_session(const struct conf *c)
 		}
 		if (done)
 			break;
-		if (!smtp_session_wants_input(s)) {
+		/* The machine stops on a full output buffer with complete commands
+		 * still buffered: once the replies are out, let it go on before
+		 * blocking in read(), or a pipelining client waits forever.  Its
+		 * actions (body data too) are drained at the top of the loop. */
+		if (wrote > 0 || (!smtp_session_wants_input(s) && !resumed)) {
+			resumed = true;
 			smtp_session_feed(s, NULL, 0);
-			if (smtp_session_wants_input(s) || smtp_session_closing(s))
-				continue;
+			continue;
 		}
+		resumed = false;
+		if (!smtp_session_wants_input(s))
+			break; /* closing without a CLOSE action: nothing more to do */
 		if (eof) {
 			smtp_session_eof(s);
 			continue;

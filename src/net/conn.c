@@ -14,6 +14,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "../auth/auth.h"
 #include "net.h"
 
 #define NET_READ_CHUNK (16 * 1024)
@@ -42,6 +43,11 @@ struct net_conn {
 	bool want_starttls;
 	bool want_close;
 	bool commit_wait;
+	bool async_wait;                /* waiting for the auth process */
+	uint32_t auth_req;              /* its request id */
+	bool auth_fail_pending;         /* no auth process: answer after the action loop */
+	enum sasl_req_kind auth_kind;   /* what the pending request asked */
+	enum smtp_action_type async_type;
 	bool commit_fail_pending;
 	bool in_run;
 	bool closed;
@@ -50,6 +56,7 @@ struct net_conn {
 static void conn_run(struct net_conn *c);
 static void conn_io_cb(evutil_socket_t fd, short what, void *arg);
 static void conn_close(struct net_conn *c, const char *why);
+static void body_abort(struct net_conn *c);
 
 static uint32_t total_sessions(const struct net_server *srv)
 {
@@ -89,8 +96,8 @@ static void body_begin(struct net_conn *c, const struct smtp_envelope *env)
 	struct err e = { "" };
 	struct spool_env se;
 	int64_t now = time_now_us();
+	body_abort(c); /* a message still open here would otherwise leak */
 	spool_env_from(c, env, &se);
-	c->msg_failed = false;
 	int r = spool_msg_begin(c->srv->spool, &se, now, &c->msg, &e);
 	free(se.rcpts);
 	if (r < 0) {
@@ -128,6 +135,159 @@ static void log_refused(struct net_conn *c, const struct smtp_action *a)
 	log_kv(l, "session", "%s", c->sid);
 	log_kv_esc(l, "cmd", a->data, a->len);
 	log_kv_esc(l, "reply", a->reply, a->reply_len);
+	log_end(l);
+}
+
+static void drain_actions(struct net_conn *c);
+
+static void auth_reply_cb(void *arg, const struct authd_msg *m)
+{
+	struct net_conn *c = arg;
+	c->async_wait = false;
+	c->auth_req = 0;
+	enum auth_result r = AUTH_TEMPFAIL;
+	if (m && m->n >= 1) {
+		const char *w = (const char *)m->f[0].p;
+		size_t wn = m->f[0].n;
+		/* Recipient answers have words of their own. */
+		if (str_eq_nocase(w, wn, "local"))
+			r = AUTH_OK;
+		else if (str_eq_nocase(w, wn, "unknown"))
+			r = AUTH_FAIL;
+		else if (auth_result_parse(m->f[0].p, wn, &r) < 0)
+			r = AUTH_TEMPFAIL;
+	}
+	if (c->async_type == SMTP_ACT_LOOKUP) {
+		smtp_session_lookup_answer(c->s, r);
+	} else {
+		struct sasl_answer ans;
+		memset(&ans, 0, sizeof(ans));
+		ans.result = r;
+		struct buf user;
+		buf_init(&user, 1024);
+		if (m && m->n >= 2 && buf_append(&user, m->f[1].p, m->f[1].n) == 0)
+			ans.user = buf_cstr(&user);
+		if (r == AUTH_OK && c->auth_kind == SASL_REQ_SCRAM_LOOKUP) {
+			if (m->n >= 4) {
+				ans.salt = m->f[2].p;
+				ans.salt_len = m->f[2].n;
+				unsigned long it = 0;
+				for (size_t i = 0; i < m->f[3].n && i < 10; i++) {
+					uint8_t ch = m->f[3].p[i];
+					if (ch < '0' || ch > '9') {
+						it = 0;
+						break;
+					}
+					it = it * 10 + (unsigned long)(ch - '0');
+				}
+				ans.iterations = (unsigned)it;
+			}
+			if (!ans.salt || ans.iterations == 0)
+				ans.result = AUTH_TEMPFAIL;
+		} else if (r == AUTH_OK && c->auth_kind == SASL_REQ_SCRAM_VERIFY) {
+			if (m->n >= 3) {
+				ans.server_signature = m->f[2].p;
+				ans.server_signature_len = m->f[2].n;
+			} else {
+				ans.result = AUTH_TEMPFAIL;
+			}
+		}
+		smtp_session_auth_answer(c->s, &ans);
+		buf_free(&user);
+	}
+	drain_actions(c);
+	conn_run(c);
+}
+
+static void auth_request(struct net_conn *c, const struct smtp_action *a)
+{
+	struct authd_field f[4];
+	size_t n = 0;
+	uint8_t type = 0;
+	const struct sasl_request *q = a->sasl_req;
+	c->async_type = a->type;
+	if (a->type == SMTP_ACT_LOOKUP) {
+		if (a->lookup == SMTP_LOOKUP_SENDER) {
+			type = AUTHD_SENDER;
+			f[n++] = (struct authd_field){ (const uint8_t *)(a->user ? a->user : ""),
+						       a->user ? strlen(a->user) : 0 };
+		} else {
+			type = AUTHD_RCPT;
+		}
+		f[n++] = (struct authd_field){ a->data, a->len };
+	} else {
+		c->auth_kind = q->kind;
+		f[n++] = (struct authd_field){ (const uint8_t *)c->ip, strlen(c->ip) };
+		switch (q->kind) {
+		case SASL_REQ_PLAIN:
+			type = AUTHD_PLAIN;
+			f[n++] = (struct authd_field){ (const uint8_t *)(q->authzid ? q->authzid : ""),
+						       q->authzid ? strlen(q->authzid) : 0 };
+			f[n++] = (struct authd_field){ (const uint8_t *)q->user, strlen(q->user) };
+			f[n++] = (struct authd_field){ (const uint8_t *)q->password, q->password_len };
+			break;
+		case SASL_REQ_SCRAM_LOOKUP:
+			type = AUTHD_SCRAM_LOOKUP;
+			f[n++] = (struct authd_field){ (const uint8_t *)q->user, strlen(q->user) };
+			break;
+		case SASL_REQ_SCRAM_VERIFY:
+			type = AUTHD_SCRAM_VERIFY;
+			f[n++] = (struct authd_field){ (const uint8_t *)q->user, strlen(q->user) };
+			f[n++] = (struct authd_field){ (const uint8_t *)q->auth_message,
+						       q->auth_message_len };
+			f[n++] = (struct authd_field){ q->proof, q->proof_len };
+			break;
+		}
+	}
+	c->async_wait = true;
+	if (!c->srv->authc) {
+		/* No auth process configured: a temporary failure, told after the
+		 * action loop. */
+		c->auth_fail_pending = true;
+		return;
+	}
+	c->auth_req = authc_request(c->srv->authc, type, n, f, auth_reply_cb, c);
+}
+
+static void add_headers(struct net_conn *c, unsigned what)
+{
+	if (!c->msg || c->msg_failed)
+		return;
+	struct buf h;
+	struct err e = { "" };
+	buf_init(&h, 4096);
+	if (what & SMTP_ADD_DATE) {
+		buf_puts(&h, "Date: ");
+		time_rfc5322(&h, time_now_us() / 1000000);
+		buf_puts(&h, "\r\n");
+	}
+	if (what & SMTP_ADD_MESSAGE_ID) {
+		uint8_t r[9];
+		struct buf rb;
+		buf_init(&rb, 64);
+		if (rand_bytes(r, sizeof(r)) == 0)
+			b64_encode(r, sizeof(r), &rb);
+		/* base64 may hold '/' and '+', both fine in a msg-id's id-left. */
+		buf_printf(&h, "Message-ID: <%s.%s@%s>\r\n", c->qid, buf_cstr(&rb),
+			   c->srv->conf->primary_hostname);
+		buf_free(&rb);
+	}
+	if (spool_msg_write(c->msg, buf_ptr(&h), buf_len(&h), &e) < 0) {
+		log_event(LOG_LVL_ERR, "spool_error", "session=%s id=%s error=\"%s\"", c->sid, c->qid,
+			  e.msg);
+		c->msg_failed = true;
+	}
+	buf_free(&h);
+}
+
+static void log_auth(struct net_conn *c, const struct smtp_action *a)
+{
+	struct buf *l = log_begin(LOG_LVL_INFO, "auth");
+	log_kv(l, "session", "%s", c->sid);
+	log_kv(l, "client", "%s", c->ip);
+	log_kv_esc(l, "result", a->reply, a->reply_len);
+	if (a->len)
+		log_kv_esc(l, "user", a->data, a->len);
 	log_end(l);
 }
 
@@ -171,7 +331,22 @@ static void drain_actions(struct net_conn *c)
 		case SMTP_ACT_CLOSE:
 			c->want_close = true;
 			break;
+		case SMTP_ACT_AUTH_REQUEST:
+		case SMTP_ACT_LOOKUP:
+			auth_request(c, a);
+			break;
+		case SMTP_ACT_LOG_AUTH:
+			log_auth(c, a);
+			break;
+		case SMTP_ACT_ADD_HEADERS:
+			add_headers(c, a->add_headers);
+			break;
 		}
+	}
+	if (c->auth_fail_pending) {
+		c->auth_fail_pending = false;
+		auth_reply_cb(c, NULL);
+		return;
 	}
 	if (c->commit_fail_pending) {
 		/* Told after the action loop so that the machine is never re-entered
@@ -199,9 +374,10 @@ static void arm_timer(struct net_conn *c)
 }
 
 /* Writes pending output.  1 = all written, 0 = would block (want set),
- * -1 = connection broken. */
-static int flush_output(struct net_conn *c, short *want)
+ * -1 = connection broken.  *wrote tells whether any byte went out. */
+static int flush_output(struct net_conn *c, short *want, bool *wrote)
 {
+	*wrote = false;
 	for (;;) {
 		const uint8_t *p;
 		size_t n;
@@ -213,6 +389,7 @@ static int flush_output(struct net_conn *c, short *want)
 			enum tls_io r = tls_write(c->tls, p, n, &put);
 			if (r == TLS_IO_OK) {
 				smtp_session_output_done(c->s, put);
+				*wrote = true;
 				continue;
 			}
 			if (r == TLS_IO_WANT_READ) {
@@ -228,6 +405,7 @@ static int flush_output(struct net_conn *c, short *want)
 		ssize_t w = send(c->fd, p, n, MSG_NOSIGNAL);
 		if (w > 0) {
 			smtp_session_output_done(c->s, (size_t)w);
+			*wrote = true;
 			continue;
 		}
 		if (w < 0 && errno == EINTR)
@@ -262,8 +440,13 @@ static void conn_run(struct net_conn *c)
 		return;
 	c->in_run = true;
 	short want = 0;
-	for (int rounds = 0; rounds < 64; rounds++) {
+	bool more = false; /* stopped by the round limit, not by the socket */
+	for (int rounds = 0;; rounds++) {
 		want = 0;
+		if (rounds == 64) {
+			more = true;
+			break;
+		}
 		if (c->tstate == T_HANDSHAKE) {
 			enum tls_io r = tls_handshake(c->tls);
 			if (r == TLS_IO_OK) {
@@ -281,12 +464,15 @@ static void conn_run(struct net_conn *c)
 			conn_close(c, "tls failed");
 			return;
 		}
-		int f = flush_output(c, &want);
+		bool wrote = false;
+		int f = flush_output(c, &want, &wrote);
 		if (f < 0) {
 			c->in_run = false;
 			conn_close(c, "write error");
 			return;
 		}
+		if (wrote)
+			arm_timer(c); /* a client reading its replies is not idle */
 		if (f == 0)
 			break;
 		if (c->want_close) {
@@ -305,21 +491,37 @@ static void conn_run(struct net_conn *c)
 			c->tstate = T_HANDSHAKE;
 			continue;
 		}
-		if (c->commit_wait)
+		if (c->commit_wait || c->async_wait)
 			break;
-		if (!smtp_session_wants_input(c->s)) {
-			/* Output drained: let the machine go on with buffered input. */
-			size_t before;
+		if (wrote || !smtp_session_wants_input(c->s)) {
+			/* The machine stops on a full output buffer with complete
+			 * commands still buffered; now that the output drained, let it
+			 * go on, or a pipelining client that waits for its replies
+			 * would wait forever. */
+			size_t pending;
 			const uint8_t *p;
 			smtp_session_feed(c->s, NULL, 0);
 			drain_actions(c);
-			smtp_session_output(c->s, &p, &before);
-			if (before > 0 || c->want_close || c->want_starttls || c->commit_wait)
+			smtp_session_output(c->s, &p, &pending);
+			if (pending > 0 || c->want_close || c->want_starttls || c->commit_wait ||
+			    c->async_wait)
 				continue;
-			if (!smtp_session_wants_input(c->s))
+			if (!smtp_session_wants_input(c->s)) {
+				if (smtp_session_closing(c->s)) {
+					/* Nothing left to say and nothing to read. */
+					c->in_run = false;
+					conn_close(c, NULL);
+					return;
+				}
 				break;
+			}
 		}
 		uint8_t *buf = buf_reserve(&c->srv->rbuf, NET_READ_CHUNK);
+		if (!buf) {
+			c->in_run = false;
+			conn_close(c, "out of memory");
+			return;
+		}
 		size_t got = 0;
 		if (c->tstate == T_TLS) {
 			enum tls_io r = tls_read(c->tls, buf, NET_READ_CHUNK, &got);
@@ -359,14 +561,21 @@ static void conn_run(struct net_conn *c)
 		smtp_session_feed(c->s, buf, got);
 		drain_actions(c);
 	}
-	if (want == 0 && !c->commit_wait)
-		want = EV_READ; /* rounds exhausted: come back when there is more */
+	if (want == 0 && !c->commit_wait && !c->async_wait)
+		want = EV_READ;
 	if (want == 0) {
 		event_del(c->ev_io);
 		c->ev_want = 0;
 	} else {
 		set_events(c, want);
 		event_add(c->ev_io, NULL);
+	}
+	if (more) {
+		/* Work may be left where no readiness event will report it:
+		 * replies not yet written, commands buffered in the machine, or
+		 * records already decrypted inside OpenSSL (the socket may stay
+		 * silent).  Come back on the next loop round. */
+		event_active(c->ev_io, EV_READ, 0);
 	}
 	c->in_run = false;
 }
@@ -379,16 +588,26 @@ static void conn_io_cb(evutil_socket_t fd, short what, void *arg)
 static void conn_timer_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct net_conn *c = arg;
-	if (c->commit_wait) {
+	if (c->commit_wait || c->async_wait) {
+		/* Our own wait, not the client's: the auth client has its own
+		 * timeout and the commit always completes. */
 		arm_timer(c);
 		return;
 	}
-	log_event(LOG_LVL_INFO, "timeout", "session=%s", c->sid);
 	if (c->tstate == T_HANDSHAKE) {
+		log_event(LOG_LVL_INFO, "timeout", "session=%s", c->sid);
 		conn_close(c, "tls handshake timeout");
 		return;
 	}
+	if (smtp_session_closing(c->s)) {
+		/* Its last reply (a 421, a 221) has not gone out in a whole
+		 * timeout: a client that stops reading must not hold the slot. */
+		conn_close(c, "timeout writing to client");
+		return;
+	}
+	log_event(LOG_LVL_INFO, "timeout", "session=%s", c->sid);
 	smtp_session_timeout(c->s);
+	arm_timer(c); /* bounds the wait for the 421 to be written */
 	drain_actions(c);
 	conn_run(c);
 }
@@ -402,6 +621,8 @@ static void conn_free(struct net_conn *c)
 		srv->conns = c->next;
 	if (c->next)
 		c->next->prev = c->prev;
+	if (c->auth_req && srv->authc)
+		authc_cancel(srv->authc, c->auth_req); /* its answer has nobody to go to */
 	event_free(c->ev_io);
 	event_free(c->ev_timer);
 	tls_conn_free(c->tls);
@@ -427,7 +648,8 @@ static void conn_close(struct net_conn *c, const char *why)
 	if (c->tstate == T_TLS)
 		tls_conn_shutdown(c->tls);
 	if (c->commit_wait)
-		return; /* freed when the commit completes */
+		return; /* still on the commit list: freed by commit_cb, which
+			 * finds c->msg NULL (discarded above, never acknowledged) */
 	conn_free(c);
 }
 
@@ -442,26 +664,39 @@ static void commit_cb(evutil_socket_t fd, short what, void *arg)
 	struct net_conn **cs = xcalloc(n, sizeof(*cs));
 	struct spool_msg **ms = xcalloc(n, sizeof(*ms));
 	bool *ok = xcalloc(n, sizeof(*ok));
-	size_t i = 0;
+	size_t *at = xcalloc(n, sizeof(*at)); /* cs[i]'s index in ms, or n */
+	size_t i = 0, nm = 0;
 	for (struct net_conn *c = srv->commit_head; c; c = c->commit_next, i++) {
 		cs[i] = c;
-		ms[i] = c->msg;
+		at[i] = n;
+		/* A session closed while waiting had its message discarded. */
+		if (c->msg) {
+			at[i] = nm;
+			ms[nm++] = c->msg;
+		}
 		c->msg = NULL;
 	}
 	srv->commit_head = NULL;
 	struct err e = { "" };
-	spool_commit_batch(srv->spool, ms, n, ok, &e);
+	if (nm > 0)
+		spool_commit_batch(srv->spool, ms, nm, ok, &e);
 	for (i = 0; i < n; i++) {
 		struct net_conn *c = cs[i];
+		bool done = at[i] < n && ok[at[i]];
 		c->commit_wait = false;
-		if (ok[i]) {
+		if (c->closed) {
+			conn_free(c);
+			continue;
+		}
+		if (done) {
 			/* The envelope is still the session's until commit_done. */
 			const struct smtp_envelope *env = smtp_session_envelope(c->s);
 			struct buf *l = log_begin(LOG_LVL_INFO, "queued");
 			log_kv(l, "session", "%s", c->sid);
 			log_kv(l, "id", "%s", c->qid);
 			log_kv(l, "size", "%llu", (unsigned long long)env->size);
-			log_kv_esc(l, "from", env->sender, strlen(env->sender));
+			log_kv_esc(l, "from", env->sender ? env->sender : "",
+				   env->sender ? strlen(env->sender) : 0);
 			log_kv(l, "nrcpt", "%zu", env->n_rcpts);
 			struct buf to;
 			buf_init(&to, 1 << 20);
@@ -480,17 +715,28 @@ static void commit_cb(evutil_socket_t fd, short what, void *arg)
 			log_event(LOG_LVL_ERR, "commit_failed", "session=%s id=%s error=\"%s\"", c->sid,
 				  c->qid, e.msg);
 		}
-		if (c->closed) {
-			conn_free(c);
-			continue;
-		}
-		smtp_session_commit_done(c->s, ok[i], c->qid);
+		/* 250 only now: spool_commit_batch said this message is durable. */
+		smtp_session_commit_done(c->s, done, c->qid);
 		drain_actions(c);
 		conn_run(c);
 	}
 	free(cs);
 	free(ms);
 	free(ok);
+	free(at);
+}
+
+/* SCRAM server nonce: 18 random bytes, base64 (never contains ','). */
+static void make_nonce(void *ctx, struct buf *out)
+{
+	uint8_t r[18];
+	if (rand_bytes(r, sizeof(r)) < 0) {
+		/* The kernel's generator does not fail once booted; be safe. */
+		int64_t t = time_now_us();
+		memset(r, 0, sizeof(r));
+		memcpy(r, &t, sizeof(t));
+	}
+	b64_encode(r, sizeof(r), out);
 }
 
 static void format_ip(const struct sockaddr *sa, char *out, size_t n)
@@ -539,6 +785,7 @@ static void accept_cb(struct evconnlistener *lev, evutil_socket_t fd, struct soc
 	c->client.ip = c->ip;
 	c->client.rdns = NULL;
 	c->client.local_port = l->port;
+	c->client.make_nonce = make_nonce;
 	c->s = smtp_session_new(&l->policy, &c->client);
 	c->ev_io = event_new(srv->base, fd, EV_READ | EV_PERSIST, conn_io_cb, c);
 	c->ev_want = EV_READ;
@@ -556,7 +803,7 @@ static void accept_cb(struct evconnlistener *lev, evutil_socket_t fd, struct soc
 		  l->policy.tls_on_connect ? "on_connect" : "no");
 	arm_timer(c);
 	if (l->policy.tls_on_connect) {
-		c->tls = tls_conn_new(l->tls, fd);
+		c->tls = l->tls ? tls_conn_new(l->tls, fd) : NULL;
 		if (!c->tls) {
 			conn_close(c, "tls setup failed");
 			return;
@@ -578,23 +825,50 @@ static void stop_timer_cb(evutil_socket_t fd, short what, void *arg)
 	struct net_conn *c = srv->conns;
 	while (c) {
 		struct net_conn *next = c->next;
-		if (!c->commit_wait)
-			conn_close(c, "shutdown timeout");
+		/* A session waiting for its commit is only marked closed here
+		 * (its message discarded) and freed by commit_cb. */
+		conn_close(c, "shutdown timeout");
 		c = next;
 	}
+}
+
+static void accept_resume_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct net_listener *l = arg;
+	if (l->ev && !l->server->stopping)
+		evconnlistener_enable(l->ev);
+}
+
+/* accept() failed for a reason that does not go away by itself (out of
+ * descriptors or memory).  The listening socket stays readable, so without
+ * a pause the loop would spin on it: stop accepting for a second. */
+static void accept_error_cb(struct evconnlistener *lev, void *arg)
+{
+	struct net_listener *l = arg;
+	int er = EVUTIL_SOCKET_ERROR();
+	log_event(LOG_LVL_ERR, "accept_failed", "port=%u error=\"%s\"", l->port,
+		  evutil_socket_error_to_string(er));
+	evconnlistener_disable(lev);
+	struct timeval tv = { 1, 0 };
+	if (event_base_once(l->server->base, -1, EV_TIMEOUT, accept_resume_cb, l, &tv) < 0)
+		evconnlistener_enable(lev);
 }
 
 int net_server_start(struct net_server *srv, struct err *e)
 {
 	buf_init(&srv->rbuf, 4 * NET_READ_CHUNK);
+	/* Same priority as the sessions: a lower one would starve under load
+	 * (libevent runs a lower priority only when no higher one is active).
+	 * Activated from session callbacks, it still runs after every session
+	 * made ready in the same loop round, so they share one commit. */
 	srv->commit_ev = event_new(srv->base, -1, 0, commit_cb, srv);
-	event_priority_set(srv->commit_ev, 2);
 	for (size_t i = 0; i < srv->n_listeners; i++) {
 		struct net_listener *l = &srv->listeners[i];
 		l->server = srv;
 		l->ev = evconnlistener_new(srv->base, accept_cb, l, LEV_OPT_CLOSE_ON_FREE, -1, l->fd);
 		if (!l->ev)
 			return err_set(e, "cannot listen on port %u", l->port);
+		evconnlistener_set_error_cb(l->ev, accept_error_cb);
 	}
 	return 0;
 }

@@ -56,6 +56,27 @@ const char *tls_conn_error(struct tls_conn *t);
 /* Sends close_notify (best effort, non-blocking). */
 void tls_conn_shutdown(struct tls_conn *t);
 
+/* ---- the auth process, seen from a worker ---------------------------- */
+
+struct authd_msg;
+struct authd_field;
+struct authc;
+
+/* A reply, or NULL when the auth process could not answer (not running,
+ * connection lost, timeout): the caller treats that as a temporary failure. */
+typedef void (*authc_cb)(void *arg, const struct authd_msg *reply);
+
+/* Client of the auth process at the abstract socket named by tag; connects
+ * lazily and again after a loss. */
+struct authc *authc_new(struct event_base *base, const char *tag, unsigned timeout_s);
+void authc_free(struct authc *a);
+/* Sends a request; cb runs once, later, from the event loop.  Returns the
+ * request id (never 0). */
+uint32_t authc_request(struct authc *a, uint8_t type, size_t n, const struct authd_field *f,
+		       authc_cb cb, void *arg);
+/* Forgets a pending request (its session is gone): cb will not run. */
+void authc_cancel(struct authc *a, uint32_t id);
+
 /* ---- connections ----------------------------------------------------- */
 
 /* What a worker knows about one listening port. */
@@ -89,6 +110,7 @@ struct net_server {
 	struct event *commit_ev;
 	struct event *stop_timer;
 	struct buf rbuf;              /* read buffer reused by every session */
+	struct authc *authc;          /* NULL when no auth process runs */
 	void (*on_empty)(struct net_server *srv); /* called when stopping and n_conns hits 0 */
 };
 

@@ -14,6 +14,7 @@ struct tls_ctx {
 
 struct tls_conn {
 	SSL *ssl;
+	bool fatal; /* SSL_ERROR_SSL/SYSCALL seen: no SSL_shutdown allowed */
 	char err[256];
 };
 
@@ -50,8 +51,12 @@ int tls_ctx_new(const struct conf *c, const struct conf_listener *l, struct tls_
 	/* Our policy replaces the system-wide defaults (openssl.cnf), so that the
 	 * MX port can stay compatible with old MTAs while submission is strict. */
 	SSL_CTX_set_min_proto_version(ctx, l->tls_min_version);
+	/* IGNORE_UNEXPECTED_EOF: many MTAs close without close_notify; SMTP
+	 * frames its own data (the final "."), so truncation cannot go unseen,
+	 * and such a close is an EOF, not an error to log. */
 	SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION |
-				 SSL_OP_CIPHER_SERVER_PREFERENCE | SSL_OP_NO_TICKET);
+				 SSL_OP_CIPHER_SERVER_PREFERENCE | SSL_OP_NO_TICKET |
+				 SSL_OP_IGNORE_UNEXPECTED_EOF);
 	SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE |
 			      SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER | SSL_MODE_RELEASE_BUFFERS);
 	SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
@@ -130,6 +135,7 @@ static enum tls_io map(struct tls_conn *t, int r)
 	case SSL_ERROR_ZERO_RETURN:
 		return TLS_IO_EOF;
 	case SSL_ERROR_SYSCALL:
+		t->fatal = true;
 		if (ERR_peek_error() == 0) {
 			snprintf(t->err, sizeof(t->err), "connection closed");
 			return TLS_IO_EOF;
@@ -137,6 +143,7 @@ static enum tls_io map(struct tls_conn *t, int r)
 		ossl_err(t->err, sizeof(t->err));
 		return TLS_IO_ERROR;
 	default:
+		t->fatal = true;
 		ossl_err(t->err, sizeof(t->err));
 		return TLS_IO_ERROR;
 	}
@@ -193,6 +200,10 @@ const char *tls_conn_error(struct tls_conn *t)
 
 void tls_conn_shutdown(struct tls_conn *t)
 {
+	/* After a fatal error OpenSSL forbids SSL_shutdown (it could send
+	 * on a broken connection state). */
+	if (!t || t->fatal)
+		return;
 	ERR_clear_error();
 	(void)SSL_shutdown(t->ssl);
 	ERR_clear_error();

@@ -35,6 +35,15 @@ static bool dns_name_ok(const char *s)
 	return true;
 }
 
+/* A user name inside the comment: printable ASCII that cannot end the
+ * comment or escape from it, of a sane length. */
+static bool comment_safe(const char *s)
+{
+	if (!header_safe(s, false) || strlen(s) > 256)
+		return false;
+	return strpbrk(s, "()\\") == NULL;
+}
+
 static const char *received_proto(const struct smtp_envelope *env, char *tmp, size_t n)
 {
 	bool tls = env->tls_version != NULL;
@@ -53,13 +62,20 @@ void smtp_received_header(struct buf *out, const struct smtp_policy *p,
 	char proto[16];
 	const char *helo = header_safe(env->helo, false) ? env->helo : "unknown";
 	const char *ip = header_safe(c->ip, false) ? c->ip : "unknown";
-	buf_printf(out, "Received: from %s (", helo);
-	if (dns_name_ok(c->rdns))
-		buf_printf(out, "%s ", c->rdns);
-	buf_printf(out, "[%s])\r\n", ip);
+	/* A submission server may keep its users' addresses private. */
+	if (p->role == SMTP_ROLE_SUBMISSION && p->hide_client_ip) {
+		buf_printf(out, "Received: from %s\r\n", helo);
+	} else {
+		buf_printf(out, "Received: from %s (", helo);
+		if (dns_name_ok(c->rdns))
+			buf_printf(out, "%s ", c->rdns);
+		buf_printf(out, "[%s])\r\n", ip);
+	}
 	buf_printf(out, "\tby %s (sluice) with %s\r\n", p->hostname,
 		   received_proto(env, proto, sizeof(proto)));
 	buf_printf(out, "\t(role=%s", smtp_role_name(p->role));
+	if (env->auth_user && comment_safe(env->auth_user))
+		buf_printf(out, " auth=%s", env->auth_user);
 	if (env->tls_version && header_safe(env->tls_version, false))
 		buf_printf(out, " tls=%s", env->tls_version);
 	if (env->tls_version && header_safe(env->tls_cipher, false))

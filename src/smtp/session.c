@@ -30,8 +30,13 @@ enum sess_state {
 	ST_BDAT_SKIP,     /* refused BDAT: consume its bytes, then reply */
 	ST_WAIT_COMMIT,
 	ST_WAIT_TLS,
+	ST_AUTH,          /* after "334": the next line is a SASL response */
+	ST_WAIT_AUTHD,    /* after SMTP_ACT_AUTH_REQUEST */
+	ST_WAIT_LOOKUP,   /* after SMTP_ACT_LOOKUP */
 	ST_CLOSED,
 };
+
+enum pend_kind { PEND_NONE = 0, PEND_SENDER, PEND_RCPT };
 
 enum body_bad { BAD_NONE = 0, BAD_BARE, BAD_LINE, BAD_HEADER, BAD_SIZE };
 
@@ -42,13 +47,19 @@ enum data_state {
 	D_CR,     /* after a CR that was kept */
 	D_DOT,    /* after a leading dot (removed) */
 	D_DOTCR,  /* after a leading dot and a CR (held back) */
+	D_HCR,    /* a CR at the start of a header line, held back: the header
+		   * block may end here, and added headers go before it */
 };
+
+/* A header line is matched against the field names looked for using this
+ * many of its first bytes ("Message-ID" and a few spaces before ':'). */
+#define SMTP_HDR_MATCH 16
 
 enum skip_why { SKIP_TLS, SKIP_NO_HELO, SKIP_NO_MAIL, SKIP_NO_RCPT };
 
 struct sess_act {
 	struct smtp_action a;
-	size_t cmd_off;   /* LOG_REFUSED: offsets into logb, resolved on read */
+	size_t cmd_off;   /* LOG_REFUSED, LOG_AUTH: offsets into logb, resolved on read */
 	size_t reply_off;
 };
 
@@ -87,6 +98,25 @@ struct smtp_session {
 	bool in_header;
 	bool shutdown_pending;
 	bool closing;
+	/* Authentication. */
+	struct sasl *sasl;       /* exchange in progress */
+	struct sasl *sasl_old;   /* ended exchange an action of this event call points to */
+	bool sasl_ref;           /* an AUTH_REQUEST of this event call points into sasl */
+	char *auth_user;         /* owned; env.auth_user points here */
+	char *auth_try;          /* identity given in the exchange, for the log */
+	struct buf auth_cmd;     /* "AUTH <mech>": what refusals of AUTH log */
+	struct buf chal;
+	/* A MAIL or RCPT waiting for the answer to SMTP_ACT_LOOKUP. */
+	uint8_t pend;
+	char *pend_addr;
+	char *pend_orcpt;
+	unsigned pend_notify;
+	struct buf pend_cmd;
+	/* Missing header detection (submission). */
+	bool track_hdrs;
+	bool seen_date;
+	bool seen_msgid;
+	char hm[SMTP_HDR_MATCH];
 };
 
 /* ---- output and actions ---------------------------------------------- */
@@ -129,10 +159,13 @@ static void reply(struct smtp_session *s, const char *fmt, ...)
 		force_close(s);
 }
 
+static void auth_end(struct smtp_session *s);
+
 static void set_closing(struct smtp_session *s)
 {
 	if (s->closing)
 		return;
+	auth_end(s);
 	s->closing = true;
 	s->state = ST_CLOSED;
 	push_act(s, SMTP_ACT_CLOSE, NULL, 0);
@@ -309,9 +342,11 @@ static size_t room(uint64_t used, uint64_t max)
  * Keeps len message bytes (text: line content, counted against the line
  * limit).  When a limit is crossed, exactly the bytes up to it are written,
  * so that what is handed out never depends on how the input was split.
+ * in_place: src is in the input buffer at or after the write position;
+ * otherwise it is constant storage handed out as its own view.
  */
-static void keep(struct smtp_session *s, struct scan *c, const uint8_t *src, size_t len,
-		 bool text)
+static void keep_bytes(struct smtp_session *s, struct scan *c, const uint8_t *src, size_t len,
+		       bool text, bool in_place)
 {
 	if (len == 0)
 		return;
@@ -337,15 +372,24 @@ static void keep(struct smtp_session *s, struct scan *c, const uint8_t *src, siz
 			why = BAD_SIZE;
 		}
 	}
+	if (text && s->in_header && s->track_hdrs && s->line_len < SMTP_HDR_MATCH) {
+		size_t k = SMTP_HDR_MATCH - s->line_len;
+		memcpy(s->hm + s->line_len, src, len < k ? len : k);
+	}
 	if (text)
 		s->line_len += len;
 	if (s->in_header)
 		s->hdr_bytes += len;
 	s->env.size += len;
 	if (s->bad == BAD_NONE && s->body_open && ok > 0) {
-		if (c->w != src)
-			memmove(c->w, src, ok);
-		c->w += ok;
+		if (in_place) {
+			if (c->w != src)
+				memmove(c->w, src, ok);
+			c->w += ok;
+		} else {
+			scan_flush(s, c);
+			push_act(s, SMTP_ACT_BODY_DATA, src, ok);
+		}
 	}
 	if (why != BAD_NONE)
 		mark_bad(s, why);
@@ -357,12 +401,60 @@ static void keep(struct smtp_session *s, struct scan *c, const uint8_t *src, siz
 	}
 }
 
+static void keep(struct smtp_session *s, struct scan *c, const uint8_t *src, size_t len,
+		 bool text)
+{
+	keep_bytes(s, c, src, len, text, true);
+}
+
+/* True if the line starts with the field name (any case), optional
+ * white space (obsolete syntax) and ':'. */
+static bool hdr_is(const char *p, size_t n, const char *name)
+{
+	size_t k = strlen(name);
+	if (n < k + 1 || !str_has_prefix_nocase(p, n, name))
+		return false;
+	while (k < n && (p[k] == ' ' || p[k] == '\t'))
+		k++;
+	return k < n && p[k] == ':';
+}
+
 static void line_end(struct smtp_session *s)
 {
+	if (s->in_header && s->track_hdrs && s->line_len > 0) {
+		size_t n = s->line_len < SMTP_HDR_MATCH ? s->line_len : SMTP_HDR_MATCH;
+		if (hdr_is(s->hm, n, "date"))
+			s->seen_date = true;
+		else if (hdr_is(s->hm, n, "message-id"))
+			s->seen_msgid = true;
+	}
 	if (s->line_len == 0)
 		s->in_header = false;
 	s->line_len = 0;
 	s->dstate = D_BOL;
+}
+
+/* Asks the caller to write the header fields RFC 6409 §8.1 and §8.3 let a
+ * submission server add, here: at the end of the header block. */
+static void add_headers(struct smtp_session *s)
+{
+	unsigned bits = (s->seen_date ? 0u : SMTP_ADD_DATE) |
+			(s->seen_msgid ? 0u : SMTP_ADD_MESSAGE_ID);
+	s->track_hdrs = false;
+	if (!bits || s->bad != BAD_NONE || !s->body_open)
+		return;
+	push_act(s, SMTP_ACT_ADD_HEADERS, NULL, 0);
+	s->acts[s->n_acts - 1].a.add_headers = bits;
+}
+
+/* The empty line that ends the header block: what came before is handed
+ * out, the added fields come next, then the empty line itself. */
+static void hdr_block_end(struct smtp_session *s, struct scan *c)
+{
+	scan_flush(s, c);
+	add_headers(s);
+	keep_bytes(s, c, (const uint8_t *)"\r\n", 2, false, false);
+	line_end(s);
 }
 
 /*
@@ -378,7 +470,10 @@ static size_t scan(struct smtp_session *s, uint8_t *p, size_t n, bool dot, bool 
 	while (r < e) {
 		switch (s->dstate) {
 		case D_BOL:
-			if (dot && *r == '.') {
+			if (s->track_hdrs && s->in_header && *r == '\r') {
+				r++;
+				s->dstate = D_HCR;
+			} else if (dot && *r == '.') {
 				r++;
 				s->dstate = D_DOT;
 			} else {
@@ -401,6 +496,17 @@ static size_t scan(struct smtp_session *s, uint8_t *p, size_t n, bool dot, bool 
 			}
 			mark_bad(s, BAD_BARE);
 			s->dstate = D_MID;
+			continue;
+		case D_HCR:
+			if (*r == '\n') {
+				r++;
+				hdr_block_end(s, &c);
+			} else {
+				/* A bare CR: the message is refused, the CR only counts. */
+				mark_bad(s, BAD_BARE);
+				keep_bytes(s, &c, (const uint8_t *)"\r", 1, false, false);
+				s->dstate = D_MID;
+			}
 			continue;
 		case D_CR:
 			if (*r == '\n') {
@@ -457,6 +563,9 @@ static void body_start(struct smtp_session *s)
 	s->bad = BAD_NONE;
 	s->abort_sent = false;
 	s->body_open = true;
+	s->track_hdrs = s->pol->role == SMTP_ROLE_SUBMISSION && s->pol->add_missing_headers;
+	s->seen_date = false;
+	s->seen_msgid = false;
 	push_act(s, SMTP_ACT_BODY_BEGIN, NULL, 0);
 }
 
@@ -503,10 +612,13 @@ static bool step_data(struct smtp_session *s)
 	buf_consume(&s->in, used);
 	if (!ended)
 		return false;
-	if (s->bad != BAD_NONE)
+	if (s->bad != BAD_NONE) {
 		body_refuse(s, "DATA");
-	else
-		body_commit(s);
+		return true;
+	}
+	if (s->track_hdrs && s->in_header)
+		add_headers(s); /* no empty line: the whole message was header */
+	body_commit(s);
 	return true;
 }
 
@@ -525,11 +637,15 @@ static bool step_bdat(struct smtp_session *s)
 		if (s->bdat_left > 0)
 			return false;
 	}
-	if (s->bdat_last && s->dstate == D_CR)
+	if (s->bdat_last && (s->dstate == D_CR || s->dstate == D_HCR))
 		mark_bad(s, BAD_BARE); /* a CR that no LF will ever follow */
 	if (s->bad != BAD_NONE) {
 		body_refuse(s, "BDAT");
 	} else if (s->bdat_last) {
+		/* Added fields need a line boundary; a message ending inside a
+		 * header line gets none. */
+		if (s->track_hdrs && s->in_header && s->dstate == D_BOL)
+			add_headers(s);
 		body_commit(s);
 	} else {
 		s->state = ST_CMD;
@@ -567,6 +683,308 @@ static bool step_bdat_skip(struct smtp_session *s)
 		refuse(s, "BDAT", 4, "554 5.5.1 No valid recipients");
 		break;
 	}
+	return true;
+}
+
+/* ---- authentication (RFC 4954) and directory lookups ----------------- */
+
+#define SMTP_AUTH_MECHS (SASL_MECH_PLAIN | SASL_MECH_LOGIN | SASL_MECH_SCRAM_SHA_256)
+/* A user name copied into a log line or a reply is cut here. */
+#define SMTP_USER_MAX 256
+
+/* SCRAM needs a fresh nonce from the caller: without a source of one the
+ * mechanism is not offered at all. */
+static unsigned offered_mechs(const struct smtp_session *s)
+{
+	unsigned m = s->pol->auth_mechs & SMTP_AUTH_MECHS;
+	if (!s->cli->make_nonce)
+		m &= ~(unsigned)SASL_MECH_SCRAM_SHA_256;
+	return m;
+}
+
+/* A SASL mechanism name (RFC 4422 §3.1): 1 to 20 of A-Z 0-9 - _. */
+static bool mech_token_ok(const char *p, size_t n)
+{
+	if (n == 0 || n > 20)
+		return false;
+	for (size_t i = 0; i < n; i++) {
+		unsigned char ch = (unsigned char)p[i];
+		if (!((ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') ||
+		      (ch >= '0' && ch <= '9') || ch == '-' || ch == '_'))
+			return false;
+	}
+	return true;
+}
+
+/*
+ * What refusals of this AUTH log as the command: "AUTH" and the mechanism
+ * name, never the rest of the line (an initial response carries
+ * credentials) nor anything that does not look like a mechanism name.
+ */
+static void auth_cmd_set(struct smtp_session *s, const char *arg, size_t n)
+{
+	size_t ml = 0;
+	while (ml < n && arg[ml] != ' ')
+		ml++;
+	buf_reset(&s->auth_cmd);
+	buf_puts(&s->auth_cmd, "AUTH");
+	if (mech_token_ok(arg, ml)) {
+		buf_puts(&s->auth_cmd, " ");
+		size_t at = buf_len(&s->auth_cmd);
+		if (buf_append(&s->auth_cmd, arg, ml) == 0) {
+			char *w = (char *)s->auth_cmd.data + s->auth_cmd.off + at;
+			for (size_t i = 0; i < ml; i++)
+				if (w[i] >= 'a' && w[i] <= 'z')
+					w[i] = (char)(w[i] - 'a' + 'A');
+		}
+	}
+}
+
+static void refuse_auth(struct smtp_session *s, const char *msg)
+{
+	refuse(s, buf_ptr(&s->auth_cmd), buf_len(&s->auth_cmd), "%s", msg);
+}
+
+/* The outcome of an exchange for the log; user is never the secret. */
+static void log_auth(struct smtp_session *s, const char *what, const char *user)
+{
+	size_t off = buf_len(&s->logb);
+	size_t n = user ? strnlen(user, SMTP_USER_MAX) : 0;
+	if (n && buf_append(&s->logb, user, n) < 0)
+		n = 0;
+	push_act(s, SMTP_ACT_LOG_AUTH, NULL, n);
+	struct sess_act *a = &s->acts[s->n_acts - 1];
+	a->cmd_off = off;
+	a->a.reply = what;
+	a->a.reply_len = strlen(what);
+}
+
+/* Ends the exchange in progress.  An AUTH_REQUEST handed out in this event
+ * call still points into the sasl object: it then lives until the next. */
+static void auth_end(struct smtp_session *s)
+{
+	if (s->sasl) {
+		if (s->sasl_ref) {
+			sasl_free(s->sasl_old);
+			s->sasl_old = s->sasl;
+		} else {
+			sasl_free(s->sasl);
+		}
+		s->sasl = NULL;
+	}
+	free(s->auth_try);
+	s->auth_try = NULL;
+}
+
+static void auth_forget(struct smtp_session *s)
+{
+	auth_end(s);
+	free(s->auth_user);
+	s->auth_user = NULL;
+	s->env.auth_user = NULL;
+}
+
+/* Failures all count as errors (errors_max), which bounds the guesses one
+ * connection can make. */
+static void auth_fail(struct smtp_session *s, const char *what, const char *msg)
+{
+	s->state = ST_CMD;
+	log_auth(s, what, s->auth_try);
+	auth_end(s);
+	refuse_auth(s, msg);
+}
+
+/* Acts on what the mechanism said after a client line or an answer. */
+static void auth_status(struct smtp_session *s, enum sasl_status st)
+{
+	switch (st) {
+	case SASL_CHALLENGE:
+		s->state = ST_AUTH;
+		reply(s, "334 %.*s", (int)buf_len(&s->chal), (const char *)buf_ptr(&s->chal));
+		return;
+	case SASL_NEED_AUTHD: {
+		const struct sasl_request *rq = sasl_request(s->sasl);
+		if (!rq) {
+			auth_fail(s, "tempfail", "454 4.7.0 Temporary authentication failure");
+			return;
+		}
+		free(s->auth_try);
+		s->auth_try = rq->user ? str_ndup(rq->user, strnlen(rq->user, SMTP_USER_MAX)) : NULL;
+		push_act(s, SMTP_ACT_AUTH_REQUEST, NULL, 0);
+		s->acts[s->n_acts - 1].a.sasl_req = rq;
+		s->sasl_ref = true;
+		s->state = ST_WAIT_AUTHD;
+		return;
+	}
+	case SASL_SUCCESS: {
+		const char *u = sasl_user(s->sasl);
+		if (!u || !*u)
+			u = s->auth_try;
+		if (!u || !*u) {
+			auth_fail(s, "tempfail", "454 4.7.0 Temporary authentication failure");
+			return;
+		}
+		s->auth_user = str_dup(u);
+		s->env.auth_user = s->auth_user;
+		s->state = ST_CMD;
+		log_auth(s, "ok", s->auth_user);
+		auth_end(s);
+		reply(s, "235 2.7.0 Authentication successful");
+		return;
+	}
+	case SASL_FAILED:
+		auth_fail(s, "failed", "535 5.7.8 Authentication credentials invalid");
+		return;
+	case SASL_CANCELLED:
+		auth_fail(s, "cancelled", "501 5.0.0 Authentication cancelled");
+		return;
+	case SASL_TEMPFAIL:
+		auth_fail(s, "tempfail", "454 4.7.0 Temporary authentication failure");
+		return;
+	case SASL_BLOCKED:
+		auth_fail(s, "blocked", "454 4.7.0 Too many authentication failures; try again later");
+		return;
+	default:
+		auth_fail(s, "syntax", "501 5.5.2 Invalid authentication data");
+		return;
+	}
+}
+
+static void cmd_auth(struct smtp_session *s, const struct smtp_cmd *c)
+{
+	const char *p = c->arg;
+	size_t n = c->arg_len;
+	auth_cmd_set(s, p, n);
+	unsigned offered = offered_mechs(s);
+	if (!offered) {
+		refuse_auth(s, "502 5.5.1 AUTH not available");
+		return;
+	}
+	if (!s->in_tls) {
+		refuse_auth(s, "538 5.7.11 Encryption required for requested authentication "
+			       "mechanism");
+		return;
+	}
+	if (!s->helo_done || !s->env.esmtp) {
+		refuse_auth(s, "503 5.5.1 Send EHLO first");
+		return;
+	}
+	if (s->auth_user) {
+		refuse_auth(s, "503 5.5.1 Already authenticated");
+		return;
+	}
+	if (s->env.sender) {
+		refuse_auth(s, "503 5.5.1 AUTH not permitted during a mail transaction");
+		return;
+	}
+	size_t ml = 0;
+	while (ml < n && p[ml] != ' ')
+		ml++;
+	if (ml == 0) {
+		refuse_auth(s, "501 5.5.4 Syntax: AUTH mechanism [initial-response]");
+		return;
+	}
+	unsigned mech = sasl_mech_from_name(p, ml);
+	if (!mech || (mech & (mech - 1)) || !(mech & offered)) {
+		refuse_auth(s, "504 5.5.4 Unrecognized authentication mechanism");
+		return;
+	}
+	const char *ini = NULL;
+	size_t il = 0;
+	if (ml < n) {
+		ini = p + ml + 1;
+		il = n - ml - 1;
+		if (il == 0 || memchr(ini, ' ', il)) {
+			log_auth(s, "syntax", NULL);
+			refuse_auth(s, "501 5.5.2 Invalid authentication data");
+			return;
+		}
+	}
+	struct buf nonce;
+	buf_init(&nonce, 256);
+	if (mech == SASL_MECH_SCRAM_SHA_256)
+		s->cli->make_nonce(s->cli->nonce_ctx, &nonce);
+	const char *nz = buf_cstr(&nonce);
+	if (mech == SASL_MECH_SCRAM_SHA_256 && (!nz || !*nz)) {
+		buf_free(&nonce);
+		log_auth(s, "tempfail", NULL);
+		refuse_auth(s, "454 4.7.0 Temporary authentication failure");
+		return;
+	}
+	s->sasl = sasl_new(mech, nz ? nz : "", s->pol->line_max);
+	buf_free(&nonce);
+	if (!s->sasl) {
+		log_auth(s, "tempfail", NULL);
+		refuse_auth(s, "454 4.7.0 Temporary authentication failure");
+		return;
+	}
+	auth_status(s, sasl_start(s->sasl, ini, il, &s->chal));
+}
+
+/* One line of the SASL exchange: framed like a command, never executed. */
+static bool step_auth(struct smtp_session *s)
+{
+	size_t n = buf_len(&s->in);
+	if (n == 0)
+		return false;
+	uint8_t *p = s->in.data + s->in.off;
+	size_t max = s->pol->line_max;
+	uint8_t *lf = memchr(p, '\n', n);
+	if (!lf && n < max)
+		return false;
+	size_t ll = lf ? (size_t)(lf - p) + 1 : n;
+	buf_consume(&s->in, ll);
+	if (!lf || ll > max) {
+		s->state = lf ? ST_CMD : ST_DISCARD_LINE;
+		log_auth(s, "syntax", s->auth_try);
+		auth_end(s);
+		refuse_auth(s, "500 5.5.6 Authentication exchange line is too long");
+		return true;
+	}
+	if (ll < 2 || p[ll - 2] != '\r' || memchr(p, '\r', ll - 2)) {
+		auth_fail(s, "syntax", "501 5.5.2 Invalid authentication data");
+		return true;
+	}
+	auth_status(s, sasl_step(s->sasl, (const char *)p, ll - 2, &s->chal));
+	return true;
+}
+
+static void pend_clear(struct smtp_session *s)
+{
+	s->pend = PEND_NONE;
+	free(s->pend_addr);
+	s->pend_addr = NULL;
+	free(s->pend_orcpt);
+	s->pend_orcpt = NULL;
+	s->pend_notify = 0;
+	buf_reset(&s->pend_cmd);
+}
+
+/* Asks the directory about addr; the command's reply waits for the answer
+ * (and so do the commands pipelined after it). */
+static void start_lookup(struct smtp_session *s, enum pend_kind kind, const char *line,
+			 size_t len, const char *addr, size_t addr_len)
+{
+	pend_clear(s);
+	s->pend = (uint8_t)kind;
+	if (buf_append(&s->pend_cmd, line, len > SMTP_LOG_CMD_MAX ? SMTP_LOG_CMD_MAX : len) < 0)
+		buf_reset(&s->pend_cmd);
+	s->pend_addr = str_ndup(addr, addr_len);
+	push_act(s, SMTP_ACT_LOOKUP, (const uint8_t *)s->pend_addr, addr_len);
+	struct smtp_action *a = &s->acts[s->n_acts - 1].a;
+	a->lookup = kind == PEND_SENDER ? SMTP_LOOKUP_SENDER : SMTP_LOOKUP_RCPT;
+	a->user = s->auth_user;
+	s->state = ST_WAIT_LOOKUP;
+}
+
+/* Text from the directory is put in a reply only if it cannot break it. */
+static bool reply_safe(const char *u)
+{
+	if (!u || !*u || strlen(u) > SMTP_USER_MAX)
+		return false;
+	for (const unsigned char *q = (const unsigned char *)u; *q; q++)
+		if (*q < 0x21 || *q > 0x7e || *q == '<' || *q == '>')
+			return false;
 	return true;
 }
 
@@ -628,6 +1046,20 @@ static void cmd_helo(struct smtp_session *s, const char *line, size_t len,
 	reply(s, "250-ENHANCEDSTATUSCODES");
 	reply(s, "250-CHUNKING");
 	reply(s, "250-DSN");
+	/* Never before TLS: the mechanisms offered send secrets (RFC 8314). */
+	unsigned mechs = offered_mechs(s);
+	if (mechs && s->in_tls) {
+		static const unsigned order[] = { SASL_MECH_PLAIN, SASL_MECH_LOGIN,
+						  SASL_MECH_SCRAM_SHA_256 };
+		int r = buf_puts(&s->out, "250-AUTH");
+		for (size_t i = 0; i < sizeof(order) / sizeof(order[0]); i++) {
+			const char *name = sasl_mech_name(order[i]);
+			if ((mechs & order[i]) && name && r == 0)
+				r = buf_printf(&s->out, " %s", name);
+		}
+		if (r < 0 || buf_puts(&s->out, "\r\n") < 0)
+			force_close(s);
+	}
 	if (s->pol->tls_available && !s->in_tls)
 		reply(s, "250-STARTTLS");
 	reply(s, "250 HELP");
@@ -825,6 +1257,11 @@ static void cmd_mail(struct smtp_session *s, const char *line, size_t len,
 	s->env.ret = ret;
 	if (envid)
 		s->env.envid = str_ndup(envid->value, envid->value_len);
+	/* The null sender (bounces, auto-replies) is nobody's address. */
+	if (s->env.auth_user && s->pol->check_sender && !path.is_null) {
+		start_lookup(s, PEND_SENDER, line, len, path.mailbox, path.mailbox_len);
+		return;
+	}
 	reply(s, "250 2.1.0 Sender OK");
 }
 
@@ -884,6 +1321,20 @@ static bool relay_trick(const struct smtp_path *path)
 			return true;
 	}
 	return false;
+}
+
+/* Takes ownership of addr and orcpt. */
+static void add_rcpt(struct smtp_session *s, char *addr, char *orcpt, unsigned notify)
+{
+	if (s->env.n_rcpts == s->rcpt_cap) {
+		size_t ncap = s->rcpt_cap ? s->rcpt_cap * 2 : 4;
+		s->env.rcpts = xrealloc(s->env.rcpts, ncap * sizeof(*s->env.rcpts));
+		s->rcpt_cap = ncap;
+	}
+	struct smtp_rcpt *r = &s->env.rcpts[s->env.n_rcpts++];
+	r->addr = addr;
+	r->orcpt = orcpt;
+	r->notify = notify;
 }
 
 static void cmd_rcpt(struct smtp_session *s, const char *line, size_t len,
@@ -960,33 +1411,33 @@ static void cmd_rcpt(struct smtp_session *s, const char *line, size_t len,
 			return;
 		}
 	}
-	if (!s->env.auth_user) {
-		bool bare = path.domain == NULL;
-		if (bare && !str_eq_nocase(path.local, path.local_len, "postmaster")) {
-			refuse(s, line, len, "501 5.1.3 Invalid recipient address");
+	bool bare = path.domain == NULL;
+	if (bare && !str_eq_nocase(path.local, path.local_len, "postmaster")) {
+		refuse(s, line, len, "501 5.1.3 Invalid recipient address");
+		return;
+	}
+	bool local = !bare && smtp_domain_in_list(path.domain, path.domain_len,
+						  s->pol->local_domains, s->pol->n_local_domains);
+	/* An authenticated user relays anywhere, in any address form: the
+	 * address goes to the remote system unchanged. */
+	if (!s->env.auth_user && !bare) {
+		if (relay_trick(&path)) {
+			refuse(s, line, len, "550 5.7.1 Relaying denied: address form not accepted");
 			return;
 		}
-		if (!bare) {
-			if (relay_trick(&path)) {
-				refuse(s, line, len, "550 5.7.1 Relaying denied: address form not accepted");
-				return;
-			}
-			if (!smtp_domain_in_list(path.domain, path.domain_len, s->pol->local_domains,
-						 s->pol->n_local_domains)) {
-				refuse(s, line, len, "550 5.7.1 Relaying denied");
-				return;
-			}
+		if (!local) {
+			refuse(s, line, len, "550 5.7.1 Relaying denied");
+			return;
 		}
 	}
-	if (s->env.n_rcpts == s->rcpt_cap) {
-		size_t ncap = s->rcpt_cap ? s->rcpt_cap * 2 : 4;
-		s->env.rcpts = xrealloc(s->env.rcpts, ncap * sizeof(*s->env.rcpts));
-		s->rcpt_cap = ncap;
+	if (local && s->pol->check_rcpt_local) {
+		start_lookup(s, PEND_RCPT, line, len, path.mailbox, path.mailbox_len);
+		s->pend_orcpt = orcpt ? str_ndup(orcpt->value, orcpt->value_len) : NULL;
+		s->pend_notify = notify;
+		return;
 	}
-	struct smtp_rcpt *r = &s->env.rcpts[s->env.n_rcpts++];
-	r->addr = str_ndup(path.mailbox, path.mailbox_len);
-	r->orcpt = orcpt ? str_ndup(orcpt->value, orcpt->value_len) : NULL;
-	r->notify = notify;
+	add_rcpt(s, str_ndup(path.mailbox, path.mailbox_len),
+		 orcpt ? str_ndup(orcpt->value, orcpt->value_len) : NULL, notify);
 	reply(s, "250 2.1.5 Recipient OK");
 }
 
@@ -1100,7 +1551,8 @@ static void exec_cmd(struct smtp_session *s, const char *line, size_t len)
 			cmd_bdat(s, line, len, &c, true);
 			return;
 		case SMTP_CMD_AUTH:
-			refuse(s, line, 4, "530 5.7.0 Must issue a STARTTLS command first");
+			auth_cmd_set(s, c.arg, c.arg_len);
+			refuse_auth(s, "530 5.7.0 Must issue a STARTTLS command first");
 			return;
 		default:
 			refuse(s, line, len, "530 5.7.0 Must issue a STARTTLS command first");
@@ -1161,12 +1613,25 @@ static void exec_cmd(struct smtp_session *s, const char *line, size_t len)
 		break;
 	case SMTP_CMD_AUTH:
 		/* Never log AUTH arguments: they may carry credentials. */
-		refuse(s, line, 4, "502 5.5.1 AUTH not available");
+		cmd_auth(s, &c);
 		break;
 	default:
 		refuse(s, line, len, "500 5.5.1 Command unrecognized");
 		break;
 	}
+}
+
+/* A line refused before it was parsed: if it is an AUTH command, only
+ * "AUTH <mech>" is logged, as for every AUTH. */
+static void refuse_line(struct smtp_session *s, const uint8_t *p, size_t n, const char *msg)
+{
+	const char *l = (const char *)p;
+	if (str_has_prefix_nocase(l, n, "AUTH") && (n == 4 || l[4] == ' ')) {
+		auth_cmd_set(s, n > 5 ? l + 5 : "", n > 5 ? n - 5 : 0);
+		refuse_auth(s, msg);
+		return;
+	}
+	refuse(s, p, n, "%s", msg);
 }
 
 static bool step_cmd(struct smtp_session *s)
@@ -1182,17 +1647,17 @@ static bool step_cmd(struct smtp_session *s)
 			return false;
 		buf_consume(&s->in, n);
 		s->state = ST_DISCARD_LINE;
-		refuse(s, p, n, "500 5.5.2 Line too long");
+		refuse_line(s, p, n, "500 5.5.2 Line too long");
 		return true;
 	}
 	size_t ll = (size_t)(lf - p) + 1;
 	buf_consume(&s->in, ll); /* the bytes stay in place until the next event */
 	if (ll > max) {
-		refuse(s, p, ll - 1, "500 5.5.2 Line too long");
+		refuse_line(s, p, ll - 1, "500 5.5.2 Line too long");
 		return true;
 	}
 	if (ll < 2 || p[ll - 2] != '\r' || memchr(p, '\r', ll - 2)) {
-		refuse(s, p, ll - 1, "500 5.5.2 Syntax error: bare CR or LF in command");
+		refuse_line(s, p, ll - 1, "500 5.5.2 Syntax error: bare CR or LF in command");
 		return true;
 	}
 	exec_cmd(s, (const char *)p, ll - 2);
@@ -1247,6 +1712,11 @@ static void run(struct smtp_session *s)
 		case ST_DISCARD_LINE:
 			more = step_discard(s);
 			break;
+		case ST_AUTH:
+			if (buf_len(&s->out) > SMTP_OUT_HIGH_WATER)
+				return;
+			more = step_auth(s);
+			break;
 		case ST_CMD:
 			if (s->shutdown_pending && !body_in_progress(s)) {
 				shutdown_now(s);
@@ -1273,6 +1743,9 @@ static void event_begin(struct smtp_session *s)
 	s->next_act = 0;
 	s->env_ref = false;
 	free_retired(s);
+	sasl_free(s->sasl_old);
+	s->sasl_old = NULL;
+	s->sasl_ref = false;
 	buf_reset(&s->logb);
 	if (s->cap_acts > 64) {
 		free(s->acts);
@@ -1297,6 +1770,9 @@ struct smtp_session *smtp_session_new(const struct smtp_policy *policy,
 	buf_init(&s->in, policy->line_max + SMTP_IN_SLACK);
 	buf_init(&s->out, SMTP_OUT_HIGH_WATER + 2 * policy->line_max + 16384);
 	buf_init(&s->logb, SMTP_LOG_MAX);
+	buf_init(&s->auth_cmd, 64);
+	buf_init(&s->chal, 2 * policy->line_max + 4096);
+	buf_init(&s->pend_cmd, SMTP_LOG_CMD_MAX);
 	s->state = ST_CMD;
 	return s;
 }
@@ -1309,6 +1785,13 @@ void smtp_session_free(struct smtp_session *s)
 	reset_tx(s);
 	forget_helo(s);
 	free_retired(s);
+	s->sasl_ref = false;
+	auth_forget(s);
+	sasl_free(s->sasl_old);
+	pend_clear(s);
+	buf_free(&s->auth_cmd);
+	buf_free(&s->chal);
+	buf_free(&s->pend_cmd);
 	buf_free(&s->in);
 	buf_free(&s->out);
 	buf_free(&s->logb);
@@ -1343,7 +1826,8 @@ void smtp_session_feed(struct smtp_session *s, const uint8_t *data, size_t len)
 
 bool smtp_session_wants_input(const struct smtp_session *s)
 {
-	if (s->closing || s->state == ST_WAIT_COMMIT || s->state == ST_WAIT_TLS)
+	if (s->closing || s->state == ST_WAIT_COMMIT || s->state == ST_WAIT_TLS ||
+	    s->state == ST_WAIT_AUTHD || s->state == ST_WAIT_LOOKUP)
 		return false;
 	return buf_len(&s->out) <= SMTP_OUT_HIGH_WATER;
 }
@@ -1356,6 +1840,8 @@ void smtp_session_tls_started(struct smtp_session *s, const char *version, const
 	/* RFC 3207 §4.2: forget everything learned before TLS. */
 	reset_tx(s);
 	forget_helo(s);
+	auth_forget(s);
+	pend_clear(s); /* a question still open is answered into the void */
 	buf_reset(&s->in);
 	s->in_tls = true;
 	s->env.tls_version = version;
@@ -1374,6 +1860,54 @@ void smtp_session_commit_done(struct smtp_session *s, bool ok, const char *queue
 		reply(s, "451 4.3.0 Local error in processing; try again later");
 	reset_tx(s);
 	s->state = ST_CMD;
+	run(s);
+}
+
+void smtp_session_auth_answer(struct smtp_session *s, const struct sasl_answer *a)
+{
+	event_begin(s);
+	if (s->closing || s->state != ST_WAIT_AUTHD || !s->sasl || !a)
+		return;
+	auth_status(s, sasl_answer(s->sasl, a, &s->chal));
+	run(s);
+}
+
+void smtp_session_lookup_answer(struct smtp_session *s, enum auth_result r)
+{
+	event_begin(s);
+	if (s->closing || s->state != ST_WAIT_LOOKUP)
+		return;
+	s->state = ST_CMD;
+	const char *cmd = (const char *)buf_ptr(&s->pend_cmd);
+	size_t cl = buf_len(&s->pend_cmd);
+	if (s->pend == PEND_SENDER) {
+		if (r == AUTH_OK) {
+			reply(s, "250 2.1.0 Sender OK");
+		} else {
+			reset_tx(s);
+			if (r != AUTH_FAIL)
+				refuse(s, cmd, cl, "451 4.3.0 Temporary lookup failure");
+			else if (reply_safe(s->auth_user))
+				refuse(s, cmd, cl, "553 5.7.1 Sender address not owned by authenticated "
+					 "user <%s>", s->auth_user);
+			else
+				refuse(s, cmd, cl, "553 5.7.1 Sender address not owned by authenticated "
+					 "user");
+		}
+	} else if (s->pend == PEND_RCPT) {
+		if (r == AUTH_OK) {
+			add_rcpt(s, s->pend_addr, s->pend_orcpt, s->pend_notify);
+			s->pend_addr = NULL;
+			s->pend_orcpt = NULL;
+			reply(s, "250 2.1.5 Recipient OK");
+		} else if (r == AUTH_FAIL) {
+			refuse(s, cmd, cl, "550 5.1.1 <%s>: Recipient address rejected: User unknown",
+			       s->pend_addr);
+		} else {
+			refuse(s, cmd, cl, "451 4.3.0 Temporary lookup failure");
+		}
+	}
+	pend_clear(s);
 	run(s);
 }
 
@@ -1403,6 +1937,7 @@ void smtp_session_eof(struct smtp_session *s)
 {
 	event_begin(s);
 	body_abort(s);
+	auth_end(s);
 	s->closing = true;
 	s->state = ST_CLOSED;
 }
@@ -1428,6 +1963,8 @@ const struct smtp_action *smtp_session_next_action(struct smtp_session *s)
 		const uint8_t *base = buf_ptr(&s->logb);
 		s->cur.data = base + a->cmd_off;
 		s->cur.reply = (const char *)base + a->reply_off;
+	} else if (a->a.type == SMTP_ACT_LOG_AUTH) {
+		s->cur.data = buf_ptr(&s->logb) + a->cmd_off;
 	}
 	return &s->cur;
 }

@@ -19,6 +19,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "../auth/auth.h"
 #include "../util/util.h"
 
 /* ---- addresses (RFC 5321 §4.1.2, RFC 6531) --------------------------- */
@@ -136,6 +137,12 @@ struct smtp_policy {
 	size_t errors_max;              /* then 421 and close */
 	size_t data_line_max;           /* message line, excluding CRLF */
 	size_t header_max;              /* whole header block, bytes */
+	/* Authentication and submission policy. */
+	unsigned auth_mechs;            /* SASL_MECH_* offered, only inside TLS; 0 = no AUTH */
+	bool check_rcpt_local;          /* local-domain RCPT asks SMTP_ACT_LOOKUP (550 5.1.1) */
+	bool check_sender;              /* authenticated MAIL asks SMTP_ACT_LOOKUP (553 5.7.1) */
+	bool add_missing_headers;       /* Message-ID and Date when missing (RFC 6409 §8) */
+	bool hide_client_ip;            /* Received: without the client's address */
 };
 
 /* Who is on the other end; strings are borrowed for the session's life. */
@@ -144,6 +151,10 @@ struct smtp_client {
 	const char *ip;          /* textual client address */
 	const char *rdns;        /* may be NULL */
 	uint16_t local_port;
+	/* Fills out with a fresh SCRAM server nonce (printable, no ','):
+	 * randomness comes from the caller, never from this module. */
+	void (*make_nonce)(void *ctx, struct buf *out);
+	void *nonce_ctx;
 };
 
 struct smtp_rcpt {
@@ -183,7 +194,16 @@ enum smtp_action_type {
 	SMTP_ACT_COMMIT,      /* make it durable, then call smtp_session_commit_done */
 	SMTP_ACT_LOG_REFUSED, /* a command was refused: log cmd and reply */
 	SMTP_ACT_CLOSE,       /* flush output, then close the connection */
+	SMTP_ACT_AUTH_REQUEST,/* ask the auth process *sasl_req; answer with smtp_session_auth_answer */
+	SMTP_ACT_LOOKUP,      /* directory question (lookup, data = address, user); answer
+			       * with smtp_session_lookup_answer */
+	SMTP_ACT_LOG_AUTH,    /* AUTH outcome: reply = "ok"/"failed"/..., data = user, len */
+	SMTP_ACT_ADD_HEADERS, /* write the missing headers named by add_headers (Date,
+			       * Message-ID) into the body now (end of the header block) */
 };
+
+enum smtp_lookup_kind { SMTP_LOOKUP_RCPT = 1, SMTP_LOOKUP_SENDER = 2 };
+enum { SMTP_ADD_DATE = 1, SMTP_ADD_MESSAGE_ID = 2 };
 
 struct smtp_action {
 	enum smtp_action_type type;
@@ -192,6 +212,10 @@ struct smtp_action {
 	const char *reply;     /* LOG_REFUSED: the reply line (no CRLF) */
 	size_t reply_len;
 	const struct smtp_envelope *env; /* BODY_BEGIN, COMMIT */
+	const struct sasl_request *sasl_req; /* AUTH_REQUEST */
+	enum smtp_lookup_kind lookup;    /* LOOKUP */
+	const char *user;                /* LOOKUP (SENDER): authenticated user */
+	unsigned add_headers;            /* ADD_HEADERS: SMTP_ADD_* bits */
 };
 
 struct smtp_session;
@@ -220,6 +244,13 @@ void smtp_session_tls_started(struct smtp_session *s, const char *version, const
 
 /* Result of SMTP_ACT_COMMIT: ok with the queue id, or a temporary failure. */
 void smtp_session_commit_done(struct smtp_session *s, bool ok, const char *queue_id);
+
+/* The auth process's answer to SMTP_ACT_AUTH_REQUEST (views borrowed for
+ * the call). */
+void smtp_session_auth_answer(struct smtp_session *s, const struct sasl_answer *a);
+/* The answer to SMTP_ACT_LOOKUP: AUTH_OK (local recipient / sender owned),
+ * AUTH_FAIL (unknown / not owned), AUTH_TEMPFAIL (451 4.3.0 / 451 4.3.0). */
+void smtp_session_lookup_answer(struct smtp_session *s, enum auth_result r);
 
 /* Events that end the session. */
 void smtp_session_timeout(struct smtp_session *s);   /* idle too long: 421 4.4.2 */

@@ -126,6 +126,19 @@ int fs_write_all(int fd, const void *p, size_t n);
 /* Reads a whole (small) file into out, at most max bytes. */
 int fs_read_file(const char *path, struct buf *out, struct err *e);
 
+/* ---- base64 (RFC 4648, strict) -------------------------------------- */
+
+/* Appends the encoding of p[0..n) to out. */
+int b64_encode(const void *p, size_t n, struct buf *out);
+/* Decodes p[0..n) into out; -1 on any character outside the alphabet,
+ * wrong padding, or non-canonical trailing bits. */
+int b64_decode(const char *p, size_t n, struct buf *out);
+
+/* ---- randomness ------------------------------------------------------ */
+
+/* Fills p with n bytes from the kernel (getrandom); -1 on failure. */
+int rand_bytes(void *p, size_t n);
+
 /* ---- time ------------------------------------------------------------ */
 
 int64_t time_now_us(void);      /* wall clock, microseconds since the epoch */

@@ -63,6 +63,32 @@ static void check(const struct conf *c, bool tls_all)
 	    c->message_line_max < 78 || c->message_size_limit < 1024 ||
 	    c->smtp_receive_timeout < 1 || c->smtp_workers > 256)
 		abort();
+	/* Authentication settings the auth process and workers rely on. */
+	if (!c->auth_backend || (strcmp(c->auth_backend, "none") != 0 &&
+				 strcmp(c->auth_backend, "passwd-file") != 0 &&
+				 strcmp(c->auth_backend, "sqlite") != 0 &&
+				 strcmp(c->auth_backend, "dovecot") != 0))
+		abort();
+	const char *const paths[] = { c->auth_passwd_file, c->auth_sqlite_database,
+				      c->auth_dovecot_socket };
+	for (size_t i = 0; i < sizeof(paths) / sizeof(paths[0]); i++)
+		if (!paths[i] || paths[i][0] != '/')
+			abort();
+	const char *const optional[] = { c->aliases_file, c->virtual_alias_file,
+					 c->submission_senders_file };
+	for (size_t i = 0; i < sizeof(optional) / sizeof(optional[0]); i++)
+		if (optional[i] && optional[i][0] != '/')
+			abort();
+	if (c->auth_mechanisms == 0 || (c->auth_mechanisms & ~7u) != 0)
+		abort();
+	if (c->auth_fail_delay_after < 1 ||
+	    c->auth_fail_block_after <= c->auth_fail_delay_after ||
+	    c->auth_fail_window < 1 || c->auth_fail_block_time < 1 ||
+	    c->auth_fail_max_delay > 60000)
+		abort();
+	for (size_t i = 0; i < c->n_listeners; i++)
+		if (c->listeners[i].role == CONF_ROLE_SUBMISSION && !c->listeners[i].auth)
+			abort();
 	for (size_t i = 0; i < c->n_warnings; i++)
 		if (!c->warnings[i])
 			abort();
@@ -106,6 +132,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		FILE *f = fopen("/dev/null", "w");
 		if (f) {
 			if (conf_print(f, c, NULL) != 0 || conf_print(f, c, "user") != 0 ||
+			    conf_print(f, c, "auth_mechanisms") != 0 ||
 			    conf_print(f, c, "no_such_option") != -1)
 				abort();
 			fclose(f);

@@ -86,7 +86,7 @@ static void fd_feed(struct smtp_session *s, struct fd_run *r, const struct smtp_
 static void fd_run_input(const struct smtp_policy *p, const uint8_t *in, size_t n,
 			 const size_t *cuts, size_t ncuts, struct fd_run *r)
 {
-	struct smtp_client c = { "F", "192.0.2.1", NULL, 25 };
+	struct smtp_client c = { .session_id = "F", .ip = "192.0.2.1", .local_port = 25 };
 	struct smtp_session *s = smtp_session_new(p, &c);
 	buf_init(&r->out, 1 << 24);
 	buf_init(&r->acts, 1 << 24);

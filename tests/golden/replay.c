@@ -9,10 +9,20 @@
  *   set KEY VALUE    policy, before the first event: role (mx|submission),
  *                    hostname, tls_available, tls_required, auth_required,
  *                    line_max, message_max, rcpt_max, errors_max,
- *                    data_line_max, header_max (numbers, 0/1 for flags)
+ *                    data_line_max, header_max, auth_mechs (SASL_MECH_* bits),
+ *                    check_rcpt_local, check_sender, add_missing_headers
+ *                    (numbers, 0/1 for flags)
  *   C: TEXT          one feed: TEXT followed by CRLF
  *   R: BYTES         one feed: BYTES with escapes \r \n \t \\ \xHH, no CRLF added
  *   start | tls | commit ok ID | commit fail | timeout | eof | shutdown | resume
+ *   auth ok USER | auth fail | auth tempfail | auth blocked
+ *                    the auth process's answer to AUTH_REQUEST
+ *   auth salt USER SALT ITERATIONS | auth sig USER
+ *                    SCRAM answers: salt (text) and iterations, or a fixed
+ *                    32-byte server signature
+ *   lookup ok | lookup fail | lookup tempfail
+ *                    the answer to LOOKUP
+ * The SCRAM server nonce is always "SNONCE".
  *
  * Output: each event is echoed ("> ..."), followed by the server's reply
  * lines ("S: ...") and the actions ("A: ..."), body data escaped.
@@ -99,8 +109,67 @@ static const char *act_name(enum smtp_action_type t)
 	case SMTP_ACT_COMMIT: return "COMMIT";
 	case SMTP_ACT_LOG_REFUSED: return "LOG_REFUSED";
 	case SMTP_ACT_CLOSE: return "CLOSE";
+	case SMTP_ACT_AUTH_REQUEST: return "AUTH_REQUEST";
+	case SMTP_ACT_LOOKUP: return "LOOKUP";
+	case SMTP_ACT_LOG_AUTH: return "LOG_AUTH";
+	case SMTP_ACT_ADD_HEADERS: return "ADD_HEADERS";
 	}
 	return "?";
+}
+
+/* The fields of the authentication and submission actions.  A password
+ * is shown by its length only. */
+static void act_detail(struct buf *l, const struct smtp_action *a, size_t body_off)
+{
+	switch (a->type) {
+	case SMTP_ACT_AUTH_REQUEST: {
+		const struct sasl_request *q = a->sasl_req;
+		if (!q) {
+			buf_puts(l, " (none)");
+			break;
+		}
+		static const char *const kinds[] = { "?", "plain", "scram-lookup", "scram-verify" };
+		buf_printf(l, " %s user=\"", q->kind <= 3 ? kinds[q->kind] : "?");
+		if (q->user)
+			esc(l, (const uint8_t *)q->user, strlen(q->user));
+		buf_puts(l, "\"");
+		if (q->kind == SASL_REQ_PLAIN) {
+			buf_puts(l, " authzid=\"");
+			if (q->authzid)
+				esc(l, (const uint8_t *)q->authzid, strlen(q->authzid));
+			buf_printf(l, "\" password=<%zu bytes>", q->password_len);
+		}
+		if (q->kind == SASL_REQ_SCRAM_VERIFY) {
+			buf_puts(l, " auth_message=\"");
+			esc(l, (const uint8_t *)q->auth_message, q->auth_message_len);
+			buf_printf(l, "\" proof=<%zu bytes>", q->proof_len);
+		}
+		break;
+	}
+	case SMTP_ACT_LOOKUP:
+		buf_printf(l, " %s \"", a->lookup == SMTP_LOOKUP_SENDER ? "sender" : "rcpt");
+		esc(l, a->data, a->len);
+		buf_puts(l, "\"");
+		if (a->user) {
+			buf_puts(l, " user=\"");
+			esc(l, (const uint8_t *)a->user, strlen(a->user));
+			buf_puts(l, "\"");
+		}
+		break;
+	case SMTP_ACT_LOG_AUTH:
+		buf_puts(l, " ");
+		esc(l, (const uint8_t *)a->reply, a->reply_len);
+		buf_puts(l, " user=\"");
+		esc(l, a->data, a->len);
+		buf_puts(l, "\"");
+		break;
+	case SMTP_ACT_ADD_HEADERS:
+		buf_printf(l, "%s%s at=%zu", a->add_headers & SMTP_ADD_DATE ? " date" : "",
+			   a->add_headers & SMTP_ADD_MESSAGE_ID ? " message-id" : "", body_off);
+		break;
+	default:
+		break;
+	}
 }
 
 /* Collects the reply lines and actions of the last event call. */
@@ -153,6 +222,15 @@ static void drain(struct smtp_session *s, struct record *r)
 			buf_append(&r->acts, buf_ptr(&l), buf_len(&l));
 			buf_free(&l);
 		}
+		if (a->type == SMTP_ACT_AUTH_REQUEST || a->type == SMTP_ACT_LOOKUP ||
+		    a->type == SMTP_ACT_LOG_AUTH || a->type == SMTP_ACT_ADD_HEADERS) {
+			struct buf l;
+			buf_init(&l, 1 << 20);
+			act_detail(&l, a, buf_len(&r->body));
+			buf_append(&r->text, buf_ptr(&l), buf_len(&l));
+			buf_append(&r->acts, buf_ptr(&l), buf_len(&l));
+			buf_free(&l);
+		}
 		if (a->type == SMTP_ACT_COMMIT || a->type == SMTP_ACT_BODY_BEGIN) {
 			const struct smtp_envelope *e = a->env;
 			buf_printf(&r->text, " from=<%s> rcpts=%zu", e->sender ? e->sender : "",
@@ -200,6 +278,14 @@ static int set_policy(struct golden *g, const char *key, const char *val)
 		p->data_line_max = (size_t)v;
 	else if (strcmp(key, "header_max") == 0)
 		p->header_max = (size_t)v;
+	else if (strcmp(key, "auth_mechs") == 0)
+		p->auth_mechs = (unsigned)v;
+	else if (strcmp(key, "check_rcpt_local") == 0)
+		p->check_rcpt_local = v != 0;
+	else if (strcmp(key, "check_sender") == 0)
+		p->check_sender = v != 0;
+	else if (strcmp(key, "add_missing_headers") == 0)
+		p->add_missing_headers = v != 0;
 	else
 		return -1;
 	return 0;
@@ -240,12 +326,49 @@ static char *slurp(const char *path)
 	return s;
 }
 
+static void golden_nonce(void *ctx, struct buf *out)
+{
+	buf_puts(out, "SNONCE");
+}
+
+/* "auth ..." directives: the auth process's answers. */
+static int auth_directive(struct smtp_session *s, const char *arg)
+{
+	static const uint8_t sig[32] = { 0x5e, 0x12, 0x34, 0x56 };
+	struct sasl_answer a = { .result = AUTH_OK };
+	char user[128], salt[128];
+	unsigned iter = 0;
+	if (strncmp(arg, "ok ", 3) == 0) {
+		a.user = arg + 3;
+	} else if (strcmp(arg, "fail") == 0) {
+		a.result = AUTH_FAIL;
+	} else if (strcmp(arg, "tempfail") == 0) {
+		a.result = AUTH_TEMPFAIL;
+	} else if (strcmp(arg, "blocked") == 0) {
+		a.result = AUTH_BLOCKED;
+	} else if (sscanf(arg, "salt %127s %127s %u", user, salt, &iter) == 3) {
+		a.user = user;
+		a.salt = (const uint8_t *)salt;
+		a.salt_len = strlen(salt);
+		a.iterations = iter;
+	} else if (sscanf(arg, "sig %127s", user) == 1) {
+		a.user = user;
+		a.server_signature = sig;
+		a.server_signature_len = sizeof(sig);
+	} else {
+		return -1;
+	}
+	smtp_session_auth_answer(s, &a);
+	return 0;
+}
+
 /* Runs the transcript; returns 0, or -1 on a malformed directive. */
 static int replay(const char *script, bool bytewise, struct record *r, struct golden *g)
 {
 	char *copy = str_dup(script);
 	struct smtp_session *s = NULL;
-	static const struct smtp_client client = { "G1", "192.0.2.1", NULL, 25 };
+	static const struct smtp_client client = { "G1", "192.0.2.1", NULL, 25, golden_nonce,
+						   NULL };
 	int rc = 0;
 	int lineno = 0;
 	char *save = NULL;
@@ -312,6 +435,17 @@ static int replay(const char *script, bool bytewise, struct record *r, struct go
 			smtp_session_shutdown(s);
 		} else if (strcmp(line, "resume") == 0) {
 			smtp_session_feed(s, NULL, 0);
+		} else if (strncmp(line, "auth ", 5) == 0) {
+			if (auth_directive(s, line + 5) < 0) {
+				rc = -1;
+				break;
+			}
+		} else if (strcmp(line, "lookup ok") == 0) {
+			smtp_session_lookup_answer(s, AUTH_OK);
+		} else if (strcmp(line, "lookup fail") == 0) {
+			smtp_session_lookup_answer(s, AUTH_FAIL);
+		} else if (strcmp(line, "lookup tempfail") == 0) {
+			smtp_session_lookup_answer(s, AUTH_TEMPFAIL);
 		} else {
 			rc = -1;
 			break;

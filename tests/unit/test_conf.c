@@ -14,11 +14,16 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "auth/auth.h"
 #include "conf/conf.h"
 
 static const char *doc_path;
 
 #define CERT "tls_certificate = /etc/sluice/cert.pem\n"
+/* A backend, so that submission listeners draw no warning. */
+#define AUTHB "auth_backend = passwd-file\n"
+#define NO_BACKEND_WARNING \
+	"auth_backend is none: submission ports will refuse MAIL (530 5.7.0) as no user can authenticate"
 
 static int load(const char *text, const char *ox, bool all, struct conf **c, struct err *e)
 {
@@ -144,9 +149,19 @@ static const struct err_case err_cases[] = {
 	  "t.conf:1: address '0::1' is listed twice in local_interfaces" },
 	/* listener blocks */
 	{ "listener 25 {\nfoo = 1\n}\n", NULL, false,
-	  "t.conf:2: unknown listener setting 'foo': expected role, tls, tls_min_version, tls_ciphers or tls_ciphersuites" },
+	  "t.conf:2: unknown listener setting 'foo': expected role, tls, tls_min_version, tls_ciphers, tls_ciphersuites or auth" },
 	{ "listener 25 {\nuser = x\n}\n", NULL, false,
-	  "t.conf:2: unknown listener setting 'user': expected role, tls, tls_min_version, tls_ciphers or tls_ciphersuites (global options go outside listener blocks)" },
+	  "t.conf:2: unknown listener setting 'user': expected role, tls, tls_min_version, tls_ciphers, tls_ciphersuites or auth (global options go outside listener blocks)" },
+	{ "listener 25 {\nauth_backend = sqlite\n}\n", NULL, false,
+	  "t.conf:2: unknown listener setting 'auth_backend': expected role, tls, tls_min_version, tls_ciphers, tls_ciphersuites or auth (global options go outside listener blocks)" },
+	{ "listener 25 {\nauth = maybe\n}\n", NULL, false,
+	  "t.conf:2: bad value 'maybe' for auth: expected `yes` or `no`" },
+	{ "listener 25 {\nauth =\n}\n", NULL, false,
+	  "t.conf:2: 'auth' needs a value: expected `yes` or `no`" },
+	{ "listener 25 {\nauth = yes\nauth = no\n}\n", NULL, false,
+	  "t.conf:3: 'auth' already set on line 2" },
+	{ "auth = yes\n", NULL, false,
+	  "t.conf:1: unknown option 'auth' (it belongs inside a `listener PORT { ... }` block)" },
 	{ "user = x\nlistener 25 {\nrole = mx\n", NULL, false,
 	  "t.conf:2: listener 25 block is not closed: '}' missing before the end of the file" },
 	{ "user = x\n}\n", NULL, false, "t.conf:2: '}' without a listener block" },
@@ -198,6 +213,84 @@ static const struct err_case err_cases[] = {
 	{ "daemon_smtp_ports = 25\ntls_on_connect_ports = 25\n", NULL, false,
 	  "t.conf:1: port 25 needs TLS (tls on connect)" },
 	{ "", "25", true, "t.conf: port 25 needs TLS (tls on connect)" },
+	/* authentication */
+	{ "auth_backend = ldap\n", NULL, false,
+	  "t.conf:1: bad value 'ldap' for auth_backend: expected none, passwd-file, sqlite or dovecot" },
+	{ "auth_backend = passwd\n", NULL, false, "t.conf:1: bad value 'passwd' for auth_backend" },
+	{ "auth_backend =\n", NULL, false, "t.conf:1: option 'auth_backend' needs a value" },
+	{ "auth_passwd_file = passwd\n", NULL, false,
+	  "t.conf:1: auth_passwd_file = passwd: expected an absolute path (starting with /)" },
+	{ "auth_passwd_file =\n", NULL, false, "t.conf:1: option 'auth_passwd_file' needs a value" },
+	{ "auth_sqlite_database = users.db\n", NULL, false,
+	  "t.conf:1: auth_sqlite_database = users.db: expected an absolute path (starting with /)" },
+	{ "auth_dovecot_socket = run/auth\n", NULL, false,
+	  "t.conf:1: auth_dovecot_socket = run/auth: expected an absolute path (starting with /)" },
+	{ "auth_mechanisms = PLAIN : CRAM-MD5\n", NULL, false,
+	  "t.conf:1: unknown SASL mechanism 'CRAM-MD5' in auth_mechanisms: expected PLAIN, LOGIN or SCRAM-SHA-256" },
+	{ "auth_mechanisms = SCRAM-SHA-1\n", NULL, false,
+	  "t.conf:1: unknown SASL mechanism 'SCRAM-SHA-1' in auth_mechanisms" },
+	{ "auth_mechanisms = PLAIN LOGIN\n", NULL, false,
+	  "t.conf:1: unknown SASL mechanism 'PLAIN LOGIN' in auth_mechanisms" },
+	{ "auth_mechanisms = :\n", NULL, false,
+	  "t.conf:1: auth_mechanisms lists no mechanism: expected a list of PLAIN, LOGIN or SCRAM-SHA-256" },
+	{ "auth_mechanisms =\n", NULL, false, "t.conf:1: option 'auth_mechanisms' needs a value" },
+	{ "auth_mechanisms = plain : LOGIN : PLAIN\n", NULL, false,
+	  "t.conf:1: SASL mechanism PLAIN is listed twice in auth_mechanisms" },
+	{ "auth_fail_delay_after = 0\n", NULL, false,
+	  "t.conf:1: auth_fail_delay_after = 0 is out of range: must be from 1 to 1000000" },
+	{ "auth_fail_block_after = 1\n", NULL, false,
+	  "t.conf:1: auth_fail_block_after = 1 is out of range: must be from 2 to 1000000" },
+	{ "auth_fail_block_after = ten\n", NULL, false,
+	  "t.conf:1: bad number 'ten' for auth_fail_block_after: expected a whole number" },
+	{ "auth_fail_block_after = 3\n", NULL, false,
+	  "t.conf:1: auth_fail_block_after = 3 must be greater than auth_fail_delay_after = 3 (answers are delayed before a client is refused): raise auth_fail_block_after or lower auth_fail_delay_after" },
+	{ "user = x\nauth_fail_delay_after = 10\n", NULL, false,
+	  "t.conf:2: auth_fail_block_after = 10 must be greater than auth_fail_delay_after = 10" },
+	{ "auth_fail_block_after = 4\nauth_fail_delay_after = 5\n", NULL, false,
+	  "t.conf:1: auth_fail_block_after = 4 must be greater than auth_fail_delay_after = 5" },
+	{ "auth_fail_window = 0\n", NULL, false,
+	  "t.conf:1: auth_fail_window = 0 is out of range: must be from 1s to 7d" },
+	{ "auth_fail_window = 8d\n", NULL, false, "t.conf:1: auth_fail_window = 8d is out of range" },
+	{ "auth_fail_window = 500ms\n", NULL, false,
+	  "t.conf:1: bad time '500ms' for auth_fail_window: expected a number with s, m, h or d suffixes" },
+	{ "auth_fail_block_time = 5x\n", NULL, false, "t.conf:1: bad time '5x' for auth_fail_block_time" },
+	{ "auth_fail_block_time = 0s\n", NULL, false,
+	  "t.conf:1: auth_fail_block_time = 0s is out of range: must be from 1s to 7d" },
+	{ "auth_fail_max_delay = 61s\n", NULL, false,
+	  "t.conf:1: auth_fail_max_delay = 61s is out of range: must be from 0s to 1m" },
+	{ "auth_fail_max_delay = 5000\n", NULL, false,
+	  "t.conf:1: auth_fail_max_delay = 5000 is out of range: must be from 0s to 1m" },
+	{ "auth_fail_max_delay = 1x\n", NULL, false,
+	  "t.conf:1: bad time '1x' for auth_fail_max_delay: expected a number with ms, s, m, h or d suffixes (e.g. 500ms, 5s, 1s500ms; a plain number is seconds), from 0s to 1m" },
+	{ "auth_fail_max_delay = 5ms5\n", NULL, false, "t.conf:1: bad time '5ms5' for auth_fail_max_delay" },
+	{ "auth_fail_max_delay = ms\n", NULL, false, "t.conf:1: bad time 'ms' for auth_fail_max_delay" },
+	{ "auth_fail_max_delay = 5mss\n", NULL, false, "t.conf:1: bad time '5mss' for auth_fail_max_delay" },
+	{ "auth_fail_max_delay = 99999999999999999d\n", NULL, false,
+	  "t.conf:1: bad time '99999999999999999d' for auth_fail_max_delay" },
+	{ "auth_fail_max_delay = 99999999999999999999\n", NULL, false,
+	  "t.conf:1: bad time '99999999999999999999' for auth_fail_max_delay" },
+	/* aliases, senders, switches */
+	{ "aliases_file = aliases\n", NULL, false,
+	  "t.conf:1: aliases_file = aliases: expected an absolute path (starting with /)" },
+	{ "virtual_alias_file = ./virtual\n", NULL, false,
+	  "t.conf:1: virtual_alias_file = ./virtual: expected an absolute path (starting with /)" },
+	{ "submission_senders_file = senders\n", NULL, false,
+	  "t.conf:1: submission_senders_file = senders: expected an absolute path (starting with /)" },
+	{ "submission_add_headers = maybe\n", NULL, false,
+	  "t.conf:1: bad value 'maybe' for submission_add_headers: expected yes or no (or true or false)" },
+	{ "submission_add_headers =\n", NULL, false, "t.conf:1: option 'submission_add_headers' needs a value" },
+	{ "received_hide_client_ip = 1\n", NULL, false,
+	  "t.conf:1: bad value '1' for received_hide_client_ip: expected yes or no" },
+	{ "recipient_verify = on\n", NULL, false,
+	  "t.conf:1: bad value 'on' for recipient_verify: expected yes or no" },
+	{ "recipient_verify = yes no\n", NULL, false, "t.conf:1: bad value 'yes no' for recipient_verify" },
+	/* listener auth */
+	{ CERT "listener 587 {\nauth = no\n}\n", NULL, false,
+	  "t.conf:3: listener 587 is a submission port and must offer AUTH: auth = no is only allowed with role = mx (a submission port without AUTH cannot accept any mail)" },
+	{ CERT "daemon_smtp_ports = 2587\nlistener 2587 {\nauth = false\nrole = submission\n}\n", NULL, false,
+	  "t.conf:4: listener 2587 is a submission port and must offer AUTH" },
+	{ CERT "listener submissions {\nauth = No\n}\n", NULL, false,
+	  "t.conf:3: listener 465 is a submission port and must offer AUTH" },
 };
 
 static void check_error(const char *text, const char *ox, bool all, const char *want)
@@ -331,6 +424,63 @@ static const struct val_case val_cases[] = {
 	{ "", "spool_directory", "spool_directory = /var/spool/sluice\n" },
 	{ "", "user", "user = sluice\n" },
 	{ "", "pid_file", "pid_file = /run/sluice.pid\n" },
+	/* authentication */
+	{ "", "auth_backend", "auth_backend = none\n" },
+	{ "auth_backend = passwd-file", "auth_backend", "auth_backend = passwd-file\n" },
+	{ "auth_backend = SQLite", "auth_backend", "auth_backend = sqlite\n" },
+	{ "auth_backend = DOVECOT", "auth_backend", "auth_backend = dovecot\n" },
+	{ "auth_backend = none", "auth_backend", "auth_backend = none\n" },
+	{ "", "auth_passwd_file", "auth_passwd_file = /etc/sluice/passwd\n" },
+	{ "auth_passwd_file = /etc/dovecot/users", "auth_passwd_file", "auth_passwd_file = /etc/dovecot/users\n" },
+	{ "", "auth_sqlite_database", "auth_sqlite_database = /var/lib/sluice/users.db\n" },
+	{ "", "auth_dovecot_socket", "auth_dovecot_socket = /run/dovecot/auth-client\n" },
+	{ "auth_dovecot_socket = /var/spool/sluice/auth", "auth_dovecot_socket",
+	  "auth_dovecot_socket = /var/spool/sluice/auth\n" },
+	{ "", "auth_mechanisms", "auth_mechanisms = PLAIN : LOGIN : SCRAM-SHA-256\n" },
+	{ "auth_mechanisms = login", "auth_mechanisms", "auth_mechanisms = LOGIN\n" },
+	{ "auth_mechanisms = Scram-Sha-256 : plain", "auth_mechanisms", "auth_mechanisms = PLAIN : SCRAM-SHA-256\n" },
+	{ "auth_mechanisms = <; PLAIN ; LOGIN", "auth_mechanisms", "auth_mechanisms = PLAIN : LOGIN\n" },
+	{ "auth_mechanisms = SCRAM-SHA-256 :", "auth_mechanisms", "auth_mechanisms = SCRAM-SHA-256\n" },
+	{ "", "auth_fail_delay_after", "auth_fail_delay_after = 3\n" },
+	{ "", "auth_fail_block_after", "auth_fail_block_after = 10\n" },
+	{ "auth_fail_delay_after = 1\nauth_fail_block_after = 2", "auth_fail_block_after",
+	  "auth_fail_block_after = 2\n" },
+	{ "auth_fail_delay_after = 50\nauth_fail_block_after = 1K", "auth_fail_delay_after",
+	  "auth_fail_delay_after = 50\n" },
+	{ "", "auth_fail_window", "auth_fail_window = 15m\n" },
+	{ "auth_fail_window = 7d", "auth_fail_window", "auth_fail_window = 7d\n" },
+	{ "auth_fail_window = 3600", "auth_fail_window", "auth_fail_window = 1h\n" },
+	{ "", "auth_fail_block_time", "auth_fail_block_time = 15m\n" },
+	{ "auth_fail_block_time = 1h30m", "auth_fail_block_time", "auth_fail_block_time = 1h30m\n" },
+	{ "", "auth_fail_max_delay", "auth_fail_max_delay = 5s\n" },
+	{ "auth_fail_max_delay = 500ms", "auth_fail_max_delay", "auth_fail_max_delay = 500ms\n" },
+	{ "auth_fail_max_delay = 1500ms", "auth_fail_max_delay", "auth_fail_max_delay = 1s500ms\n" },
+	{ "auth_fail_max_delay = 1s500ms", "auth_fail_max_delay", "auth_fail_max_delay = 1s500ms\n" },
+	{ "auth_fail_max_delay = 59s999ms", "auth_fail_max_delay", "auth_fail_max_delay = 59s999ms\n" },
+	{ "auth_fail_max_delay = 1m", "auth_fail_max_delay", "auth_fail_max_delay = 1m\n" },
+	{ "auth_fail_max_delay = 60000ms", "auth_fail_max_delay", "auth_fail_max_delay = 1m\n" },
+	{ "auth_fail_max_delay = 2", "auth_fail_max_delay", "auth_fail_max_delay = 2s\n" },
+	{ "auth_fail_max_delay = 0", "auth_fail_max_delay", "auth_fail_max_delay = 0s\n" },
+	{ "auth_fail_max_delay = 0ms", "auth_fail_max_delay", "auth_fail_max_delay = 0s\n" },
+	{ "auth_fail_max_delay = 1ms", "auth_fail_max_delay", "auth_fail_max_delay = 1ms\n" },
+	/* aliases, senders, switches */
+	{ "", "aliases_file", "aliases_file =\n" },
+	{ "aliases_file = /etc/aliases", "aliases_file", "aliases_file = /etc/aliases\n" },
+	{ "aliases_file =", "aliases_file", "aliases_file =\n" },
+	{ "", "virtual_alias_file", "virtual_alias_file =\n" },
+	{ "virtual_alias_file = /etc/sluice/virtual", "virtual_alias_file",
+	  "virtual_alias_file = /etc/sluice/virtual\n" },
+	{ "", "submission_senders_file", "submission_senders_file =\n" },
+	{ "submission_senders_file = /etc/sluice/senders", "submission_senders_file",
+	  "submission_senders_file = /etc/sluice/senders\n" },
+	{ "", "submission_add_headers", "submission_add_headers = yes\n" },
+	{ "submission_add_headers = no", "submission_add_headers", "submission_add_headers = no\n" },
+	{ "submission_add_headers = FALSE", "submission_add_headers", "submission_add_headers = no\n" },
+	{ "", "received_hide_client_ip", "received_hide_client_ip = no\n" },
+	{ "received_hide_client_ip = Yes", "received_hide_client_ip", "received_hide_client_ip = yes\n" },
+	{ "received_hide_client_ip = true", "received_hide_client_ip", "received_hide_client_ip = yes\n" },
+	{ "", "recipient_verify", "recipient_verify = yes\n" },
+	{ "recipient_verify = no", "recipient_verify", "recipient_verify = no\n" },
 	/* lexer: continuation, comments, blanks */
 	{ "local_domains = a.example : \\\n     b.example", "local_domains", "local_domains = a.example : b.example\n" },
 	{ "local_domains = a.example:\\\n  b.example \\\n  : c.example", "local_domains",
@@ -405,8 +555,51 @@ static void test_defaults(void **state)
 	assert_string_equal(c->user, "sluice");
 	assert_string_equal(c->pid_file, "/run/sluice.pid");
 	assert_string_equal(c->log_file, "");
-	assert_int_equal(c->n_warnings, 0);
+	assert_string_equal(c->auth_backend, "none");
+	assert_string_equal(c->auth_passwd_file, "/etc/sluice/passwd");
+	assert_string_equal(c->auth_sqlite_database, "/var/lib/sluice/users.db");
+	assert_string_equal(c->auth_dovecot_socket, "/run/dovecot/auth-client");
+	assert_int_equal(c->auth_mechanisms,
+			 SASL_MECH_PLAIN | SASL_MECH_LOGIN | SASL_MECH_SCRAM_SHA_256);
+	assert_int_equal(c->auth_fail_delay_after, 3);
+	assert_int_equal(c->auth_fail_block_after, 10);
+	assert_int_equal(c->auth_fail_window, 900);
+	assert_int_equal(c->auth_fail_block_time, 900);
+	assert_int_equal(c->auth_fail_max_delay, 5000);
+	assert_null(c->aliases_file);
+	assert_null(c->virtual_alias_file);
+	assert_null(c->submission_senders_file);
+	assert_true(c->submission_add_headers);
+	assert_false(c->received_hide_client_ip);
+	assert_true(c->recipient_verify);
+	/* Submission listeners offer AUTH but no backend has users. */
+	assert_int_equal(c->n_warnings, 1);
+	assert_string_equal(c->warnings[0], "t.conf: " NO_BACKEND_WARNING);
 	assert_int_equal(c->n_listeners, 3);
+	conf_free(c);
+
+	/* Stored values, not only their printed form. */
+	assert_int_equal(load(CERT AUTHB "auth_mechanisms = scram-sha-256 : login\n"
+			      "auth_fail_max_delay = 2s250ms\nauth_fail_window = 1h\n"
+			      "auth_fail_block_time = 1d\nauth_fail_delay_after = 7\n"
+			      "auth_fail_block_after = 8\naliases_file = /etc/aliases\n"
+			      "virtual_alias_file = /v\nsubmission_senders_file = /s\n"
+			      "submission_add_headers = no\nreceived_hide_client_ip = yes\n"
+			      "recipient_verify = false\n", NULL, false, &c, &e), 0);
+	assert_string_equal(c->auth_backend, "passwd-file");
+	assert_int_equal(c->auth_mechanisms, SASL_MECH_SCRAM_SHA_256 | SASL_MECH_LOGIN);
+	assert_int_equal(c->auth_fail_max_delay, 2250);
+	assert_int_equal(c->auth_fail_window, 3600);
+	assert_int_equal(c->auth_fail_block_time, 86400);
+	assert_int_equal(c->auth_fail_delay_after, 7);
+	assert_int_equal(c->auth_fail_block_after, 8);
+	assert_string_equal(c->aliases_file, "/etc/aliases");
+	assert_string_equal(c->virtual_alias_file, "/v");
+	assert_string_equal(c->submission_senders_file, "/s");
+	assert_false(c->submission_add_headers);
+	assert_true(c->received_hide_client_ip);
+	assert_false(c->recipient_verify);
+	assert_int_equal(c->n_warnings, 0);
 	conf_free(c);
 
 	/* No certificate: tls_certificate and tls_privatekey stay unset. */
@@ -446,15 +639,31 @@ static void test_print_all(void **state)
 		"user = sluice\n"
 		"pid_file = /run/sluice.pid\n"
 		"log_file =\n"
+		"auth_backend = none\n"
+		"auth_passwd_file = /etc/sluice/passwd\n"
+		"auth_sqlite_database = /var/lib/sluice/users.db\n"
+		"auth_dovecot_socket = /run/dovecot/auth-client\n"
+		"auth_mechanisms = PLAIN : LOGIN : SCRAM-SHA-256\n"
+		"auth_fail_delay_after = 3\n"
+		"auth_fail_block_after = 10\n"
+		"auth_fail_window = 15m\n"
+		"auth_fail_block_time = 15m\n"
+		"auth_fail_max_delay = 5s\n"
+		"aliases_file =\n"
+		"virtual_alias_file =\n"
+		"submission_senders_file =\n"
+		"submission_add_headers = yes\n"
+		"received_hide_client_ip = no\n"
+		"recipient_verify = yes\n"
 		"listener 25 { role = mx tls = starttls tls_min_version = TLSv1 "
 		"tls_ciphers = DEFAULT:@SECLEVEL=0 tls_ciphersuites = "
-		"TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256:TLS_AES_128_GCM_SHA256 }\n"
+		"TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256:TLS_AES_128_GCM_SHA256 auth = no }\n"
 		"listener 465 { role = submission tls = on_connect tls_min_version = TLSv1.2 "
 		"tls_ciphers = ECDHE+AESGCM:ECDHE+CHACHA20:DHE+AESGCM:DHE+CHACHA20 tls_ciphersuites = "
-		"TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256:TLS_AES_128_GCM_SHA256 }\n"
+		"TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256:TLS_AES_128_GCM_SHA256 auth = yes }\n"
 		"listener 587 { role = submission tls = starttls tls_min_version = TLSv1.2 "
 		"tls_ciphers = ECDHE+AESGCM:ECDHE+CHACHA20:DHE+AESGCM:DHE+CHACHA20 tls_ciphersuites = "
-		"TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256:TLS_AES_128_GCM_SHA256 }\n";
+		"TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256:TLS_AES_128_GCM_SHA256 auth = yes }\n";
 	assert_string_equal(got, want);
 	free(got);
 
@@ -491,6 +700,22 @@ static void test_print_roundtrip(void **state)
 		"user = mailer\n"
 		"pid_file = /run/s.pid\n"
 		"log_file = syslog\n"
+		"auth_backend = SQLite\n"
+		"auth_passwd_file = /etc/dovecot/users\n"
+		"auth_sqlite_database = /srv/users.sqlite\n"
+		"auth_dovecot_socket = /var/spool/sluice/private/auth\n"
+		"auth_mechanisms = scram-sha-256 : login\n"
+		"auth_fail_delay_after = 5\n"
+		"auth_fail_block_after = 2K\n"
+		"auth_fail_window = 5400\n"
+		"auth_fail_block_time = 2d\n"
+		"auth_fail_max_delay = 1250ms\n"
+		"aliases_file = /etc/aliases\n"
+		"virtual_alias_file = /etc/sluice/virtual\n"
+		"submission_senders_file = /etc/sluice/senders\n"
+		"submission_add_headers = false\n"
+		"received_hide_client_ip = TRUE\n"
+		"recipient_verify = no\n"
 		"listener 2525 {\n  role = submission\n}\n";
 	struct conf *c = NULL, *c2 = NULL;
 	struct err e;
@@ -515,6 +740,24 @@ static void test_print_roundtrip(void **state)
 	assert_string_equal(c2->local_interfaces[1], "2001:db8::1");
 	assert_true(c2->message_size_limit == 1500 * 1024);
 	assert_int_equal(c2->smtp_receive_timeout, 3 * 3600 + 25 * 60 + 7);
+	assert_string_equal(c2->auth_backend, "sqlite");
+	assert_int_equal(c2->auth_mechanisms, SASL_MECH_SCRAM_SHA_256 | SASL_MECH_LOGIN);
+	assert_int_equal(c2->auth_fail_block_after, 2048);
+	assert_int_equal(c2->auth_fail_window, 5400);
+	assert_int_equal(c2->auth_fail_max_delay, 1250);
+	assert_string_equal(c2->submission_senders_file, "/etc/sluice/senders");
+	assert_false(c2->submission_add_headers);
+	assert_true(c2->received_hide_client_ip);
+	assert_false(c2->recipient_verify);
+	assert_non_null(strstr(p2, "auth_fail_max_delay = 1s250ms\n"));
+	assert_non_null(strstr(p2, "auth_mechanisms = LOGIN : SCRAM-SHA-256\n"));
+	assert_non_null(strstr(p2, "listener 2525 { role = submission tls = on_connect "));
+	assert_non_null(strstr(p2, " auth = yes }\n"));
+	/* Unset optional files print as empty and read back as unset. */
+	conf_free(c2);
+	c2 = NULL;
+	assert_int_equal(load(CERT AUTHB "aliases_file =\n", NULL, false, &c2, &e), 0);
+	assert_null(c2->aliases_file);
 	free(p1);
 	free(p2);
 	free(p1full);
@@ -541,6 +784,7 @@ static void test_derive_defaults(void **state)
 			    "TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256:TLS_AES_128_GCM_SHA256");
 	assert_false(l->tls_required);
 	assert_false(l->auth_required);
+	assert_false(l->auth);
 	assert_int_equal(l->line, 0);
 	l = conf_listener_for_port(c, 465);
 	assert_non_null(l);
@@ -550,12 +794,14 @@ static void test_derive_defaults(void **state)
 	assert_string_equal(l->tls_ciphers, "ECDHE+AESGCM:ECDHE+CHACHA20:DHE+AESGCM:DHE+CHACHA20");
 	assert_true(l->tls_required);
 	assert_true(l->auth_required);
+	assert_true(l->auth);
 	l = conf_listener_for_port(c, 587);
 	assert_non_null(l);
 	assert_int_equal(l->role, CONF_ROLE_SUBMISSION);
 	assert_int_equal(l->tls, CONF_TLS_STARTTLS);
 	assert_true(l->tls_required);
 	assert_true(l->auth_required);
+	assert_true(l->auth);
 	assert_null(conf_listener_for_port(c, 2525));
 	/* Listeners are in the order of the ports. */
 	for (size_t i = 0; i < c->n_ports; i++)
@@ -567,7 +813,7 @@ static void test_derive_blocks(void **state)
 {
 	struct conf *c = NULL;
 	struct err e;
-	static const char text[] = CERT
+	static const char text[] = CERT AUTHB
 		"daemon_smtp_ports = 2525 : 25 : 587 : 10465\n"
 		"tls_on_connect_ports = 10465 : 587\n"
 		"listener 2525 {\n"
@@ -583,6 +829,7 @@ static void test_derive_blocks(void **state)
 		"    role = mx\n"
 		"    tls = on_connect\n"
 		"    tls_min_version = tlsv1.1\n"
+		"    auth = yes\n"
 		"}\n";
 	assert_int_equal(load(text, NULL, false, &c, &e), 0);
 	assert_int_equal(c->n_listeners, 4);
@@ -595,11 +842,13 @@ static void test_derive_blocks(void **state)
 	assert_string_equal(l->tls_ciphers, "HIGH");
 	assert_string_equal(l->tls_ciphersuites, "TLS_AES_128_GCM_SHA256");
 	assert_true(l->tls_required && l->auth_required);
-	assert_int_equal(l->line, 4);
+	assert_int_equal(l->line, 5);
+	assert_true(l->auth);
 	l = &c->listeners[1];
 	assert_int_equal(l->port, 25);
 	assert_int_equal(l->tls, CONF_TLS_NONE);
-	assert_int_equal(l->line, 10);
+	assert_int_equal(l->line, 11);
+	assert_false(l->auth);
 	l = &c->listeners[2];
 	assert_int_equal(l->port, 587);
 	assert_int_equal(l->tls, CONF_TLS_ON_CONNECT); /* from tls_on_connect_ports */
@@ -610,6 +859,7 @@ static void test_derive_blocks(void **state)
 	assert_int_equal(l->tls_min_version, 0x0302);
 	assert_string_equal(l->tls_ciphers, "DEFAULT:@SECLEVEL=0");
 	assert_false(l->tls_required || l->auth_required);
+	assert_true(l->auth); /* offered, not required */
 	conf_free(c);
 }
 
@@ -618,7 +868,7 @@ static void test_derive_overrides(void **state)
 	struct conf *c = NULL;
 	struct err e;
 	/* -oX replaces daemon_smtp_ports; blocks still apply. */
-	assert_int_equal(load(CERT "daemon_smtp_ports = 25\nlistener 2525 {\nrole = mx\n}\n",
+	assert_int_equal(load(CERT AUTHB "daemon_smtp_ports = 25\nlistener 2525 {\nrole = mx\n}\n",
 			      "2525 : submission", false, &c, &e), 0);
 	assert_int_equal(c->n_ports, 2);
 	assert_int_equal(c->ports[0], 2525);
@@ -644,16 +894,32 @@ struct warn_case {
 };
 
 static const struct warn_case warn_cases[] = {
-	{ CERT "tls_on_connect_ports = 465 : 2465\n",
-	  "t.conf:2: tls_on_connect_ports lists 2465 but daemon_smtp_ports does not; it opens no port" },
-	{ CERT "daemon_smtp_ports = 25 : 587\ntls_on_connect_ports = 465\n",
-	  "t.conf:3: tls_on_connect_ports lists 465 but daemon_smtp_ports does not; it opens no port" },
-	{ CERT "listener 2525 {\nrole = mx\n}\n",
-	  "t.conf:2: listener 2525 block is for a port daemon_smtp_ports does not list; it opens no port" },
-	{ CERT "recipients_max = 50\n",
-	  "t.conf:2: recipients_max = 50 is below 100, the number of recipients RFC 5321 section 4.5.3.1.8 requires a server to accept" },
-	{ CERT "recipients_max = 100\n", NULL },
-	{ CERT "tls_on_connect_ports = 465\n", NULL },
+	{ CERT AUTHB "tls_on_connect_ports = 465 : 2465\n",
+	  "t.conf:3: tls_on_connect_ports lists 2465 but daemon_smtp_ports does not; it opens no port" },
+	{ CERT AUTHB "daemon_smtp_ports = 25 : 587\ntls_on_connect_ports = 465\n",
+	  "t.conf:4: tls_on_connect_ports lists 465 but daemon_smtp_ports does not; it opens no port" },
+	{ CERT AUTHB "listener 2525 {\nrole = mx\n}\n",
+	  "t.conf:3: listener 2525 block is for a port daemon_smtp_ports does not list; it opens no port" },
+	{ CERT AUTHB "recipients_max = 50\n",
+	  "t.conf:3: recipients_max = 50 is below 100, the number of recipients RFC 5321 section 4.5.3.1.8 requires a server to accept" },
+	{ CERT AUTHB "recipients_max = 100\n", NULL },
+	{ CERT AUTHB "tls_on_connect_ports = 465\n", NULL },
+	/* authentication */
+	{ CERT, "t.conf: " NO_BACKEND_WARNING },
+	{ CERT "\nauth_backend = none\n", "t.conf:3: " NO_BACKEND_WARNING },
+	{ CERT "daemon_smtp_ports = 25\n", NULL },
+	{ CERT "daemon_smtp_ports = 25\nauth_backend = none\nlistener 25 {\nauth = no\n}\n", NULL },
+	{ CERT "daemon_smtp_ports = 25\nlistener 25 {\nauth = yes\n}\n",
+	  "t.conf: " NO_BACKEND_WARNING },
+	{ CERT AUTHB "daemon_smtp_ports = 25\nlistener 25 {\nauth = yes\n}\n", NULL },
+	{ CERT "auth_backend = dovecot\n", NULL },
+	{ CERT "auth_backend = sqlite\n", NULL },
+	{ CERT AUTHB "daemon_smtp_ports = 25\nlistener 25 {\ntls = none\nauth = yes\n}\n",
+	  "t.conf:6: listener 25 has auth = yes but tls = none; AUTH is offered only inside "
+	  "TLS, so it is never offered on this port" },
+	{ "auth_backend = sqlite\ndaemon_smtp_ports = 25\nlistener 25 {\nauth = yes\n}\n",
+	  "t.conf:4: listener 25 has auth = yes but tls_certificate is not set; AUTH is offered "
+	  "only inside TLS, so it is never offered on this port" },
 };
 
 static void test_warnings(void **state)
@@ -664,11 +930,73 @@ static void test_warnings(void **state)
 		if (load(warn_cases[i].text, NULL, false, &c, &e) < 0)
 			fail_msg("[%s]: %s", warn_cases[i].text, e.msg);
 		if (!warn_cases[i].want) {
-			assert_int_equal(c->n_warnings, 0);
+			if (c->n_warnings != 0)
+				fail_msg("[%s]: unexpected warning [%s]", warn_cases[i].text,
+					 c->warnings[0]);
 		} else {
-			assert_int_equal(c->n_warnings, 1);
-			assert_string_equal(c->warnings[0], warn_cases[i].want);
+			if (c->n_warnings != 1 ||
+			    strncmp(c->warnings[0], warn_cases[i].want, strlen(warn_cases[i].want)) != 0)
+				fail_msg("[%s]: %zu warnings, first [%s], want [%s]",
+					 warn_cases[i].text, c->n_warnings,
+					 c->n_warnings ? c->warnings[0] : "", warn_cases[i].want);
 		}
+		conf_free(c);
+	}
+}
+
+struct lauth_case {
+	const char *text;
+	const char *ox;
+	bool all;
+	uint16_t port;
+	bool auth;
+};
+
+static const struct lauth_case lauth_cases[] = {
+	{ CERT AUTHB, NULL, false, 25, false },
+	{ CERT AUTHB, NULL, false, 465, true },
+	{ CERT AUTHB, NULL, false, 587, true },
+	{ CERT AUTHB "listener 25 {\nauth = yes\n}\n", NULL, false, 25, true },
+	{ CERT AUTHB "listener 25 {\nauth = YES\n}\n", NULL, false, 25, true },
+	{ CERT AUTHB "listener 25 {\nauth = true\n}\n", NULL, false, 25, true },
+	{ CERT AUTHB "listener 25 {\nauth = no\n}\n", NULL, false, 25, false },
+	{ CERT AUTHB "listener 587 {\nauth = yes\n}\n", NULL, false, 587, true },
+	{ CERT AUTHB "daemon_smtp_ports = 2525\nlistener 2525 {\nrole = submission\n}\n",
+	  NULL, false, 2525, true },
+	{ CERT AUTHB "daemon_smtp_ports = 2525\nlistener 2525 {\nrole = mx\n}\n",
+	  NULL, false, 2525, false },
+	{ CERT AUTHB "listener 2525 {\nrole = mx\nauth = yes\n}\n", "2525", false, 2525, true },
+	{ CERT AUTHB "listener 25 {\nauth = yes\n}\n", NULL, true, 25, true },
+	{ CERT AUTHB, NULL, true, 25, false },
+};
+
+static void test_listener_auth(void **state)
+{
+	for (size_t i = 0; i < sizeof(lauth_cases) / sizeof(lauth_cases[0]); i++) {
+		const struct lauth_case *t = &lauth_cases[i];
+		struct conf *c = NULL;
+		struct err e;
+		if (load(t->text, t->ox, t->all, &c, &e) < 0)
+			fail_msg("[%s]: %s", t->text, e.msg);
+		const struct conf_listener *l = conf_listener_for_port(c, t->port);
+		assert_non_null(l);
+		if (l->auth != t->auth)
+			fail_msg("[%s] port %u: auth %d, want %d", t->text, t->port, l->auth, t->auth);
+		/* Offering AUTH never makes it required on an MX port. */
+		assert_int_equal(l->auth_required, l->role == CONF_ROLE_SUBMISSION);
+		char want[32];
+		snprintf(want, sizeof(want), " auth = %s }\n", t->auth ? "yes" : "no");
+		char *bp = print_to_string(c, NULL, NULL);
+		char head[32];
+		snprintf(head, sizeof(head), "listener %u {", t->port);
+		char *line = strstr(bp, head);
+		assert_non_null(line);
+		char *end = strchr(line, '\n');
+		assert_non_null(end);
+		assert_true((size_t)(end + 1 - line) > strlen(want));
+		assert_memory_equal(end + 1 - strlen(want), want, strlen(want));
+		free(bp);
+		assert_int_equal(c->n_warnings, 0);
 		conf_free(c);
 	}
 }
@@ -713,6 +1041,22 @@ static void test_reference(void **state)
 		"### message_header_max", "### smtp_workers", "### shutdown_timeout",
 		"### user", "### pid_file", "### log_file",
 		"- Default: `50M`", "- Limits: `512` to `65536`", "- Default: `5m`",
+		"### auth_backend", "### auth_passwd_file", "### auth_sqlite_database",
+		"### auth_dovecot_socket", "### auth_mechanisms", "### auth_fail_delay_after",
+		"### auth_fail_block_after", "### auth_fail_window", "### auth_fail_block_time",
+		"### auth_fail_max_delay", "### aliases_file", "### virtual_alias_file",
+		"### submission_senders_file", "### submission_add_headers",
+		"### received_hide_client_ip", "### recipient_verify",
+		"- Type: one of `none`, `passwd-file`, `sqlite` or `dovecot`",
+		"- Default: `PLAIN : LOGIN : SCRAM-SHA-256`", "- Limits: `0s` to `1m`",
+		"- Type: time (`ms` allowed)", "- Type: `yes` or `no`", "`ms`",
+		"| `auth` | `no` | `yes` (cannot be `no`) |", "- `auth` = `yes` or `no`.",
+		"## Authentication", "## Aliases and senders", "530 5.7.0",
+		"user:{SCHEME}hash", "SHA512-CRYPT", "BLF-CRYPT", "YESCRYPT", "{SCRAM-SHA-256}",
+		"users   (name", "aliases (address", "senders (login", "auth-client",
+		"local: target, target", "address target, target", "@domain",
+		"login: pattern, pattern", "*@domain", "each domain of `local_domains`",
+		"points to the login",
 	};
 	for (size_t i = 0; i < sizeof(must) / sizeof(must[0]); i++)
 		if (!strstr(ref, must[i]))
@@ -770,6 +1114,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_derive_blocks),
 		cmocka_unit_test(test_derive_overrides),
 		cmocka_unit_test(test_warnings),
+		cmocka_unit_test(test_listener_auth),
 		cmocka_unit_test(test_parse_port),
 		cmocka_unit_test(test_reference),
 	};

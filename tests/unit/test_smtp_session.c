@@ -21,19 +21,25 @@
 /* ---- driver ---------------------------------------------------------- */
 
 enum ev { EV_END = 0, EV_FEED, EV_START, EV_TLS, EV_OK, EV_FAIL, EV_TIMEOUT, EV_EOF,
-	  EV_SHUTDOWN };
+	  EV_SHUTDOWN, EV_AUTH, EV_LOOKUP };
 
 struct step {
 	enum ev ev;
-	const char *data;
-	size_t len;
+	const char *data;  /* EV_AUTH: the canonical user of an AUTH_OK answer */
+	size_t len;        /* EV_AUTH, EV_LOOKUP: the enum auth_result */
+	const struct sasl_answer *ans; /* EV_AUTH: a whole answer (SCRAM) */
 };
 
 #define F(s) { EV_FEED, s, sizeof(s) - 1 }
 #define E(e) { e, NULL, 0 }
 #define OK(id) { EV_OK, id, 0 }
+#define AUTH(r, u) { EV_AUTH, u, r }
+#define ANS(a) { EV_AUTH, NULL, 0, a }
+#define LOOKUP(r) { EV_LOOKUP, NULL, r }
 
-enum pflags { P_TLS_REQ = 1, P_AUTH_REQ = 2, P_NO_TLS = 4, P_SUB = 8 };
+enum pflags { P_TLS_REQ = 1, P_AUTH_REQ = 2, P_NO_TLS = 4, P_SUB = 8, P_AUTH = 16,
+	      P_PLAIN = 32, P_CHK_RCPT = 64, P_CHK_SENDER = 128, P_ADD_HDRS = 256,
+	      P_NO_NONCE = 512, P_TLS_CONNECT = 1024 };
 
 static const char *const local_domains[] = { "test.example", "local.example" };
 
@@ -53,9 +59,34 @@ static void make_policy(struct smtp_policy *p, unsigned flags)
 	p->errors_max = 5;
 	p->data_line_max = 998;
 	p->header_max = 2000;
+	if (flags & P_AUTH)
+		p->auth_mechs = SASL_MECH_PLAIN | SASL_MECH_LOGIN | SASL_MECH_SCRAM_SHA_256;
+	if (flags & P_PLAIN)
+		p->auth_mechs = SASL_MECH_PLAIN;
+	p->check_rcpt_local = flags & P_CHK_RCPT;
+	p->check_sender = flags & P_CHK_SENDER;
+	p->add_missing_headers = flags & P_ADD_HDRS;
+	p->tls_on_connect = flags & P_TLS_CONNECT;
 }
 
-static const struct smtp_client client = { "S1", "192.0.2.1", NULL, 25 };
+/* A fixed SCRAM server nonce, so that exchanges can be canned. */
+static void test_nonce(void *ctx, struct buf *out)
+{
+	buf_puts(out, "SNONCE");
+}
+
+static const struct smtp_client client = { "S1", "192.0.2.1", NULL, 25, test_nonce, NULL };
+static const struct smtp_client client_no_nonce = { "S1", "192.0.2.1", NULL, 25, NULL, NULL };
+static bool use_no_nonce;
+
+/* Nothing a client sends as a secret ever reaches a log action: the
+ * password, its base64 forms, the PLAIN initial response. */
+static void check_no_secret(const void *p, size_t n)
+{
+	static const char *const secrets[] = { "s3cr3t", "czNjcjN0", "AHVzZXIAczNj" };
+	for (size_t i = 0; i < sizeof(secrets) / sizeof(secrets[0]); i++)
+		assert_null(memmem(p, n, secrets[i], strlen(secrets[i])));
+}
 
 /* What a session did: every final reply line, the actions (body data
  * merged across feeds) and the refusal log. */
@@ -105,6 +136,7 @@ static void drain(struct smtp_session *s, struct trace *t)
 	}
 	smtp_session_output_done(s, n);
 	const struct smtp_action *a;
+	bool waiting = false;
 	while ((a = smtp_session_next_action(s)) != NULL) {
 		if (a->type == SMTP_ACT_BODY_DATA) {
 			if (!t->in_data)
@@ -133,15 +165,53 @@ static void drain(struct smtp_session *s, struct trace *t)
 			break;
 		case SMTP_ACT_LOG_REFUSED:
 			buf_puts(&t->acts, "L|");
+			check_no_secret(a->data, a->len);
+			check_no_secret(a->reply, a->reply_len);
 			buf_append(&t->logs, a->data, a->len);
 			buf_puts(&t->logs, " => ");
 			buf_append(&t->logs, a->reply, a->reply_len);
 			buf_puts(&t->logs, "\n");
 			break;
 		case SMTP_ACT_CLOSE: buf_puts(&t->acts, "X|"); break;
+		case SMTP_ACT_AUTH_REQUEST: {
+			const struct sasl_request *rq = a->sasl_req;
+			assert_non_null(rq);
+			assert_true(smtp_session_in_tls(s));
+			buf_printf(&t->acts, "Q%c:%s|",
+				   rq->kind == SASL_REQ_PLAIN ? 'p'
+				   : rq->kind == SASL_REQ_SCRAM_LOOKUP ? 'l' : 'v',
+				   rq->user ? rq->user : "");
+			waiting = true;
+			break;
+		}
+		case SMTP_ACT_LOOKUP:
+			buf_printf(&t->acts, "K%c:", a->lookup == SMTP_LOOKUP_SENDER ? 's' : 'r');
+			buf_append(&t->acts, a->data, a->len);
+			if (a->lookup == SMTP_LOOKUP_SENDER) {
+				assert_non_null(a->user);
+				buf_printf(&t->acts, ":%s", a->user);
+			}
+			buf_puts(&t->acts, "|");
+			waiting = true;
+			break;
+		case SMTP_ACT_LOG_AUTH:
+			check_no_secret(a->data, a->len);
+			buf_printf(&t->acts, "G%.*s:", (int)a->reply_len, a->reply);
+			buf_append(&t->acts, a->data, a->len);
+			buf_puts(&t->acts, "|");
+			buf_puts(&t->logs, "auth ");
+			buf_append(&t->logs, a->reply, a->reply_len);
+			buf_puts(&t->logs, "\n");
+			break;
+		case SMTP_ACT_ADD_HEADERS:
+			buf_printf(&t->acts, "H%u|", a->add_headers);
+			break;
 		default: fail_msg("unknown action"); break;
 		}
 	}
+	/* A question to the auth process stops the reading until the answer. */
+	if (waiting)
+		assert_false(smtp_session_wants_input(s));
 }
 
 static void finish_trace(struct trace *t)
@@ -158,7 +228,7 @@ static void finish_trace(struct trace *t)
 static void run_steps(const struct smtp_policy *pol, const struct step *st, bool bytewise,
 		      struct trace *t)
 {
-	struct smtp_session *s = smtp_session_new(pol, &client);
+	struct smtp_session *s = smtp_session_new(pol, use_no_nonce ? &client_no_nonce : &client);
 	trace_init(t);
 	for (; st->ev != EV_END; st++) {
 		switch (st->ev) {
@@ -179,6 +249,16 @@ static void run_steps(const struct smtp_policy *pol, const struct step *st, bool
 		case EV_TIMEOUT: smtp_session_timeout(s); break;
 		case EV_EOF: smtp_session_eof(s); break;
 		case EV_SHUTDOWN: smtp_session_shutdown(s); break;
+		case EV_AUTH:
+			if (st->ans) {
+				smtp_session_auth_answer(s, st->ans);
+			} else {
+				struct sasl_answer an = { .result = (enum auth_result)st->len,
+							  .user = st->data };
+				smtp_session_auth_answer(s, &an);
+			}
+			break;
+		case EV_LOOKUP: smtp_session_lookup_answer(s, (enum auth_result)st->len); break;
 		default: break;
 		}
 		drain(s, t);
@@ -236,8 +316,8 @@ static void strip_data(char *a)
 struct tcase {
 	const char *name;
 	unsigned flags;
-	struct step steps[12];
-	const char *replies;  /* final reply lines (prefixes), '\n' separated */
+	struct step steps[14];
+	const char *replies;  /* final reply lines (prefixes), '\n' separated; NULL: not checked */
 	const char *actions;  /* exact; NULL: not checked */
 	bool no_data;         /* compare actions without body data */
 };
@@ -246,14 +326,17 @@ static void run_case(const struct tcase *c)
 {
 	struct smtp_policy pol;
 	make_policy(&pol, c->flags);
+	use_no_nonce = c->flags & P_NO_NONCE;
 	struct trace whole, bytes;
 	run_steps(&pol, c->steps, false, &whole);
 	run_steps(&pol, c->steps, true, &bytes);
 	char name[160];
-	snprintf(name, sizeof(name), "%s (whole)", c->name);
-	check_lines(name, (const char *)buf_ptr(&whole.last), c->replies);
-	snprintf(name, sizeof(name), "%s (bytewise)", c->name);
-	check_lines(name, (const char *)buf_ptr(&bytes.last), c->replies);
+	if (c->replies) {
+		snprintf(name, sizeof(name), "%s (whole)", c->name);
+		check_lines(name, (const char *)buf_ptr(&whole.last), c->replies);
+		snprintf(name, sizeof(name), "%s (bytewise)", c->name);
+		check_lines(name, (const char *)buf_ptr(&bytes.last), c->replies);
+	}
 	if (c->actions) {
 		char *aw = (char *)whole.acts.data, *ab = (char *)bytes.acts.data;
 		if (c->no_data) {
@@ -328,6 +411,9 @@ static void test_basic(void **state)
 		  "L|L|L|L|" },
 		{ "QUIT stops processing", 0, { F("QUIT\r\nNOOP\r\n") }, "221 2.0.0", "X|" },
 		{ "AUTH not available", 0, { F(EHLO "AUTH PLAIN AGFiAGM=\r\n") },
+		  "250 HELP\n502 5.5.1 AUTH not available", "L|" },
+		{ "AUTH not available in TLS either", 0,
+		  { E(EV_TLS), F(EHLO "AUTH PLAIN AGFiAGM=\r\n") },
 		  "250 HELP\n502 5.5.1 AUTH not available", "L|" },
 	};
 	TABLE(t);
@@ -799,10 +885,28 @@ static void test_log_refused(void **state)
 		struct trace t;
 		run_steps(&pol, st, bw, &t);
 		assert_string_equal((const char *)buf_ptr(&t.logs),
-				    "AUTH => 502 5.5.1 AUTH not available\n"
+				    "AUTH PLAIN => 502 5.5.1 AUTH not available\n"
 				    "RCPT TO:<x@y> => 503 5.5.1 Need MAIL command\n");
 		trace_free(&t);
 	}
+	/* An AUTH line too long to be parsed is logged as "AUTH <mech>" too
+	 * (check_no_secret in drain also looks at every log action). */
+	char *line = malloc(1200);
+	memcpy(line, "AUTH PLAIN ", 11);
+	for (size_t i = 11; i < 1198; i += 12)
+		memcpy(line + i, "AHVzZXIAczNj", i + 12 <= 1198 ? 12 : 1198 - i);
+	memcpy(line + 1198, "\r\n", 2);
+	struct step st2[] = { { EV_FEED, line, 1200 }, F("NOOP\r\n"), E(EV_END) };
+	make_policy(&pol, P_AUTH);
+	for (int bw = 0; bw < 2; bw++) {
+		struct trace t;
+		run_steps(&pol, st2, bw, &t);
+		assert_string_equal((const char *)buf_ptr(&t.logs),
+				    "AUTH PLAIN => 500 5.5.2 Line too long\n");
+		check_lines("long AUTH", (const char *)buf_ptr(&t.last), "500 5.5.2\n250 2.0.0");
+		trace_free(&t);
+	}
+	free(line);
 }
 
 static void test_backpressure(void **state)
@@ -944,7 +1048,9 @@ static void test_received(void **state)
 		const char *h = buf_cstr(&b);
 		assert_non_null(strstr(h, protos[i].proto));
 		if (protos[i].tls)
-			assert_non_null(strstr(h, "(role=mx tls=TLSv1.3 cipher=TLS_AES_128_GCM_SHA256)"));
+			assert_non_null(strstr(h, protos[i].auth
+						       ? "(role=mx auth=user tls=TLSv1.3 cipher=TLS_AES_128_GCM_SHA256)"
+						       : "(role=mx tls=TLSv1.3 cipher=TLS_AES_128_GCM_SHA256)"));
 	}
 	/* Two recipients: no "for"; a hostile rDNS name is left out. */
 	struct smtp_rcpt r2[2] = { { "a@x", NULL, 0 }, { "b@x", NULL, 0 } };
@@ -959,6 +1065,448 @@ static void test_received(void **state)
 	assert_null(strstr(h, "Injected"));
 	assert_non_null(strstr(h, "from c.example ([192.0.2.1])"));
 	assert_non_null(strstr(h, "role=submission"));
+	buf_free(&b);
+}
+
+/* ---- authentication -------------------------------------------------- */
+
+#define TLS_EHLO E(EV_TLS), F(EHLO)
+#define PLAIN_IR "AUTH PLAIN AHVzZXIAczNjcjN0\r\n"   /* \0user\0s3cr3t */
+#define AUTHED TLS_EHLO, F(PLAIN_IR), AUTH(AUTH_OK, "user")
+
+static void test_auth_ehlo(void **state)
+{
+	static const struct {
+		unsigned flags;
+		bool tls;
+		const char *want; /* the AUTH line, or NULL for none */
+	} t[] = {
+		{ P_AUTH, false, NULL },
+		{ P_AUTH, true, "250-AUTH PLAIN LOGIN SCRAM-SHA-256\r\n" },
+		{ P_PLAIN, true, "250-AUTH PLAIN\r\n" },
+		{ P_AUTH | P_NO_NONCE, true, "250-AUTH PLAIN LOGIN\r\n" },
+		{ 0, true, NULL },
+		{ P_AUTH | P_TLS_REQ | P_SUB, false, NULL },
+	};
+	for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
+		struct smtp_policy pol;
+		make_policy(&pol, t[i].flags);
+		use_no_nonce = t[i].flags & P_NO_NONCE;
+		struct step st[] = { E(EV_TLS), E(EV_START), F(EHLO), E(EV_END) };
+		if (!t[i].tls)
+			st[0].ev = EV_START;
+		for (int bw = 0; bw < 2; bw++) {
+			struct trace tr;
+			run_steps(&pol, st, bw, &tr);
+			const char *out = (const char *)buf_ptr(&tr.out);
+			const char *a = strstr(out, "250-AUTH");
+			if (t[i].want) {
+				assert_non_null(a);
+				assert_memory_equal(a, t[i].want, strlen(t[i].want));
+				assert_null(strstr(out, "STARTTLS"));
+			} else {
+				assert_null(a);
+			}
+			trace_free(&tr);
+		}
+	}
+	use_no_nonce = false;
+}
+
+static void test_auth_refused(void **state)
+{
+	static const struct tcase t[] = {
+		{ "outside TLS", P_AUTH, { F(EHLO PLAIN_IR "NOOP\r\n") },
+		  "250 HELP\n538 5.7.11 Encryption required for requested authentication mechanism\n"
+		  "250 2.0.0",
+		  "L|" },
+		{ "TLS required first", P_AUTH | P_TLS_REQ, { F(EHLO PLAIN_IR) },
+		  "250 HELP\n530 5.7.0 Must issue a STARTTLS command first", "L|" },
+		{ "before EHLO", P_AUTH, { E(EV_TLS), F(PLAIN_IR "HELO c.example\r\n" PLAIN_IR) },
+		  "503 5.5.1 Send EHLO first\n250 mx.test.example\n503 5.5.1 Send EHLO first",
+		  "L|L|" },
+		{ "unknown mechanism", P_AUTH,
+		  { TLS_EHLO, F("AUTH CRAM-MD5\r\nAUTH X!Y\r\nAUTH\r\nauth plain AHVzZXIAczNjcjN0 x\r\n") },
+		  "250 HELP\n504 5.5.4 Unrecognized authentication mechanism\n"
+		  "504 5.5.4\n501 5.5.4 Syntax\n501 5.5.2 Invalid authentication data",
+		  "L|L|L|Gsyntax:|L|" },
+		{ "mechanism not offered", P_PLAIN, { TLS_EHLO, F("AUTH LOGIN\r\nAUTH SCRAM-SHA-256\r\n") },
+		  "250 HELP\n504 5.5.4\n504 5.5.4", "L|L|" },
+		{ "SCRAM without a nonce source", P_AUTH | P_NO_NONCE,
+		  { TLS_EHLO, F("AUTH SCRAM-SHA-256 biwsbj11c2VyLHI9Y25vbmNlMTIz\r\n") },
+		  "250 HELP\n504 5.5.4", "L|" },
+		{ "during a transaction", P_AUTH, { TLS_EHLO, F(MAIL PLAIN_IR) },
+		  "250 HELP\n250 2.1.0\n503 5.5.1 AUTH not permitted during a mail transaction",
+		  "L|" },
+		{ "already authenticated", P_AUTH, { AUTHED, F(PLAIN_IR) },
+		  "250 HELP\n235 2.7.0\n503 5.5.1 Already authenticated", "Qp:user|Gok:user|L|" },
+		{ "AUTH lines refused unparsed log no credentials", P_AUTH,
+		  { TLS_EHLO, F("AUTH PLAIN AHVzZXIAczNjcjN0\nNOOP\r\nauth login czNjcjN0\rx\r\n") },
+		  "250 HELP\n500 5.5.2 Syntax error\n250 2.0.0\n500 5.5.2 Syntax error", "L|L|" },
+		{ "malformed initial response", P_AUTH,
+		  { TLS_EHLO, F("AUTH PLAIN !!!!\r\nAUTH PLAIN AHVzZXIA\r\n") },
+		  "250 HELP\n501 5.5.2 Invalid authentication data\n501 5.5.2",
+		  "Gsyntax:|L|Gsyntax:|L|" },
+		{ "AUTH failures count as errors", P_AUTH,
+		  { TLS_EHLO, F(PLAIN_IR), AUTH(AUTH_FAIL, NULL), F(PLAIN_IR), AUTH(AUTH_FAIL, NULL),
+		    F(PLAIN_IR), AUTH(AUTH_FAIL, NULL), F("AUTH PLAIN\r\n*\r\nAUTH FOO\r\n"),
+		    F(PLAIN_IR), AUTH(AUTH_FAIL, NULL), F("NOOP\r\n") },
+		  "250 HELP\n535 \n535 \n535 \n334 \n501 5.0.0\n504 \n421 4.7.0 mx.test.example Too many",
+		  "Qp:user|Gfailed:user|L|Qp:user|Gfailed:user|L|Qp:user|Gfailed:user|L|"
+		  "Gcancelled:|L|L|Qp:user|Gfailed:user|L|X|" },
+	};
+	TABLE(t);
+}
+
+static void test_auth_plain_login(void **state)
+{
+	static const struct tcase t[] = {
+		{ "PLAIN with initial response", P_AUTH,
+		  { AUTHED, F("MAIL FROM:<user@test.example>\r\nRCPT TO:<x@elsewhere.example>\r\n") },
+		  "250 HELP\n235 2.7.0 Authentication successful\n250 2.1.0\n250 2.1.5",
+		  "Qp:user|Gok:user|" },
+		{ "PLAIN with an empty challenge", P_AUTH,
+		  { TLS_EHLO, F("AUTH PLAIN\r\n"), F("dXNlcgB1c2VyAHMzY3IzdA==\r\n"),
+		    AUTH(AUTH_OK, "User") },
+		  "250 HELP\n334 \n235 2.7.0", "Qp:user|Gok:User|" },
+		{ "PLAIN: no proxy authorization", P_AUTH,
+		  { TLS_EHLO, F("AUTH PLAIN YXV0aHoAdXNlcgBzM2NyM3Q=\r\n") },
+		  "250 HELP\n535 5.7.8", "Gfailed:|L|" },
+		{ "PLAIN empty initial response", P_AUTH,
+		  { TLS_EHLO, F("AUTH PLAIN =\r\n") },
+		  "250 HELP\n501 5.5.2", "Gsyntax:|L|" },
+		{ "LOGIN", P_AUTH,
+		  { TLS_EHLO, F("AUTH LOGIN\r\n"), F("dXNlcg==\r\n"), F("czNjcjN0\r\n"),
+		    AUTH(AUTH_OK, "user"), F("NOOP\r\n") },
+		  "250 HELP\n334 VXNlcm5hbWU6\n334 UGFzc3dvcmQ6\n235 2.7.0\n250 2.0.0",
+		  "Qp:user|Gok:user|" },
+		{ "response lines are not commands", P_AUTH,
+		  { TLS_EHLO, F("AUTH LOGIN\r\ndXNlcg==\r\nRSET\r\n"), AUTH(AUTH_FAIL, NULL),
+		    F("NOOP\r\n") },
+		  "250 HELP\n334 VXNlcm5hbWU6\n334 UGFzc3dvcmQ6\n535 5.7.8 Authentication credentials "
+		  "invalid\n250 2.0.0",
+		  NULL },
+		{ "cancel", P_AUTH, { TLS_EHLO, F("AUTH LOGIN\r\n*\r\nNOOP\r\n") },
+		  "250 HELP\n334 \n501 5.0.0 Authentication cancelled\n250 2.0.0",
+		  "Gcancelled:|L|" },
+		{ "bare LF in a response", P_AUTH, { TLS_EHLO, F("AUTH LOGIN\r\ndXNlcg==\nNOOP\r\n") },
+		  "250 HELP\n334 \n501 5.5.2\n250 2.0.0", "Gsyntax:|L|" },
+		{ "pipelined commands wait for the answer", P_AUTH,
+		  { TLS_EHLO, F(PLAIN_IR "MAIL FROM:<user@test.example>\r\nNOOP\r\n"),
+		    AUTH(AUTH_OK, "user") },
+		  "250 HELP\n235 2.7.0\n250 2.1.0\n250 2.0.0", "Qp:user|Gok:user|" },
+		{ "timeout while asking", P_AUTH,
+		  { TLS_EHLO, F(PLAIN_IR), E(EV_TIMEOUT), AUTH(AUTH_OK, "user") },
+		  "250 HELP\n421 4.4.2", "Qp:user|X|" },
+		{ "shutdown while asking", P_AUTH,
+		  { TLS_EHLO, F(PLAIN_IR), E(EV_SHUTDOWN), AUTH(AUTH_OK, "user") },
+		  "250 HELP\n421 4.3.2", "Qp:user|X|" },
+		{ "shutdown inside the exchange", P_AUTH,
+		  { TLS_EHLO, F("AUTH LOGIN\r\n"), E(EV_SHUTDOWN), F("dXNlcg==\r\n") },
+		  "250 HELP\n334 \n421 4.3.2", "X|" },
+		{ "answer without a question is ignored", P_AUTH,
+		  { TLS_EHLO, AUTH(AUTH_OK, "user"), F(MAIL "RCPT TO:<x@elsewhere.example>\r\n") },
+		  "250 HELP\n250 2.1.0\n550 5.7.1 Relaying denied", "L|" },
+		{ "auth required satisfied", P_AUTH | P_AUTH_REQ | P_SUB,
+		  { TLS_EHLO, F(MAIL), F(PLAIN_IR), AUTH(AUTH_OK, "user"), F(MAIL) },
+		  "250 HELP\n530 5.7.0 Authentication required\n235 \n250 2.1.0",
+		  "L|Qp:user|Gok:user|" },
+	};
+	TABLE(t);
+}
+
+static void test_auth_outcomes(void **state)
+{
+	static const struct tcase t[] = {
+		{ "failed", P_AUTH, { TLS_EHLO, F(PLAIN_IR), AUTH(AUTH_FAIL, NULL), F(MAIL) },
+		  "250 HELP\n535 5.7.8\n250 2.1.0", "Qp:user|Gfailed:user|L|" },
+		{ "tempfail", P_AUTH, { TLS_EHLO, F(PLAIN_IR), AUTH(AUTH_TEMPFAIL, NULL) },
+		  "250 HELP\n454 4.7.0 Temporary authentication failure",
+		  "Qp:user|Gtempfail:user|L|" },
+		{ "blocked", P_AUTH, { TLS_EHLO, F(PLAIN_IR), AUTH(AUTH_BLOCKED, NULL) },
+		  "250 HELP\n454 4.7.0 Too many authentication failures; try again later",
+		  "Qp:user|Gblocked:user|L|" },
+		{ "retry after failure", P_AUTH,
+		  { TLS_EHLO, F(PLAIN_IR), AUTH(AUTH_FAIL, NULL), F(PLAIN_IR), AUTH(AUTH_OK, "user") },
+		  "250 HELP\n535 \n235 ", "Qp:user|Gfailed:user|L|Qp:user|Gok:user|" },
+		{ "response line too long", P_AUTH,
+		  { TLS_EHLO, F("AUTH PLAIN\r\n"),
+		    F("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
+		      "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
+		      "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA\r\nNOOP\r\n") },
+		  "250 HELP\n334 \n500 5.5.6 Authentication exchange line is too long\n250 2.0.0",
+		  "Gsyntax:|L|" },
+	};
+	TABLE(t);
+}
+
+/* SCRAM-SHA-256 with canned answers of the auth process. */
+static const uint8_t scram_salt[] = "saltsaltsaltsalt";
+static const uint8_t scram_sig[32] = { 1, 2, 3 };
+static const struct sasl_answer scram_lookup = {
+	.result = AUTH_OK, .user = "user", .salt = scram_salt, .salt_len = 16,
+	.iterations = 4096,
+};
+static const struct sasl_answer scram_ans_verify = {
+	.result = AUTH_OK, .user = "user", .server_signature = scram_sig,
+	.server_signature_len = 32,
+};
+static const struct sasl_answer scram_bad = { .result = AUTH_FAIL };
+
+#define SCRAM_FIRST "AUTH SCRAM-SHA-256 biwsbj11c2VyLHI9Y25vbmNlMTIz\r\n"
+#define SCRAM_FINAL                                                                      \
+	"Yz1iaXdzLHI9Y25vbmNlMTIzU05PTkNFLHA9QUFFQ0F3UUZCZ2NJQ1FvTERBME9EeEFSRWhNVUZSWVhHQmth" \
+	"R3h3ZEhoOD0=\r\n"
+
+static void test_auth_scram(void **state)
+{
+	static const struct tcase t[] = {
+		{ "SCRAM-SHA-256", P_AUTH,
+		  { TLS_EHLO, F(SCRAM_FIRST), ANS(&scram_lookup), F(SCRAM_FINAL), ANS(&scram_ans_verify),
+		    F("\r\n"), F("NOOP\r\n") },
+		  "250 HELP\n334 \n334 \n235 2.7.0\n250 2.0.0",
+		  "Ql:user|Qv:user|Gok:user|" },
+		{ "SCRAM wrong proof", P_AUTH,
+		  { TLS_EHLO, F(SCRAM_FIRST), ANS(&scram_lookup), F(SCRAM_FINAL), ANS(&scram_bad) },
+		  "250 HELP\n334 \n535 5.7.8", "Ql:user|Qv:user|Gfailed:user|L|" },
+		{ "SCRAM unknown user", P_AUTH,
+		  { TLS_EHLO, F(SCRAM_FIRST), ANS(&scram_bad) },
+		  "250 HELP\n535 5.7.8", "Ql:user|Gfailed:user|L|" },
+	};
+	TABLE(t);
+	/* The server-first message carries the client's and our nonce. */
+	struct smtp_policy pol;
+	make_policy(&pol, P_AUTH);
+	static const struct step st[] = { TLS_EHLO, F(SCRAM_FIRST), ANS(&scram_lookup), E(EV_END) };
+	struct trace tr;
+	run_steps(&pol, st, false, &tr);
+	const char *o = strstr((const char *)buf_ptr(&tr.out), "334 ");
+	assert_non_null(o);
+	const char *e = strstr(o, "\r\n");
+	struct buf d;
+	buf_init(&d, 4096);
+	assert_int_equal(b64_decode(o + 4, (size_t)(e - o - 4), &d), 0);
+	assert_non_null(strstr(buf_cstr(&d), "r=cnonce123SNONCE,"));
+	assert_non_null(strstr(buf_cstr(&d), ",i=4096"));
+	buf_free(&d);
+	trace_free(&tr);
+}
+
+/* The envelope carries the user across transactions. */
+static void test_auth_envelope(void **state)
+{
+	struct smtp_policy pol;
+	make_policy(&pol, P_AUTH | P_SUB);
+	struct smtp_session *s = smtp_session_new(&pol, &client);
+	smtp_session_tls_started(s, "TLSv1.3", "X");
+	const char *in = EHLO PLAIN_IR;
+	smtp_session_feed(s, (const uint8_t *)in, strlen(in));
+	const struct smtp_action *a;
+	const struct sasl_request *rq = NULL;
+	while ((a = smtp_session_next_action(s)) != NULL)
+		if (a->type == SMTP_ACT_AUTH_REQUEST)
+			rq = a->sasl_req;
+	assert_non_null(rq);
+	assert_string_equal(rq->user, "user");
+	assert_int_equal(rq->password_len, 6);
+	assert_memory_equal(rq->password, "s3cr3t", 6);
+	assert_null(smtp_session_envelope(s)->auth_user);
+	struct sasl_answer an = { .result = AUTH_OK, .user = "canon" };
+	smtp_session_auth_answer(s, &an);
+	assert_string_equal(smtp_session_envelope(s)->auth_user, "canon");
+	for (int i = 0; i < 2; i++) {
+		const char *tx = "MAIL FROM:<a@b.example>\r\nRCPT TO:<x@elsewhere.example>\r\n"
+				 "DATA\r\nDate: x\r\n\r\n.\r\n";
+		smtp_session_feed(s, (const uint8_t *)tx, strlen(tx));
+		const struct smtp_action *commit = NULL;
+		while ((a = smtp_session_next_action(s)) != NULL)
+			if (a->type == SMTP_ACT_COMMIT)
+				commit = a;
+		assert_non_null(commit);
+		assert_string_equal(commit->env->auth_user, "canon");
+		smtp_session_commit_done(s, true, "Q");
+	}
+	smtp_session_free(s);
+}
+
+static void test_lookup_sender(void **state)
+{
+	static const struct tcase t[] = {
+		{ "sender owned", P_AUTH | P_CHK_SENDER,
+		  { AUTHED, F("MAIL FROM:<me@test.example>\r\n" RCPT), LOOKUP(AUTH_OK) },
+		  "250 HELP\n235 \n250 2.1.0 Sender OK\n250 2.1.5",
+		  "Qp:user|Gok:user|Ks:me@test.example:user|" },
+		{ "sender not owned", P_AUTH | P_CHK_SENDER,
+		  { AUTHED, F("MAIL FROM:<boss@test.example>\r\n" RCPT "DATA\r\n"),
+		    LOOKUP(AUTH_FAIL) },
+		  "250 HELP\n235 \n553 5.7.1 Sender address not owned by authenticated user <user>\n"
+		  "503 5.5.1 Need MAIL\n503 5.5.1 Need MAIL",
+		  "Qp:user|Gok:user|Ks:boss@test.example:user|L|L|L|" },
+		{ "sender lookup tempfail", P_AUTH | P_CHK_SENDER,
+		  { AUTHED, F("MAIL FROM:<me@test.example>\r\n"), LOOKUP(AUTH_TEMPFAIL), F(RCPT) },
+		  "250 HELP\n235 \n451 4.3.0 Temporary lookup failure\n503 5.5.1",
+		  "Qp:user|Gok:user|Ks:me@test.example:user|L|L|" },
+		{ "null sender is not looked up", P_AUTH | P_CHK_SENDER,
+		  { AUTHED, F("MAIL FROM:<>\r\n") }, "250 HELP\n235 \n250 2.1.0",
+		  "Qp:user|Gok:user|" },
+		{ "not authenticated: no lookup", P_CHK_SENDER, { F(EHLO MAIL) },
+		  "250 HELP\n250 2.1.0", "" },
+		{ "lookup off", P_AUTH, { AUTHED, F(MAIL) }, "250 HELP\n235 \n250 2.1.0",
+		  "Qp:user|Gok:user|" },
+		{ "timeout while asking", P_AUTH | P_CHK_SENDER,
+		  { AUTHED, F(MAIL), E(EV_TIMEOUT), LOOKUP(AUTH_OK) }, "250 HELP\n235 \n421 4.4.2",
+		  "Qp:user|Gok:user|Ks:a@client.example:user|X|" },
+	};
+	TABLE(t);
+}
+
+static void test_lookup_rcpt(void **state)
+{
+	static const struct tcase t[] = {
+		{ "known local user", P_CHK_RCPT, { F(EHLO MAIL RCPT), LOOKUP(AUTH_OK), F("DATA\r\n.\r\n"),
+		    OK("Q") },
+		  "250 HELP\n250 2.1.0\n250 2.1.5\n354 \n250 2.0.0", "Kr:u@test.example|B|C|" },
+		{ "unknown local user", P_CHK_RCPT,
+		  { F(EHLO MAIL "RCPT TO:<nobody@test.example>\r\nDATA\r\n"), LOOKUP(AUTH_FAIL) },
+		  "250 HELP\n250 2.1.0\n550 5.1.1 <nobody@test.example>: Recipient address rejected: "
+		  "User unknown\n554 5.5.1 No valid recipients",
+		  "Kr:nobody@test.example|L|L|" },
+		{ "lookup tempfail", P_CHK_RCPT, { F(EHLO MAIL RCPT), LOOKUP(AUTH_TEMPFAIL) },
+		  "250 HELP\n250 2.1.0\n451 4.3.0 Temporary lookup failure", "Kr:u@test.example|L|" },
+		{ "postmaster and remote domains are not looked up", P_CHK_RCPT,
+		  { F(EHLO MAIL "RCPT TO:<postmaster>\r\nRCPT TO:<u@elsewhere.example>\r\n") },
+		  "250 HELP\n250 2.1.0\n250 2.1.5\n550 5.7.1 Relaying denied", "L|" },
+		{ "authenticated: local checked, remote relayed", P_AUTH | P_CHK_RCPT,
+		  { AUTHED, F(MAIL "RCPT TO:<x@elsewhere.example>\r\nRCPT TO:<nobody@local.example>\r\n"),
+		    LOOKUP(AUTH_FAIL), F("RCPT TO:<u%v@elsewhere.example>\r\nRCPT TO:<u@[192.0.2.9]>\r\n") },
+		  "250 HELP\n235 \n250 2.1.0\n250 2.1.5\n550 5.1.1\n250 2.1.5\n250 2.1.5",
+		  "Qp:user|Gok:user|Kr:nobody@local.example|L|" },
+		{ "authenticated, check off: no lookup", P_AUTH,
+		  { AUTHED, F(MAIL "RCPT TO:<nobody@local.example>\r\nRCPT TO:<bare>\r\n") },
+		  "250 HELP\n235 \n250 2.1.0\n250 2.1.5\n501 5.1.3", "Qp:user|Gok:user|L|" },
+		{ "DSN parameters kept through the lookup", P_CHK_RCPT,
+		  { F(EHLO MAIL "RCPT TO:<u@test.example> NOTIFY=NEVER ORCPT=rfc822;u@test.example\r\n"),
+		    LOOKUP(AUTH_OK) },
+		  "250 HELP\n250 2.1.0\n250 2.1.5", "Kr:u@test.example|" },
+	};
+	TABLE(t);
+	/* The recipient added after the answer carries its parameters. */
+	struct smtp_policy pol;
+	make_policy(&pol, P_CHK_RCPT);
+	struct smtp_session *s = smtp_session_new(&pol, &client);
+	const char *in = EHLO MAIL "RCPT TO:<u@test.example> NOTIFY=NEVER ORCPT=rfc822;x\r\n";
+	smtp_session_feed(s, (const uint8_t *)in, strlen(in));
+	assert_false(smtp_session_wants_input(s));
+	assert_int_equal(smtp_session_envelope(s)->n_rcpts, 0);
+	smtp_session_lookup_answer(s, AUTH_OK);
+	assert_true(smtp_session_wants_input(s));
+	const struct smtp_envelope *e = smtp_session_envelope(s);
+	assert_int_equal(e->n_rcpts, 1);
+	assert_string_equal(e->rcpts[0].addr, "u@test.example");
+	assert_string_equal(e->rcpts[0].orcpt, "rfc822;x");
+	assert_int_equal(e->rcpts[0].notify, SMTP_NOTIFY_NEVER);
+	smtp_session_free(s);
+}
+
+#define SUB_TX E(EV_TLS), F(EHLO PLAIN_IR), AUTH(AUTH_OK, "user"), F(MAIL RCPT)
+#define SUB_A "Qp:user|Gok:user|"
+#define P_SUBH (P_SUB | P_AUTH | P_ADD_HDRS)
+
+static void test_add_headers(void **state)
+{
+	static const struct tcase t[] = {
+		{ "both missing", P_SUBH,
+		  { SUB_TX, F("DATA\r\nSubject: x\r\n\r\nbody\r\n.\r\n"), OK("Q") },
+		  "250 HELP\n235 \n250 2.1.0\n250 2.1.5\n354 \n250 2.0.0",
+		  SUB_A "B|D:Subject: x\r\n|H3|D:\r\nbody\r\n|C|" },
+		{ "Date present, any case", P_SUBH,
+		  { SUB_TX, F("DATA\r\nDATE: x\r\nSubject: y\r\n z\r\n\r\nb\r\n.\r\n"), OK("Q") },
+		  NULL, SUB_A "B|D:DATE: x\r\nSubject: y\r\n z\r\n|H2|D:\r\nb\r\n|C|" },
+		{ "both present", P_SUBH,
+		  { SUB_TX, F("DATA\r\nMessage-Id : <a@b>\r\ndate:x\r\n\r\nb\r\n.\r\n"), OK("Q") },
+		  NULL, SUB_A "B|D:Message-Id : <a@b>\r\ndate:x\r\n\r\nb\r\n|C|" },
+		{ "names must start the line and end with a colon", P_SUBH,
+		  { SUB_TX, F("DATA\r\nX-Date: x\r\nSubject: y\r\n Date: z\r\nDates: q\r\nDate\r\n"
+			      "\r\nDate: body\r\n.\r\n"), OK("Q") },
+		  NULL,
+		  SUB_A "B|D:X-Date: x\r\nSubject: y\r\n Date: z\r\nDates: q\r\nDate\r\n|H3|"
+			"D:\r\nDate: body\r\n|C|" },
+		{ "dot-stuffed field name", P_SUBH,
+		  { SUB_TX, F("DATA\r\n.Date: x\r\n\r\n.\r\n"), OK("Q") },
+		  NULL, SUB_A "B|D:Date: x\r\n|H2|D:\r\n|C|" },
+		{ "no empty line", P_SUBH, { SUB_TX, F("DATA\r\nDate: x\r\n.\r\n"), OK("Q") },
+		  NULL, SUB_A "B|D:Date: x\r\n|H2|C|" },
+		{ "empty header block", P_SUBH, { SUB_TX, F("DATA\r\n\r\nhi\r\n.\r\n"), OK("Q") },
+		  NULL, SUB_A "B|H3|D:\r\nhi\r\n|C|" },
+		{ "empty message", P_SUBH, { SUB_TX, F("DATA\r\n.\r\n"), OK("Q") },
+		  NULL, SUB_A "B|H3|C|" },
+		{ "BDAT split at the empty line", P_SUBH,
+		  { SUB_TX, F("BDAT 11\r\nSubject: x\r"), F("BDAT 7 LAST\r\n\n\r\nbody"), OK("Q") },
+		  NULL, SUB_A "B|D:Subject: x\r\n|H3|D:\r\nbody|C|" },
+		{ "BDAT ending inside a header line", P_SUBH,
+		  { SUB_TX, F("BDAT 10 LAST\r\nSubject: x"), OK("Q") },
+		  NULL, SUB_A "B|D:Subject: x|C|" },
+		{ "BDAT ending at a line end", P_SUBH,
+		  { SUB_TX, F("BDAT 12 LAST\r\nSubject: x\r\n"), OK("Q") },
+		  NULL, SUB_A "B|D:Subject: x\r\n|H3|C|" },
+		{ "bare CR at the start of a header line", P_SUBH,
+		  { SUB_TX, F("DATA\r\nA: b\r\n\rX: y\r\n\r\n.\r\n"), F("NOOP\r\n") },
+		  NULL, SUB_A "B|D:A: b\r\n|A|L|" },
+		{ "MX: never", P_ADD_HDRS, { F(TX "DATA\r\nSubject: x\r\n\r\nb\r\n.\r\n"), OK("Q") },
+		  NULL, "B|D:Subject: x\r\n\r\nb\r\n|C|" },
+		{ "submission with the option off", P_SUB | P_AUTH,
+		  { SUB_TX, F("DATA\r\nSubject: x\r\n\r\nb\r\n.\r\n"), OK("Q") },
+		  NULL, SUB_A "B|D:Subject: x\r\n\r\nb\r\n|C|" },
+		{ "each message on its own", P_SUBH,
+		  { SUB_TX, F("DATA\r\nDate: x\r\n\r\n.\r\n"), OK("Q"),
+		    F(MAIL RCPT "DATA\r\nMessage-ID: <m@x>\r\n\r\n.\r\n"), OK("Q2") },
+		  NULL, SUB_A "B|D:Date: x\r\n|H2|D:\r\n|C|B|D:Message-ID: <m@x>\r\n|H1|D:\r\n|C|" },
+	};
+	TABLE(t);
+}
+
+static void test_received_auth(void **state)
+{
+	struct smtp_policy pol;
+	make_policy(&pol, P_SUB);
+	struct smtp_rcpt r = { "u@test.example", NULL, 0 };
+	struct smtp_envelope env = { 0 };
+	env.helo = "c.example";
+	env.esmtp = true;
+	env.rcpts = &r;
+	env.n_rcpts = 1;
+	env.tls_version = "TLSv1.3";
+	env.tls_cipher = "C";
+	env.auth_user = "alice@test.example";
+	struct smtp_client c = { "S", "192.0.2.1", "host.client.example", 587, NULL, NULL };
+	struct buf b;
+	buf_init(&b, 4096);
+	smtp_received_header(&b, &pol, &c, &env, "Q1", "D");
+	assert_string_equal(buf_cstr(&b),
+			    "Received: from c.example (host.client.example [192.0.2.1])\r\n"
+			    "\tby mx.test.example (sluice) with ESMTPSA\r\n"
+			    "\t(role=submission auth=alice@test.example tls=TLSv1.3 cipher=C)\r\n"
+			    "\tid Q1\r\n\tfor <u@test.example>;\r\n\tD\r\n");
+	/* Hidden client address; a user name that could break the comment. */
+	static const char *const bad_users[] = { "a(b", "a)b", "a\\b", "a b", "a\r\nX: y",
+						 "\xc3\xa9" };
+	pol.hide_client_ip = true;
+	for (size_t i = 0; i < sizeof(bad_users) / sizeof(bad_users[0]); i++) {
+		env.auth_user = bad_users[i];
+		buf_reset(&b);
+		smtp_received_header(&b, &pol, &c, &env, "Q1", "D");
+		const char *h = buf_cstr(&b);
+		assert_true(strncmp(h, "Received: from c.example\r\n\tby ", 30) == 0);
+		assert_null(strstr(h, "192.0.2.1"));
+		assert_null(strstr(h, "auth="));
+		assert_non_null(strstr(h, "with ESMTPSA"));
+		assert_non_null(strstr(h, "(role=submission tls=TLSv1.3 cipher=C)"));
+	}
+	/* Only submission hides the address. */
+	pol.role = SMTP_ROLE_MX;
+	buf_reset(&b);
+	smtp_received_header(&b, &pol, &c, &env, "Q1", "D");
+	assert_non_null(strstr(buf_cstr(&b), "[192.0.2.1]"));
 	buf_free(&b);
 }
 
@@ -985,6 +1533,16 @@ int main(void)
 		cmocka_unit_test(test_overfill),
 		cmocka_unit_test(test_envelope),
 		cmocka_unit_test(test_received),
+		cmocka_unit_test(test_auth_ehlo),
+		cmocka_unit_test(test_auth_refused),
+		cmocka_unit_test(test_auth_plain_login),
+		cmocka_unit_test(test_auth_scram),
+		cmocka_unit_test(test_auth_outcomes),
+		cmocka_unit_test(test_auth_envelope),
+		cmocka_unit_test(test_lookup_sender),
+		cmocka_unit_test(test_lookup_rcpt),
+		cmocka_unit_test(test_add_headers),
+		cmocka_unit_test(test_received_auth),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
