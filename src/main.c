@@ -1,4 +1,5 @@
 /* Command line: Exim/sendmail-compatible flags mapped to the modes. */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <event2/event.h>
 #include <stdio.h>
@@ -18,7 +19,7 @@
 #define EX_CONFIG 78
 
 enum mode { M_NONE, M_DAEMON, M_VERSION, M_PRINT, M_LIST, M_COUNT, M_VIEW, M_STDIO, M_REFERENCE,
-	    M_DNS, M_PWHASH, M_USERADD };
+	    M_DNS, M_PWHASH, M_USERADD, M_TEST };
 
 static void usage(FILE *f)
 {
@@ -33,6 +34,8 @@ static void usage(FILE *f)
 		"  -bpc              print the number of queued messages\n"
 		"  -Mvc id           print a queued message\n"
 		"  -bs               one SMTP session on stdin/stdout\n"
+		"  -bh ip [-oMi port]  test session from ip on a listener: prints every policy\n"
+		"                    decision, simulates TLS, queues nothing\n"
 		"  -bdns domain      print the DNS records the domain needs (MX, SRV, SPF, ...)\n"
 		"  -bpw [scheme]     read a password on stdin, print its {SCHEME}hash\n"
 		"  -buseradd name [scheme]  read a password on stdin, add or replace the user\n"
@@ -41,6 +44,12 @@ static void usage(FILE *f)
 		"  -C file           configuration file (default " CONF_DEFAULT_PATH ")\n"
 		"  -oX ports         listen on these ports instead of daemon_smtp_ports\n"
 		"  -tls-on-connect   start TLS at connect on every port\n");
+}
+
+static bool ip_ok(const char *s)
+{
+	unsigned char b[16];
+	return inet_pton(AF_INET, s, b) == 1 || inet_pton(AF_INET6, s, b) == 1;
 }
 
 /* One line from stdin, without echo on a terminal; at most 1024 bytes. */
@@ -171,6 +180,7 @@ int main(int argc, char **argv)
 	enum mode mode = M_NONE;
 	const char *arg = NULL;
 	const char *arg2 = NULL;
+	int test_port = 0;
 
 	for (int i = 1; i < argc; i++) {
 		const char *a = argv[i];
@@ -198,6 +208,23 @@ int main(int argc, char **argv)
 		} else if (strcmp(a, "-Mvc") == 0 && i + 1 < argc) {
 			mode = M_VIEW;
 			arg = argv[++i];
+		} else if (strcmp(a, "-bh") == 0 && i + 1 < argc) {
+			mode = M_TEST;
+			arg = argv[++i];
+			if (!ip_ok(arg)) {
+				fprintf(stderr, "sluice: -bh %s: not an IPv4 or IPv6 address\n", arg);
+				return EX_USAGE;
+			}
+		} else if (strcmp(a, "-oMi") == 0 && i + 1 < argc) {
+			/* Exim writes the interface as "address.port"; a bare port
+			 * is accepted too. */
+			const char *v = argv[++i];
+			const char *dot = strrchr(v, '.');
+			test_port = conf_parse_port(dot ? dot + 1 : v);
+			if (test_port <= 0) {
+				fprintf(stderr, "sluice: -oMi %s: no port\n", v);
+				return EX_USAGE;
+			}
 		} else if (strcmp(a, "-bs") == 0) {
 			mode = M_STDIO;
 		} else if (strcmp(a, "-bdns") == 0 && i + 1 < argc) {
@@ -281,8 +308,13 @@ int main(int argc, char **argv)
 		conf_free(c);
 		return r;
 	}
-	case M_STDIO: {
-		int r = worker_stdio_session(c);
+	case M_STDIO:
+	case M_TEST: {
+		struct local_opts lo = { .ip = mode == M_TEST ? arg : "127.0.0.1",
+					 .port = (uint16_t)test_port, .test = mode == M_TEST };
+		if (mode == M_TEST && lo.port == 0)
+			lo.port = c->n_ports ? c->ports[0] : 25;
+		int r = local_session(c, &lo);
 		conf_free(c);
 		return r;
 	}

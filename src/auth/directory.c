@@ -472,6 +472,22 @@ enum auth_lookup auth_dir_rcpt(struct auth_dir *d, const char *address, struct e
 		if (res == AUTH_LOOKUP_FOUND)
 			goto out;
 	}
+	if (a.domain && d->b && d->b->aliases) {
+		/* A store's aliases may hold a catch-all too, as "@domain". */
+		struct buf k;
+		struct dir_found f = { false };
+		buf_init(&k, AUTH_NAME_MAX + 2);
+		buf_puts(&k, "@");
+		buf_append(&k, a.domain, a.domain_len);
+		enum auth_lookup r = d->b->aliases(d->b, buf_cstr(&k), dir_found_fn, &f, e);
+		buf_free(&k);
+		if (r == AUTH_LOOKUP_UNAVAILABLE)
+			unavailable = true;
+		else if (f.found) {
+			res = AUTH_LOOKUP_FOUND;
+			goto out;
+		}
+	}
 	if (unavailable)
 		res = AUTH_LOOKUP_UNAVAILABLE;
 out:

@@ -54,8 +54,13 @@ int worker_main(const struct worker_args *a);
 void worker_policy(const struct conf *c, const struct conf_listener *l, bool tls_available,
 		   struct smtp_policy *p);
 
-/* -bs: one SMTP session on stdin/stdout in the mx role, spooling as usual. */
-int worker_stdio_session(const struct conf *c);
+/* -bs and -bh: one SMTP session on stdin/stdout (see local.c). */
+struct local_opts {
+	const char *ip;     /* client address the session pretends to come from */
+	uint16_t port;      /* listener whose policy applies; 0 = mx without TLS (-bs) */
+	bool test;          /* -bh: print decisions, simulate TLS, queue nothing */
+};
+int local_session(const struct conf *c, const struct local_opts *o);
 
 /* Prints the zone-file records a domain needs (-bdns); 0, or 1 if the
  * name is not a domain. */

@@ -1,0 +1,522 @@
+/*
+ * One SMTP session on stdin/stdout, in two flavours:
+ *   -bs         a real session in the mx role: messages are spooled as the
+ *               daemon spools them (for inetd-style use and scripts);
+ *   -bh ip      a test session "as if" from ip on a given listener: every
+ *               policy decision is printed, TLS is simulated, AUTH and
+ *               recipient checks ask the real credential store, and nothing
+ *               is queued.
+ * Both drive the same protocol core as the daemon.  When an auth backend is
+ * configured, a private auth process is forked for the session and asked
+ * synchronously (this process serves one client, it can wait).
+ */
+#include <errno.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "../auth/auth.h"
+#include "daemon.h"
+
+struct local {
+	const struct conf *c;
+	const struct local_opts *o;
+	struct smtp_policy pol;
+	struct smtp_client cl;
+	struct smtp_session *s;
+	struct spool *sp;
+	struct spool_msg *msg;
+	char qid[QUEUE_ID_LEN + 1];
+	uint64_t test_bytes;
+	pid_t authd_pid;
+	int authd_fd;
+	uint32_t next_id;
+	struct buf io;
+};
+
+static void say(const struct local *L, const char *fmt, ...) UTIL_PRINTF(2, 3);
+static void say(const struct local *L, const char *fmt, ...)
+{
+	if (!L->o->test)
+		return;
+	/* Decisions go to stdout between the replies, marked as in Exim. */
+	fflush(stdout);
+	struct buf b;
+	buf_init(&b, 1 << 20);
+	buf_puts(&b, ">>> ");
+	va_list ap;
+	va_start(ap, fmt);
+	buf_vprintf(&b, fmt, ap);
+	va_end(ap);
+	buf_puts(&b, "\n");
+	(void)fs_write_all(1, buf_ptr(&b), buf_len(&b));
+	buf_free(&b);
+}
+
+static void local_nonce(void *ctx, struct buf *out)
+{
+	uint8_t r[18];
+	if (rand_bytes(r, sizeof(r)) < 0)
+		memset(r, 0x5a, sizeof(r));
+	b64_encode(r, sizeof(r), out);
+}
+
+static int start_authd(struct local *L)
+{
+	L->authd_fd = -1;
+	if (!L->c->auth_backend || strcmp(L->c->auth_backend, "none") == 0)
+		return 0;
+	char tag[64];
+	struct err e = { "" };
+	snprintf(tag, sizeof(tag), "local.%ld", (long)getpid());
+	int lfd = authd_listen(tag, &e);
+	if (lfd < 0) {
+		fprintf(stderr, "sluice: auth process: %s\n", e.msg);
+		return -1;
+	}
+	pid_t pid = fork();
+	if (pid < 0) {
+		close(lfd);
+		return -1;
+	}
+	if (pid == 0) {
+		log_set_process("auth");
+		_exit(authd_main(L->c, lfd, getuid()));
+	}
+	close(lfd);
+	L->authd_pid = pid;
+	L->authd_fd = authd_connect(tag, &e);
+	if (L->authd_fd < 0) {
+		fprintf(stderr, "sluice: auth process: %s\n", e.msg);
+		return -1;
+	}
+	return 0;
+}
+
+static void stop_authd(struct local *L)
+{
+	if (L->authd_fd >= 0)
+		close(L->authd_fd);
+	if (L->authd_pid > 0) {
+		kill(L->authd_pid, SIGTERM);
+		waitpid(L->authd_pid, NULL, 0);
+	}
+}
+
+/* One request, answered within 30 s; NULL reply (tempfail) otherwise. */
+static bool ask(struct local *L, uint8_t type, size_t n, const struct authd_field *f,
+		struct authd_msg *reply)
+{
+	if (L->authd_fd < 0)
+		return false;
+	uint32_t id = ++L->next_id;
+	buf_reset(&L->io);
+	if (authd_encode(&L->io, type, id, n, f) < 0)
+		return false;
+	if (send(L->authd_fd, buf_ptr(&L->io), buf_len(&L->io), MSG_NOSIGNAL) !=
+	    (ssize_t)buf_len(&L->io))
+		return false;
+	int64_t deadline = time_mono_ms() + 30000;
+	for (;;) {
+		int64_t left = deadline - time_mono_ms();
+		if (left <= 0)
+			return false;
+		struct pollfd p = { L->authd_fd, POLLIN, 0 };
+		int r = poll(&p, 1, (int)left);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0)
+			return false;
+		buf_reset(&L->io);
+		uint8_t *w = buf_reserve(&L->io, AUTHD_MAX_MSG + 1);
+		ssize_t got = recv(L->authd_fd, w, AUTHD_MAX_MSG + 1, MSG_DONTWAIT);
+		if (got < 0 && (errno == EINTR || errno == EAGAIN))
+			continue;
+		if (got <= 0 || (size_t)got > AUTHD_MAX_MSG)
+			return false;
+		buf_commit(&L->io, (size_t)got);
+		if (authd_decode(w, (size_t)got, reply) < 0 || reply->type != AUTHD_REPLY)
+			return false;
+		if (reply->id == id)
+			return true;
+	}
+}
+
+static enum auth_result word(const struct authd_msg *m, bool ok)
+{
+	enum auth_result r = AUTH_TEMPFAIL;
+	if (!ok || m->n < 1)
+		return AUTH_TEMPFAIL;
+	if (str_eq_nocase((const char *)m->f[0].p, m->f[0].n, "local"))
+		return AUTH_OK;
+	if (str_eq_nocase((const char *)m->f[0].p, m->f[0].n, "unknown"))
+		return AUTH_FAIL;
+	if (auth_result_parse(m->f[0].p, m->f[0].n, &r) < 0)
+		return AUTH_TEMPFAIL;
+	return r;
+}
+
+static void do_lookup(struct local *L, const struct smtp_action *a)
+{
+	struct authd_field f[2];
+	size_t n = 0;
+	uint8_t type = AUTHD_RCPT;
+	if (a->lookup == SMTP_LOOKUP_SENDER) {
+		type = AUTHD_SENDER;
+		f[n++] = (struct authd_field){ (const uint8_t *)(a->user ? a->user : ""),
+					       a->user ? strlen(a->user) : 0 };
+	}
+	f[n++] = (struct authd_field){ a->data, a->len };
+	struct authd_msg m;
+	bool ok = ask(L, type, n, f, &m);
+	enum auth_result r = word(&m, ok);
+	say(L, "%s lookup <%.*s>: %s", type == AUTHD_RCPT ? "recipient" : "sender",
+	    (int)a->len, (const char *)a->data,
+	    r == AUTH_OK ? (type == AUTHD_RCPT ? "local" : "owned")
+	    : r == AUTH_FAIL ? (type == AUTHD_RCPT ? "unknown" : "not owned") : "temporary failure");
+	smtp_session_lookup_answer(L->s, r);
+}
+
+static void do_auth(struct local *L, const struct sasl_request *q)
+{
+	struct authd_field f[4];
+	size_t n = 0;
+	uint8_t type = AUTHD_PLAIN;
+	f[n++] = (struct authd_field){ (const uint8_t *)L->cl.ip, strlen(L->cl.ip) };
+	if (q->kind == SASL_REQ_PLAIN) {
+		f[n++] = (struct authd_field){ (const uint8_t *)(q->authzid ? q->authzid : ""),
+					       q->authzid ? strlen(q->authzid) : 0 };
+		f[n++] = (struct authd_field){ (const uint8_t *)q->user, strlen(q->user) };
+		f[n++] = (struct authd_field){ (const uint8_t *)q->password, q->password_len };
+	} else if (q->kind == SASL_REQ_SCRAM_LOOKUP) {
+		type = AUTHD_SCRAM_LOOKUP;
+		f[n++] = (struct authd_field){ (const uint8_t *)q->user, strlen(q->user) };
+	} else {
+		type = AUTHD_SCRAM_VERIFY;
+		f[n++] = (struct authd_field){ (const uint8_t *)q->user, strlen(q->user) };
+		f[n++] = (struct authd_field){ (const uint8_t *)q->auth_message, q->auth_message_len };
+		f[n++] = (struct authd_field){ q->proof, q->proof_len };
+	}
+	struct authd_msg m;
+	bool ok = ask(L, type, n, f, &m);
+	struct sasl_answer ans;
+	memset(&ans, 0, sizeof(ans));
+	ans.result = word(&m, ok);
+	struct buf user;
+	buf_init(&user, 1024);
+	if (ok && m.n >= 2 && buf_append(&user, m.f[1].p, m.f[1].n) == 0)
+		ans.user = buf_cstr(&user);
+	if (ans.result == AUTH_OK && type == AUTHD_SCRAM_LOOKUP && m.n >= 4) {
+		ans.salt = m.f[2].p;
+		ans.salt_len = m.f[2].n;
+		unsigned long it = 0;
+		for (size_t i = 0; i < m.f[3].n && i < 10; i++)
+			it = it * 10 + (unsigned long)(m.f[3].p[i] - '0');
+		ans.iterations = (unsigned)it;
+	} else if (ans.result == AUTH_OK && type == AUTHD_SCRAM_VERIFY && m.n >= 3) {
+		ans.server_signature = m.f[2].p;
+		ans.server_signature_len = m.f[2].n;
+	}
+	say(L, "authentication request for user \"%s\": %s", q->user,
+	    auth_result_name(ans.result));
+	smtp_session_auth_answer(L->s, &ans);
+	buf_free(&user);
+}
+
+static void body_begin(struct local *L, const struct smtp_envelope *env)
+{
+	struct err e = { "" };
+	if (L->msg)
+		spool_msg_abort(L->msg);
+	L->msg = NULL;
+	L->test_bytes = 0;
+	if (L->o->test) {
+		snprintf(L->qid, sizeof(L->qid), "%s", "bh-test");
+		return;
+	}
+	struct spool_env se;
+	memset(&se, 0, sizeof(se));
+	se.role = (char *)smtp_role_name(L->pol.role);
+	se.client_ip = (char *)L->cl.ip;
+	se.helo = env->helo ? env->helo : "";
+	se.tls_version = (char *)env->tls_version;
+	se.tls_cipher = (char *)env->tls_cipher;
+	se.auth_user = (char *)env->auth_user;
+	se.sender = env->sender ? env->sender : "";
+	se.body = env->body;
+	se.smtputf8 = env->smtputf8;
+	se.ret = env->ret;
+	se.envid = env->envid;
+	se.size_declared = env->size_declared;
+	se.n_rcpts = env->n_rcpts;
+	se.rcpts = xcalloc(se.n_rcpts ? se.n_rcpts : 1, sizeof(*se.rcpts));
+	for (size_t i = 0; i < se.n_rcpts; i++) {
+		se.rcpts[i].addr = env->rcpts[i].addr;
+		se.rcpts[i].notify = env->rcpts[i].notify;
+		se.rcpts[i].orcpt = env->rcpts[i].orcpt;
+	}
+	int64_t now = time_now_us();
+	if (spool_msg_begin(L->sp, &se, now, &L->msg, &e) == 0) {
+		snprintf(L->qid, sizeof(L->qid), "%s", spool_msg_id(L->msg));
+		struct buf date, hdr;
+		buf_init(&date, 128);
+		buf_init(&hdr, 64 * 1024);
+		time_rfc5322(&date, now / 1000000);
+		smtp_received_header(&hdr, &L->pol, &L->cl, env, L->qid, buf_cstr(&date));
+		if (spool_msg_write(L->msg, buf_ptr(&hdr), buf_len(&hdr), &e) < 0) {
+			spool_msg_abort(L->msg);
+			L->msg = NULL;
+		}
+		buf_free(&date);
+		buf_free(&hdr);
+	} else {
+		fprintf(stderr, "sluice: spool: %s\n", e.msg);
+		L->msg = NULL;
+	}
+	free(se.rcpts);
+}
+
+static void body_write(struct local *L, const void *p, size_t n)
+{
+	struct err e = { "" };
+	L->test_bytes += n;
+	if (L->msg && spool_msg_write(L->msg, p, n, &e) < 0) {
+		spool_msg_abort(L->msg);
+		L->msg = NULL;
+	}
+}
+
+static void add_headers(struct local *L, unsigned what)
+{
+	struct buf h;
+	buf_init(&h, 4096);
+	if (what & SMTP_ADD_DATE) {
+		buf_puts(&h, "Date: ");
+		time_rfc5322(&h, time_now_us() / 1000000);
+		buf_puts(&h, "\r\n");
+	}
+	if (what & SMTP_ADD_MESSAGE_ID) {
+		uint8_t r[9];
+		struct buf rb;
+		buf_init(&rb, 64);
+		if (rand_bytes(r, sizeof(r)) == 0)
+			b64_encode(r, sizeof(r), &rb);
+		buf_printf(&h, "Message-ID: <%s.%s@%s>\r\n", L->qid, buf_cstr(&rb),
+			   L->c->primary_hostname);
+		buf_free(&rb);
+	}
+	say(L, "adding missing header(s): %s%s", what & SMTP_ADD_DATE ? "Date " : "",
+	    what & SMTP_ADD_MESSAGE_ID ? "Message-ID" : "");
+	body_write(L, buf_ptr(&h), buf_len(&h));
+	buf_free(&h);
+}
+
+static int flush(struct local *L, size_t *wrote)
+{
+	const uint8_t *p;
+	size_t n;
+	smtp_session_output(L->s, &p, &n);
+	*wrote = n;
+	if (n == 0)
+		return 0;
+	fflush(stdout);
+	if (fs_write_all(1, p, n) < 0)
+		return -1;
+	smtp_session_output_done(L->s, n);
+	return 0;
+}
+
+/* What must be told to the machine once its action list is drained. */
+enum pend { P_NONE, P_COMMIT, P_TLS, P_AUTH, P_LOOKUP };
+
+static void run(struct local *L)
+{
+	struct err e = { "" };
+	bool done = false, eof = false, resumed = false;
+	struct buf in;
+	buf_init(&in, 64 * 1024);
+	struct smtp_action pending_act;
+	const struct sasl_request *pending_req = NULL;
+	for (;;) {
+		const struct smtp_action *a;
+		enum pend pend = P_NONE;
+		while ((a = smtp_session_next_action(L->s)) != NULL) {
+			switch (a->type) {
+			case SMTP_ACT_STARTTLS:
+				pend = P_TLS;
+				break;
+			case SMTP_ACT_BODY_BEGIN:
+				body_begin(L, a->env);
+				break;
+			case SMTP_ACT_BODY_DATA:
+				body_write(L, a->data, a->len);
+				break;
+			case SMTP_ACT_BODY_ABORT:
+				if (L->msg)
+					spool_msg_abort(L->msg);
+				L->msg = NULL;
+				say(L, "message discarded");
+				break;
+			case SMTP_ACT_COMMIT:
+				pend = P_COMMIT;
+				break;
+			case SMTP_ACT_LOG_REFUSED:
+				say(L, "refused \"%.*s\": %.*s", (int)a->len, (const char *)a->data,
+				    (int)a->reply_len, a->reply);
+				break;
+			case SMTP_ACT_CLOSE:
+				done = true;
+				break;
+			case SMTP_ACT_AUTH_REQUEST:
+				pend = P_AUTH;
+				pending_req = a->sasl_req;
+				break;
+			case SMTP_ACT_LOOKUP:
+				pend = P_LOOKUP;
+				pending_act = *a;
+				break;
+			case SMTP_ACT_LOG_AUTH:
+				say(L, "authentication %.*s for \"%.*s\"", (int)a->reply_len, a->reply,
+				    (int)a->len, (const char *)a->data);
+				break;
+			case SMTP_ACT_ADD_HEADERS:
+				add_headers(L, a->add_headers);
+				break;
+			}
+		}
+		size_t wrote = 0;
+		if (flush(L, &wrote) < 0)
+			break;
+		if (pend == P_COMMIT) {
+			bool ok = false;
+			if (L->o->test) {
+				ok = true;
+				say(L, "message of %llu bytes accepted; -bh queues nothing",
+				    (unsigned long long)L->test_bytes);
+			} else if (L->msg) {
+				spool_commit_batch(L->sp, &L->msg, 1, &ok, &e);
+				L->msg = NULL;
+			}
+			smtp_session_commit_done(L->s, ok, L->qid);
+			continue;
+		}
+		if (pend == P_TLS) {
+			say(L, "STARTTLS: TLS is simulated in -bh (TLSv1.3)");
+			smtp_session_tls_started(L->s, "TLSv1.3", "simulated");
+			continue;
+		}
+		if (pend == P_AUTH) {
+			do_auth(L, pending_req);
+			continue;
+		}
+		if (pend == P_LOOKUP) {
+			do_lookup(L, &pending_act);
+			continue;
+		}
+		if (done)
+			break;
+		/* Output drained with commands still buffered: go on before
+		 * blocking in read(), or a pipelining client waits forever. */
+		if (wrote > 0 || (!smtp_session_wants_input(L->s) && !resumed)) {
+			resumed = true;
+			smtp_session_feed(L->s, NULL, 0);
+			continue;
+		}
+		resumed = false;
+		if (!smtp_session_wants_input(L->s) || eof)
+			break;
+		if (buf_len(&in) == 0) {
+			buf_reset(&in);
+			uint8_t *w = buf_reserve(&in, 16384);
+			ssize_t r = read(0, w, 16384);
+			if (r < 0 && errno == EINTR)
+				continue;
+			if (r <= 0) {
+				eof = true;
+				smtp_session_eof(L->s);
+				continue;
+			}
+			buf_commit(&in, (size_t)r);
+		}
+		/* -bh feeds a script one line at a time, as a client that waits
+		 * for each reply would send it: otherwise everything after
+		 * STARTTLS would be (rightly) thrown away as injected. */
+		size_t n = buf_len(&in);
+		if (L->o->test) {
+			const uint8_t *lf = memchr(buf_ptr(&in), '\n', n);
+			if (lf)
+				n = (size_t)(lf - buf_ptr(&in)) + 1;
+		}
+		smtp_session_feed(L->s, buf_ptr(&in), n);
+		buf_consume(&in, n);
+	}
+	buf_free(&in);
+}
+
+int local_session(const struct conf *c, const struct local_opts *o)
+{
+	struct local L;
+	struct err e = { "" };
+	memset(&L, 0, sizeof(L));
+	L.c = c;
+	L.o = o;
+	L.authd_fd = -1;
+	buf_init(&L.io, AUTHD_MAX_MSG + 1);
+	struct conf_listener mx;
+	const struct conf_listener *l = NULL;
+	if (o->port) {
+		l = conf_listener_for_port(c, o->port);
+		if (!l) {
+			fprintf(stderr, "sluice: port %u is not one of daemon_smtp_ports\n", o->port);
+			return 1;
+		}
+	} else {
+		memset(&mx, 0, sizeof(mx));
+		mx.role = CONF_ROLE_MX;
+		mx.tls = CONF_TLS_NONE;
+		l = &mx;
+	}
+	worker_policy(c, l, o->test && c->tls_certificate != NULL, &L.pol);
+	L.cl.session_id = o->test ? "bh" : "bs";
+	L.cl.ip = o->ip;
+	L.cl.rdns = NULL;
+	L.cl.local_port = o->port;
+	L.cl.make_nonce = local_nonce;
+	if (!o->test && spool_open(c->spool_directory, &L.sp, &e) < 0) {
+		fprintf(stderr, "sluice: %s\n", e.msg);
+		return 1;
+	}
+	if (start_authd(&L) < 0) {
+		stop_authd(&L);
+		if (L.sp)
+			spool_close(L.sp);
+		return 1;
+	}
+	L.s = smtp_session_new(&L.pol, &L.cl);
+	if (o->test)
+		say(&L, "test session from %s to port %u: role %s, TLS %s, AUTH %s", o->ip, o->port,
+		    smtp_role_name(L.pol.role),
+		    L.pol.tls_on_connect ? "on connect"
+		    : L.pol.tls_required ? "required (STARTTLS)"
+		    : L.pol.tls_available ? "offered (STARTTLS)" : "not available",
+		    L.pol.auth_mechs ? "offered inside TLS" : "not offered");
+	if (L.pol.tls_on_connect) {
+		say(&L, "TLS on connect: simulated in -bh (TLSv1.3)");
+		smtp_session_tls_started(L.s, "TLSv1.3", "simulated");
+	}
+	smtp_session_start(L.s);
+	run(&L);
+	if (L.msg)
+		spool_msg_abort(L.msg);
+	smtp_session_free(L.s);
+	stop_authd(&L);
+	if (L.sp)
+		spool_close(L.sp);
+	buf_free(&L.io);
+	return 0;
+}
