@@ -139,6 +139,8 @@ int auth_admin_set_user(const struct conf *c, const char *name, const char *stor
 	size_t n = strlen(name);
 	if (n == 0 || n > 320)
 		return err_set(e, "user name must be 1 to 320 characters");
+	if (name[0] == '#')
+		return err_set(e, "user name must not start with '#' (a comment in passwd-file)");
 	for (size_t i = 0; i < n; i++) {
 		unsigned char ch = (unsigned char)name[i];
 		if (ch <= ' ' || ch == ':' || ch == 0x7f)

@@ -33,7 +33,9 @@ void worker_policy(const struct conf *c, const struct conf_listener *l, bool tls
 	p->header_max = c->message_header_max;
 	bool backend = c->auth_backend && strcmp(c->auth_backend, "none") != 0;
 	p->auth_mechs = backend && l->auth ? c->auth_mechanisms : 0;
-	p->check_rcpt_local = backend && c->recipient_verify;
+	/* On the MX port only: an authenticated user's typo to a local
+	 * address bounces like any other delivery failure. */
+	p->check_rcpt_local = backend && c->recipient_verify && l->role == CONF_ROLE_MX;
 	p->check_sender = backend && l->role == CONF_ROLE_SUBMISSION;
 	p->add_missing_headers = l->role == CONF_ROLE_SUBMISSION && c->submission_add_headers;
 	p->hide_client_ip = l->role == CONF_ROLE_SUBMISSION && c->received_hide_client_ip;

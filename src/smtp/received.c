@@ -64,6 +64,10 @@ void smtp_received_header(struct buf *out, const struct smtp_policy *p,
 	const char *ip = header_safe(c->ip, false) ? c->ip : "unknown";
 	/* A submission server may keep its users' addresses private. */
 	if (p->role == SMTP_ROLE_SUBMISSION && p->hide_client_ip) {
+		/* Clients often greet with their address as a literal: that
+		 * would give away exactly what the option hides. */
+		if (helo[0] == '[')
+			helo = "localhost";
 		buf_printf(out, "Received: from %s\r\n", helo);
 	} else {
 		buf_printf(out, "Received: from %s (", helo);

@@ -136,3 +136,80 @@ def pytest_runtest_makereport(item, call):
     outcome = yield
     rep = outcome.get_result()
     setattr(item, "rep_" + rep.when, rep)
+
+
+# ---- authentication ------------------------------------------------------
+
+from helpers import crypt_sha512, doveadm_pw, scram_entry, write_passwd  # noqa: E402
+
+# login -> (password, how its entry is made)
+AUTH_USERS = {
+    "alice@test.example": ("Alice-pw-1 secret", "sha512"),
+    "bob": ("Bob-pw-2 secret", "scram"),
+    "carol@other.example": ("Carol-pw-3 secret", "blf"),
+    "dave@test.example": ("Dave-pw-4 secret", "dovecot-scram"),
+}
+
+
+@pytest.fixture(scope="session")
+def auth_entries():
+    """{login: "{SCHEME}hash"} for AUTH_USERS, made once per session by
+    tools other than the daemon."""
+    out = {}
+    for u, (pw, how) in AUTH_USERS.items():
+        if how == "sha512":
+            out[u] = crypt_sha512(pw)
+        elif how == "scram":
+            out[u] = scram_entry(pw)
+        elif how == "blf":
+            out[u] = doveadm_pw("BLF-CRYPT", pw)
+        else:
+            out[u] = doveadm_pw("SCRAM-SHA-256", pw)
+    return out
+
+
+def listener_blocks(ports, mx_auth=None, sub_extra=()):
+    mx, sub, smtps = ports
+    lines = ["listener %d {" % mx, "    role = mx"]
+    if mx_auth is not None:
+        lines.append("    auth = %s" % ("yes" if mx_auth else "no"))
+    lines += ["}", "listener %d {" % sub, "    role = submission", "    tls = starttls"]
+    lines += ["    " + x for x in sub_extra]
+    lines += ["}", "listener %d {" % smtps, "    role = submission", "    tls = on_connect", "}"]
+    return "\n".join(lines)
+
+
+@pytest.fixture
+def auth_daemon(start_daemon, make_config, test_dir, auth_entries, binary):
+    """auth_daemon(extra="", users=None, mx_auth=None, wait=True, run=True,
+    **overrides) -> Daemon with a passwd-file backend holding AUTH_USERS (or users:
+    {login: entry}); d.passwords maps login -> password."""
+
+    def start(extra="", users=None, mx_auth=None, wait=True, run=True, **kw):
+        ports = free_ports(3)
+        passwd = os.path.join(test_dir, "passwd")
+        write_passwd(passwd, auth_entries if users is None else users)
+        opts = {
+            "auth_backend": "passwd-file",
+            "auth_passwd_file": passwd,
+            "auth_fail_max_delay": "200ms",
+        }
+        opts.update(kw)
+        text = (extra + "\n" if extra else "") + listener_blocks(ports, mx_auth)
+        conf, p = make_config(extra=text, ports=ports, listeners=False, **opts)
+
+        def launch(wait=True):
+            d = start_daemon(conf=conf, ports=p, wait=wait)
+            d.passwords = {u: pw for u, (pw, _) in AUTH_USERS.items()}
+            d.passwd_file = passwd
+            return d
+
+        if not run:
+            # Not started: for the command-line modes; launch() starts it.
+            d = Daemon(binary, test_dir, conf, p)
+            d.passwd_file = passwd
+            d.launch = launch
+            return d
+        return launch(wait)
+
+    return start

@@ -449,10 +449,12 @@ def tls11_ctx():
 class Client:
     """Byte-exact SMTP client over a raw (or TLS) socket."""
 
-    def __init__(self, port, tls=False, ctx=None, timeout=5.0, greet=True):
+    def __init__(self, port, tls=False, ctx=None, timeout=5.0, greet=True, source=None):
         self.port = port
         self.timeout = timeout
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        self.sock = socket.create_connection(
+            ("127.0.0.1", port), timeout=timeout,
+            source_address=(source, 0) if source else None)
         self.buf = b""
         self.tls = None
         self.eof = False
@@ -613,3 +615,155 @@ def send_message(port, tls=False, starttls=False, subject="test", **kw):
         except (SMTPClosed, OSError):
             pass
         return r
+
+
+# ---- authentication ------------------------------------------------------
+
+import base64 as _b64
+import hashlib as _hashlib
+import hmac as _hmac
+
+
+def b64(data):
+    if isinstance(data, str):
+        data = data.encode()
+    return _b64.b64encode(data).decode()
+
+
+def crypt_sha512(password):
+    """{SHA512-CRYPT} entry made by openssl (independent of the daemon)."""
+    r = subprocess.run(["openssl", "passwd", "-6", "-stdin"], input=password.encode(),
+                       stdout=subprocess.PIPE, check=True, timeout=20)
+    return "{SHA512-CRYPT}" + r.stdout.decode().strip()
+
+
+def doveadm_pw(scheme, password):
+    """An entry made by Dovecot's own tool (interoperability)."""
+    r = subprocess.run(["doveadm", "pw", "-s", scheme, "-p", password],
+                       stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, check=True,
+                       timeout=20)
+    return r.stdout.decode().strip()
+
+
+def scram_entry(password, salt=None, iterations=4096):
+    """{SCRAM-SHA-256}iter,salt,StoredKey,ServerKey as Dovecot writes it."""
+    salt = salt or os.urandom(16)
+    salted = _hashlib.pbkdf2_hmac("sha256", password.encode(), salt, iterations)
+    ck = _hmac.new(salted, b"Client Key", _hashlib.sha256).digest()
+    sk = _hmac.new(salted, b"Server Key", _hashlib.sha256).digest()
+    return "{SCRAM-SHA-256}%d,%s,%s,%s" % (iterations, b64(salt),
+                                          b64(_hashlib.sha256(ck).digest()), b64(sk))
+
+
+def write_passwd(path, entries):
+    """entries: {user: "{SCHEME}hash"}; readable by the daemon's user."""
+    with open(path, "w") as f:
+        f.write("# test users\n\n")
+        for u, h in entries.items():
+            f.write("%s:%s\n" % (u, h))
+    os.chmod(path, 0o644)
+    return path
+
+
+def write_file(path, text, mode=0o644):
+    with open(path, "w") as f:
+        f.write(text)
+    os.chmod(path, mode)
+    return path
+
+
+def plain_ir(user, password, authzid=""):
+    return b64("%s\0%s\0%s" % (authzid, user, password))
+
+
+def auth_plain(c, user, password, authzid=""):
+    return c.cmd("AUTH PLAIN " + plain_ir(user, password, authzid), timeout=15)
+
+
+def auth_login(c, user, password):
+    r = c.cmd("AUTH LOGIN")
+    if r.code != 334:
+        return r
+    assert _b64.b64decode(r.lines[0]).lower().startswith(b"user"), r
+    r = c.cmd(b64(user))
+    if r.code != 334:
+        return r
+    assert _b64.b64decode(r.lines[0]).lower().startswith(b"pass"), r
+    return c.cmd(b64(password), timeout=15)
+
+
+def _saslname(u):
+    return u.replace("=", "=3D").replace(",", "=2C")
+
+
+class ScramResult:
+    def __init__(self, reply, server_ok=None, server_first=None):
+        self.reply = reply
+        self.server_ok = server_ok
+        self.server_first = server_first
+
+
+def auth_scram(c, user, password, cnonce=None):
+    """RFC 5802 / 7677 client over an SMTP session (RFC 4954 framing).
+    server_ok: the server signature was checked and correct."""
+    cnonce = cnonce or b64(os.urandom(18))
+    first_bare = "n=%s,r=%s" % (_saslname(user), cnonce)
+    r = c.cmd("AUTH SCRAM-SHA-256 " + b64("n,," + first_bare), timeout=15)
+    if r.code != 334:
+        return ScramResult(r)
+    server_first = _b64.b64decode(r.lines[0]).decode()
+    attrs = dict(kv.split("=", 1) for kv in server_first.split(","))
+    assert attrs["r"].startswith(cnonce) and len(attrs["r"]) > len(cnonce), server_first
+    salt = _b64.b64decode(attrs["s"])
+    iters = int(attrs["i"])
+    assert iters >= 4096, server_first
+    salted = _hashlib.pbkdf2_hmac("sha256", password.encode(), salt, iters)
+    ck = _hmac.new(salted, b"Client Key", _hashlib.sha256).digest()
+    stored = _hashlib.sha256(ck).digest()
+    final_wo = "c=biws,r=" + attrs["r"]
+    auth_msg = ("%s,%s,%s" % (first_bare, server_first, final_wo)).encode()
+    sig = _hmac.new(stored, auth_msg, _hashlib.sha256).digest()
+    proof = bytes(a ^ b for a, b in zip(ck, sig))
+    r = c.cmd(b64(final_wo + ",p=" + b64(proof)), timeout=15)
+    if r.code != 334:
+        return ScramResult(r, None, server_first)
+    server_final = _b64.b64decode(r.lines[0]).decode()
+    sk = _hmac.new(salted, b"Server Key", _hashlib.sha256).digest()
+    want = _hmac.new(sk, auth_msg, _hashlib.sha256).digest()
+    ok = server_final == "v=" + b64(want)
+    r = c.cmd("", timeout=15)
+    return ScramResult(r, ok, server_first)
+
+
+def ehlo_auth_mechs(reply):
+    """The mechanisms of the AUTH line of an EHLO reply, or None."""
+    for l in reply.lines[1:]:
+        w = l.split()
+        if w and w[0].upper() == "AUTH":
+            return [x.upper() for x in w[1:]]
+    return None
+
+
+def received_field(sp):
+    """The first Received: field of a spooled message, unfolded."""
+    lines = sp.headers().split("\r\n")
+    assert lines[0].startswith("Received:"), lines[:3]
+    out = lines[0]
+    for l in lines[1:]:
+        if l[:1] in (" ", "\t"):
+            out += " " + l.strip()
+        else:
+            break
+    return out
+
+
+def header_fields(sp, name):
+    """Every field named name (case-insensitive) of the spooled message."""
+    out = []
+    for l in sp.headers().split("\r\n"):
+        if l[:1] in (" ", "\t"):
+            continue
+        k, sep, v = l.partition(":")
+        if sep and k.strip().lower() == name.lower():
+            out.append(v.strip())
+    return out
