@@ -19,7 +19,7 @@
 #define EX_CONFIG 78
 
 enum mode { M_NONE, M_DAEMON, M_VERSION, M_PRINT, M_LIST, M_COUNT, M_VIEW, M_STDIO, M_REFERENCE,
-	    M_DNS, M_PWHASH, M_USERADD, M_TEST };
+	    M_DNS, M_PWHASH, M_USERADD, M_TEST, M_ADDRESS };
 
 static void usage(FILE *f)
 {
@@ -36,6 +36,7 @@ static void usage(FILE *f)
 		"  -bs               one SMTP session on stdin/stdout\n"
 		"  -bh ip [-oMi port]  test session from ip on a listener: prints every policy\n"
 		"                    decision, simulates TLS, queues nothing\n"
+		"  -bt address       print how an address resolves (local user, aliases, remote)\n"
 		"  -bdns domain      print the DNS records the domain needs (MX, SRV, SPF, ...)\n"
 		"  -bpw [scheme]     read a password on stdin, print its {SCHEME}hash\n"
 		"  -buseradd name [scheme]  read a password on stdin, add or replace the user\n"
@@ -225,6 +226,9 @@ int main(int argc, char **argv)
 				fprintf(stderr, "sluice: -oMi %s: no port\n", v);
 				return EX_USAGE;
 			}
+		} else if (strcmp(a, "-bt") == 0 && i + 1 < argc) {
+			mode = M_ADDRESS;
+			arg = argv[++i];
 		} else if (strcmp(a, "-bs") == 0) {
 			mode = M_STDIO;
 		} else if (strcmp(a, "-bdns") == 0 && i + 1 < argc) {
@@ -315,6 +319,11 @@ int main(int argc, char **argv)
 		if (mode == M_TEST && lo.port == 0)
 			lo.port = c->n_ports ? c->ports[0] : 25;
 		int r = local_session(c, &lo);
+		conf_free(c);
+		return r;
+	}
+	case M_ADDRESS: {
+		int r = address_test(c, arg);
 		conf_free(c);
 		return r;
 	}

@@ -139,6 +139,16 @@ enum auth_lookup auth_dir_sender(struct auth_dir *d, const char *login, const ch
 				 struct err *e);
 
 /*
+ * Calls fn for every alias target of address (virtual aliases, aliases_file
+ * for local domains, the store's aliases; catch-alls only when nothing
+ * else matched), naming where each came from.  Returns how many, or -1 if
+ * a source was unavailable.  One level, as at RCPT time (-bt).
+ */
+int auth_dir_expand(struct auth_dir *d, const char *address,
+		    void (*fn)(const char *source, const char *target, void *arg), void *arg,
+		    struct err *e);
+
+/*
  * Looks a login up in the backend: the name as given, then, for
  * user@<local domain>, the bare local part (stores may hold either form).
  */

@@ -671,3 +671,70 @@ void auth_backend_free(struct auth_backend *b)
 	if (b)
 		b->free(b);
 }
+
+/* ---- expansion, for -bt --------------------------------------------- */
+
+struct dir_expand_ctx {
+	void (*fn)(const char *source, const char *target, void *arg);
+	void *arg;
+	const char *source;
+	size_t n;
+};
+
+static int dir_expand_fn(const char *v, void *arg)
+{
+	struct dir_expand_ctx *x = arg;
+	x->fn(x->source, v, x->arg);
+	x->n++;
+	return 0;
+}
+
+int auth_dir_expand(struct auth_dir *d, const char *address,
+		    void (*fn)(const char *source, const char *target, void *arg), void *arg,
+		    struct err *e)
+{
+	struct dir_addr a;
+	dir_addr_split(d, address, &a);
+	struct dir_expand_ctx x = { fn, arg, NULL, 0 };
+	bool unavailable = false;
+	if (dmap_refresh(&d->virt, e) < 0)
+		unavailable = true;
+	else if (a.domain) {
+		x.source = "virtual_alias_file";
+		dmap_any(&d->virt, address, dir_expand_fn, &x);
+	}
+	if (a.local_domain || !a.domain) {
+		if (dmap_refresh(&d->aliases, e) < 0) {
+			unavailable = true;
+		} else {
+			x.source = "aliases_file";
+			dmap_any(&d->aliases, a.local, dir_expand_fn, &x);
+		}
+	}
+	if (d->b && d->b->aliases) {
+		x.source = d->b->name;
+		if (d->b->aliases(d->b, address, dir_expand_fn, &x, e) == AUTH_LOOKUP_UNAVAILABLE)
+			unavailable = true;
+	}
+	if (x.n == 0 && a.domain && a.local_domain) {
+		/* Only when nothing more specific matched, as at RCPT time. */
+		struct buf k;
+		buf_init(&k, AUTH_NAME_MAX + 2);
+		buf_puts(&k, "@");
+		buf_append(&k, a.domain, a.domain_len);
+		x.source = "catch-all (virtual_alias_file)";
+		if (!d->virt.failing)
+			dmap_any(&d->virt, buf_cstr(&k), dir_expand_fn, &x);
+		if (x.n == 0 && d->b && d->b->aliases) {
+			x.source = "catch-all (store)";
+			if (d->b->aliases(d->b, buf_cstr(&k), dir_expand_fn, &x, e) ==
+			    AUTH_LOOKUP_UNAVAILABLE)
+				unavailable = true;
+		}
+		buf_free(&k);
+	}
+	free(a.local);
+	if (unavailable)
+		return -1;
+	return (int)x.n;
+}

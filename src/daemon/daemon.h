@@ -61,6 +61,8 @@ struct local_opts {
 	bool test;          /* -bh: print decisions, simulate TLS, queue nothing */
 };
 int local_session(const struct conf *c, const struct local_opts *o);
+/* -bt: prints how an address resolves (local user, aliases, remote). */
+int address_test(const struct conf *c, const char *address);
 
 /* Prints the zone-file records a domain needs (-bdns); 0, or 1 if the
  * name is not a domain. */

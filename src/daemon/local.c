@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "../auth/auth.h"
+#include "../auth/backend.h"
 #include "daemon.h"
 
 struct local {
@@ -519,4 +520,79 @@ int local_session(const struct conf *c, const struct local_opts *o)
 		spool_close(L.sp);
 	buf_free(&L.io);
 	return 0;
+}
+
+/* ---- -bt: how an address resolves ------------------------------------ */
+
+static void print_target(const char *source, const char *target, void *arg)
+{
+	printf("  alias (%s) -> %s\n", source, target);
+}
+
+int address_test(const struct conf *c, const char *address)
+{
+	struct buf path;
+	struct err e = { "" };
+	buf_init(&path, 1024);
+	buf_printf(&path, "<%s>", address);
+	struct smtp_path p;
+	size_t used = 0;
+	const char *ps = buf_cstr(&path);
+	if (!ps || smtp_parse_path(ps, buf_len(&path), SMTP_PATH_ALLOW_BARE | SMTP_PATH_UTF8, &p,
+				   &used) != SMTP_PATH_OK ||
+	    used != buf_len(&path)) {
+		printf("%s\n  not a valid address (RFC 5321 4.1.2)\n", address);
+		buf_free(&path);
+		return 1;
+	}
+	log_set_level(LOG_LVL_WARN); /* the answer is what is printed */
+	printf("%s\n", address);
+	bool local = !p.domain || smtp_domain_in_list(p.domain, p.domain_len,
+						      (const char *const *)c->local_domains,
+						      c->n_local_domains);
+	if (!local) {
+		printf("  domain %.*s is remote\n", (int)p.domain_len, p.domain);
+		printf("  result: on the MX port refused (550 5.7.1 relaying denied); from an "
+		       "authenticated user, delivered by SMTP to the domain's MX hosts\n");
+		buf_free(&path);
+		return 0;
+	}
+	if (p.domain)
+		printf("  domain %.*s is local\n", (int)p.domain_len, p.domain);
+	struct auth_backend *b = NULL;
+	buf_free(&path); /* p's views are not used past this point */
+	if (auth_backend_from_conf(c, &b, &e) < 0) {
+		printf("  user store: %s\n", e.msg);
+		return 1;
+	}
+	struct auth_dir *d = auth_dir_new(c, b, 64u << 20);
+	int n = auth_dir_expand(d, address, print_target, NULL, &e);
+	if (n < 0)
+		printf("  a source of aliases is unavailable: %s\n", e.msg);
+	if (b && b->can_list_users) {
+		struct buf stored, canon;
+		buf_init(&stored, 4096);
+		buf_init(&canon, 1024);
+		enum auth_lookup r = auth_dir_user(d, address, &stored, &canon, &e);
+		if (r == AUTH_LOOKUP_FOUND)
+			printf("  local user %s (%s)\n", buf_cstr(&canon), b->name);
+		else if (r == AUTH_LOOKUP_UNAVAILABLE)
+			printf("  user store %s unavailable: %s\n", b->name, e.msg);
+		buf_free(&stored);
+		buf_free(&canon);
+	}
+	enum auth_lookup r = auth_dir_rcpt(d, address, &e);
+	bool verify = b && c->recipient_verify;
+	if (r == AUTH_LOOKUP_FOUND)
+		printf("  result: accepted at RCPT on the MX port\n");
+	else if (r == AUTH_LOOKUP_NOTFOUND)
+		printf("  result: %s\n", verify ? "unknown local user: refused at RCPT on the MX port "
+						   "(550 5.1.1)"
+						 : "unknown local user (recipient_verify is off or no "
+						   "user store: accepted at RCPT)");
+	else
+		printf("  result: temporary failure at RCPT (451 4.3.0): %s\n", e.msg);
+	auth_dir_free(d);
+	auth_backend_free(b);
+	return r == AUTH_LOOKUP_UNAVAILABLE ? 1 : 0;
 }
