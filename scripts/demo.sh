@@ -13,6 +13,11 @@ if [ ! -f "$dir/key.pem" ]; then
 fi
 user=nobody
 [ "$(id -u)" = 0 ] || user=$(id -un)
+# The demo user, for the submission ports (the auth process runs as $user).
+if [ ! -f "$dir/passwd" ]; then
+	: > "$dir/passwd"
+	chmod 644 "$dir/passwd"
+fi
 cat > "$dir/sluice.conf" <<CONF
 # Demo configuration written by \`make run\`; see docs/configuration.md.
 primary_hostname = localhost
@@ -25,6 +30,8 @@ local_domains = localhost : example.test
 user = $user
 pid_file = $dir/sluice.pid
 log_file =
+auth_backend = passwd-file
+auth_passwd_file = $dir/passwd
 
 listener 2525 {
     role = mx
@@ -38,6 +45,8 @@ listener 2465 {
     tls = on_connect
 }
 CONF
+grep -q '^demo@example.test:' "$dir/passwd" ||
+	printf 'demo\n' | "$bin" -C "$dir/sluice.conf" -buseradd demo@example.test SCRAM-SHA-256 >/dev/null
 cat <<MSG
 sluice demo: configuration in $dir/sluice.conf, messages queued in $dir/spool/queue
 
@@ -45,10 +54,15 @@ sluice demo: configuration in $dir/sluice.conf, messages queued in $dir/spool/qu
   port 2587  submission  (STARTTLS required)
   port 2465  submission  (TLS on connect)
 
-Send a test message from another terminal:
-  swaks --server 127.0.0.1:2525 --from you@example.org --to postmaster@example.test
+Demo user (for the submission ports): demo@example.test, password demo
+
+Send a test message from another terminal, as the world does (port 2525):
+  swaks --server 127.0.0.1:2525 --from you@example.org --to demo@example.test
+or as a mail client does (port 2465, TLS on connect, authenticated):
+  swaks --server 127.0.0.1:2465 --tlsc --auth PLAIN --auth-user demo@example.test \\
+        --auth-password demo --from demo@example.test --to someone@example.org
 or
-  python3 -c "import smtplib; s=smtplib.SMTP('127.0.0.1',2525); s.starttls(); s.sendmail('you@example.org',['postmaster@example.test'],'Subject: hi\r\n\r\nhello\r\n'); s.quit()"
+  python3 -c "import smtplib; s=smtplib.SMTP('127.0.0.1',2525); s.starttls(); s.sendmail('you@example.org',['demo@example.test'],'Subject: hi\r\n\r\nhello\r\n'); s.quit()"
 Then list the queue with: $bin -C $dir/sluice.conf -bp
 Stop with Ctrl-C.
 
