@@ -378,3 +378,151 @@ bool smtp_domain_in_list(const char *domain, size_t n, const char *const *domain
 			return true;
 	return false;
 }
+
+/* ---- addresses in header fields (RFC 5322 §3.4) ---------------------- */
+
+/* Skips a comment starting at v[i] == '('; returns the index after it, or
+ * n + 1 if it is not closed. */
+static size_t hdr_skip_comment(const char *v, size_t n, size_t i)
+{
+	int depth = 0;
+	for (; i < n; i++) {
+		if (v[i] == '\\') {
+			i++;
+			continue;
+		}
+		if (v[i] == '(')
+			depth++;
+		else if (v[i] == ')' && --depth == 0)
+			return i + 1;
+	}
+	return n + 1;
+}
+
+/* Skips a quoted string at v[i] == '"', appending it to tok if given. */
+static size_t hdr_skip_quoted(const char *v, size_t n, size_t i, struct buf *tok)
+{
+	size_t start = i++;
+	for (; i < n; i++) {
+		if (v[i] == '\\') {
+			i++;
+			continue;
+		}
+		if (v[i] == '"') {
+			if (tok)
+				buf_append(tok, v + start, i + 1 - start);
+			return i + 1;
+		}
+	}
+	return n + 1;
+}
+
+static int hdr_emit(const char *a, size_t len, size_t *count, size_t max,
+		    void (*fn)(const char *, size_t, void *), void *arg)
+{
+	while (len > 0 && (*a == ' ' || *a == '\t'))
+		a++, len--;
+	while (len > 0 && (a[len - 1] == ' ' || a[len - 1] == '\t'))
+		len--;
+	/* Obsolete route syntax inside <>: "@a,@b:user@domain". */
+	if (len > 0 && a[0] == '@') {
+		const char *colon = memchr(a, ':', len);
+		if (!colon)
+			return -1;
+		len -= (size_t)(colon + 1 - a);
+		a = colon + 1;
+	}
+	if (len == 0)
+		return 0; /* "<>" */
+	const char *at = NULL;
+	bool quoted = false;
+	for (size_t i = 0; i < len; i++) {
+		unsigned char ch = (unsigned char)a[i];
+		if (ch == '"')
+			quoted = !quoted;
+		else if (ch == '\\' && quoted)
+			i++;
+		else if (!quoted && (ch == ' ' || ch == '\t' || ch < 0x20 || ch == 0x7f))
+			return -1;
+		else if (!quoted && ch == '@')
+			at = a + i;
+	}
+	if (!at || at == a || at == a + len - 1)
+		return -1;
+	if (++*count > max)
+		return -1;
+	fn(a, len, arg);
+	return 0;
+}
+
+int smtp_header_addresses(const char *v, size_t n, size_t max,
+			  void (*fn)(const char *addr, size_t len, void *arg), void *arg)
+{
+	struct buf tok;
+	buf_init(&tok, n + 1);
+	size_t count = 0;
+	bool angle = false; /* the current mailbox had <...> */
+	int rc = 0;
+	size_t i = 0;
+	while (i <= n && rc == 0) {
+		char c = i < n ? v[i] : ',';
+		if (c == '(') {
+			i = hdr_skip_comment(v, n, i);
+			if (i > n)
+				rc = -1;
+		} else if (c == '"') {
+			i = hdr_skip_quoted(v, n, i, &tok);
+			if (i > n)
+				rc = -1;
+		} else if (c == '<') {
+			size_t j = i + 1;
+			while (j < n && v[j] != '>') {
+				if (v[j] == '"') {
+					j = hdr_skip_quoted(v, n, j, NULL);
+					continue;
+				}
+				j++;
+			}
+			if (j >= n) {
+				rc = -1;
+				break;
+			}
+			if (angle) {
+				rc = -1; /* two angle-addrs in one mailbox */
+				break;
+			}
+			rc = hdr_emit(v + i + 1, j - i - 1, &count, max, fn, arg);
+			angle = true;
+			buf_reset(&tok);
+			i = j + 1;
+		} else if (c == '>') {
+			rc = -1; /* no '<' opened it */
+		} else if (c == ':') {
+			/* A group's display name ends here; its members follow. */
+			if (angle)
+				rc = -1;
+			buf_reset(&tok);
+			i++;
+		} else if (c == ',' || c == ';') {
+			if (!angle && buf_len(&tok) > 0)
+				rc = hdr_emit((const char *)buf_ptr(&tok), buf_len(&tok), &count, max, fn,
+					      arg);
+			buf_reset(&tok);
+			angle = false;
+			i++;
+		} else {
+			/* Outside <>, the display name's words and the addr-spec's
+			 * parts; white space between them is folding. */
+			if (c != ' ' && c != '\t' && c != '\r' && c != '\n') {
+				if (angle) {
+					rc = -1; /* text after the angle-addr */
+					break;
+				}
+				buf_append(&tok, &c, 1);
+			}
+			i++;
+		}
+	}
+	buf_free(&tok);
+	return rc < 0 ? -1 : (int)count;
+}

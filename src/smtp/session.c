@@ -36,7 +36,11 @@ enum sess_state {
 	ST_CLOSED,
 };
 
-enum pend_kind { PEND_NONE = 0, PEND_SENDER, PEND_RCPT };
+enum pend_kind { PEND_NONE = 0, PEND_SENDER, PEND_RCPT, PEND_FROM };
+
+/* From: field values kept for the check, and addresses checked. */
+#define SMTP_FROM_MAX (8 * 1024)
+#define SMTP_FROM_ADDRS 16
 
 enum body_bad { BAD_NONE = 0, BAD_BARE, BAD_LINE, BAD_HEADER, BAD_SIZE };
 
@@ -114,6 +118,16 @@ struct smtp_session {
 	struct buf pend_cmd;
 	/* Missing header detection (submission). */
 	bool track_hdrs;
+	/* From: check (submission, authenticated, check_from). */
+	bool track_from;
+	bool from_active;     /* the current header field is From: */
+	bool from_unreadable; /* longer than SMTP_FROM_MAX */
+	bool hline_over;      /* the current header line did not fit in hline */
+	struct buf hline;     /* the current header line, while tracking From: */
+	struct buf fromv;     /* the From: field values */
+	char *from_addrs[SMTP_FROM_ADDRS];
+	size_t n_from, i_from;
+	const char *from_cmd; /* "DATA" or "BDAT", for the refusal log */
 	bool seen_date;
 	bool seen_msgid;
 	char hm[SMTP_HDR_MATCH];
@@ -284,9 +298,12 @@ static void retire_env(struct smtp_session *s)
 	s->env_ref = false;
 }
 
+static void from_clear(struct smtp_session *s);
+
 static void reset_tx(struct smtp_session *s)
 {
 	body_abort(s);
+	from_clear(s);
 	if (s->env_ref)
 		retire_env(s);
 	free(s->env.sender);
@@ -372,6 +389,8 @@ static void keep_bytes(struct smtp_session *s, struct scan *c, const uint8_t *sr
 			why = BAD_SIZE;
 		}
 	}
+	if (text && s->in_header && s->track_from && buf_append(&s->hline, src, len) < 0)
+		s->hline_over = true;
 	if (text && s->in_header && s->track_hdrs && s->line_len < SMTP_HDR_MATCH) {
 		size_t k = SMTP_HDR_MATCH - s->line_len;
 		memcpy(s->hm + s->line_len, src, len < k ? len : k);
@@ -419,8 +438,42 @@ static bool hdr_is(const char *p, size_t n, const char *name)
 	return k < n && p[k] == ':';
 }
 
+/* A whole header line was seen: keep it if it is (a continuation of) a
+ * From: field. */
+static void from_line(struct smtp_session *s)
+{
+	const char *l = (const char *)buf_ptr(&s->hline);
+	size_t n = buf_len(&s->hline);
+	if (s->hline_over) {
+		/* Only a From: line that did not fit matters. */
+		s->hline_over = false;
+		if ((n > 0 && (l[0] == ' ' || l[0] == '\t') && s->from_active) ||
+		    str_has_prefix_nocase(l, n, "from"))
+			s->from_unreadable = true;
+		buf_reset(&s->hline);
+		return;
+	}
+	if (n > 0 && (l[0] == ' ' || l[0] == '\t')) {
+		if (s->from_active && (buf_puts(&s->fromv, " ") < 0 ||
+				       buf_append(&s->fromv, l, n) < 0))
+			s->from_unreadable = true;
+	} else if (hdr_is(l, n, "from")) {
+		const char *colon = memchr(l, ':', n);
+		s->from_active = true;
+		/* Several From: fields join into one list. */
+		if ((buf_len(&s->fromv) > 0 && buf_puts(&s->fromv, ",") < 0) ||
+		    buf_append(&s->fromv, colon + 1, n - (size_t)(colon + 1 - l)) < 0)
+			s->from_unreadable = true;
+	} else {
+		s->from_active = false;
+	}
+	buf_reset(&s->hline);
+}
+
 static void line_end(struct smtp_session *s)
 {
+	if (s->in_header && s->track_from)
+		from_line(s);
 	if (s->in_header && s->track_hdrs && s->line_len > 0) {
 		size_t n = s->line_len < SMTP_HDR_MATCH ? s->line_len : SMTP_HDR_MATCH;
 		if (hdr_is(s->hm, n, "date"))
@@ -553,6 +606,16 @@ out:
 	return (size_t)(r - p);
 }
 
+static void from_clear(struct smtp_session *s)
+{
+	for (size_t i = 0; i < s->n_from; i++)
+		free(s->from_addrs[i]);
+	s->n_from = s->i_from = 0;
+	s->track_from = s->from_active = s->from_unreadable = s->hline_over = false;
+	buf_reset(&s->hline);
+	buf_reset(&s->fromv);
+}
+
 static void body_start(struct smtp_session *s)
 {
 	s->env.size = 0;
@@ -566,6 +629,8 @@ static void body_start(struct smtp_session *s)
 	s->track_hdrs = s->pol->role == SMTP_ROLE_SUBMISSION && s->pol->add_missing_headers;
 	s->seen_date = false;
 	s->seen_msgid = false;
+	from_clear(s);
+	s->track_from = s->pol->check_from && s->auth_user != NULL;
 	push_act(s, SMTP_ACT_BODY_BEGIN, NULL, 0);
 }
 
@@ -595,11 +660,63 @@ static void body_refuse(struct smtp_session *s, const char *cmd)
 		s->state = ST_CMD;
 }
 
-static void body_commit(struct smtp_session *s)
+static void commit_now(struct smtp_session *s)
 {
 	s->body_open = false;
 	push_act(s, SMTP_ACT_COMMIT, NULL, 0);
 	s->state = ST_WAIT_COMMIT;
+}
+
+static void from_collect(const char *a, size_t n, void *arg)
+{
+	struct smtp_session *s = arg;
+	if (s->n_from < SMTP_FROM_ADDRS)
+		s->from_addrs[s->n_from++] = str_ndup(a, n);
+}
+
+static void from_ask(struct smtp_session *s)
+{
+	const char *a = s->from_addrs[s->i_from];
+	s->pend = PEND_FROM;
+	buf_reset(&s->pend_cmd);
+	buf_puts(&s->pend_cmd, s->from_cmd);
+	push_act(s, SMTP_ACT_LOOKUP, (const uint8_t *)a, strlen(a));
+	struct smtp_action *act = &s->acts[s->n_acts - 1].a;
+	act->lookup = SMTP_LOOKUP_SENDER;
+	act->user = s->auth_user;
+	s->state = ST_WAIT_LOOKUP;
+}
+
+/* The message is complete and good: with check_from, every From: address
+ * must be the user's before it is committed (RFC 6409 §6.1 lets a
+ * submission server enforce this). */
+static void body_commit(struct smtp_session *s, const char *cmd)
+{
+	if (!s->track_from) {
+		commit_now(s);
+		return;
+	}
+	if (s->in_header && buf_len(&s->hline) > 0)
+		from_line(s); /* the message ended inside its header */
+	s->track_from = false;
+	s->from_cmd = cmd;
+	if (buf_len(&s->fromv) == 0) {
+		commit_now(s); /* nothing claims an author */
+		return;
+	}
+	int n = s->from_unreadable ? -1
+		: smtp_header_addresses((const char *)buf_ptr(&s->fromv), buf_len(&s->fromv),
+					SMTP_FROM_ADDRS, from_collect, s);
+	if (n <= 0) {
+		body_abort(s);
+		refuse(s, cmd, strlen(cmd), "550 5.6.0 Message refused: From: header cannot be "
+		       "parsed");
+		reset_tx(s);
+		s->state = ST_CMD;
+		return;
+	}
+	s->i_from = 0;
+	from_ask(s);
 }
 
 static bool step_data(struct smtp_session *s)
@@ -618,7 +735,7 @@ static bool step_data(struct smtp_session *s)
 	}
 	if (s->track_hdrs && s->in_header)
 		add_headers(s); /* no empty line: the whole message was header */
-	body_commit(s);
+	body_commit(s, "DATA");
 	return true;
 }
 
@@ -646,7 +763,7 @@ static bool step_bdat(struct smtp_session *s)
 		 * header line gets none. */
 		if (s->track_hdrs && s->in_header && s->dstate == D_BOL)
 			add_headers(s);
-		body_commit(s);
+		body_commit(s, "BDAT");
 	} else {
 		s->state = ST_CMD;
 		reply(s, "250 2.0.0 %llu octets received",
@@ -1683,7 +1800,7 @@ static bool step_discard(struct smtp_session *s)
 static bool body_in_progress(const struct smtp_session *s)
 {
 	return s->state == ST_DATA || s->state == ST_BDAT || s->state == ST_WAIT_COMMIT ||
-	       s->bdat_used;
+	       (s->state == ST_WAIT_LOOKUP && s->pend == PEND_FROM) || s->bdat_used;
 }
 
 static void shutdown_now(struct smtp_session *s)
@@ -1773,6 +1890,8 @@ struct smtp_session *smtp_session_new(const struct smtp_policy *policy,
 	buf_init(&s->auth_cmd, 64);
 	buf_init(&s->chal, 2 * policy->line_max + 4096);
 	buf_init(&s->pend_cmd, SMTP_LOG_CMD_MAX);
+	buf_init(&s->hline, policy->data_line_max + 2);
+	buf_init(&s->fromv, SMTP_FROM_MAX);
 	s->state = ST_CMD;
 	return s;
 }
@@ -1792,6 +1911,9 @@ void smtp_session_free(struct smtp_session *s)
 	buf_free(&s->auth_cmd);
 	buf_free(&s->chal);
 	buf_free(&s->pend_cmd);
+	from_clear(s);
+	buf_free(&s->hline);
+	buf_free(&s->fromv);
 	buf_free(&s->in);
 	buf_free(&s->out);
 	buf_free(&s->logb);
@@ -1880,6 +2002,32 @@ void smtp_session_lookup_answer(struct smtp_session *s, enum auth_result r)
 	s->state = ST_CMD;
 	const char *cmd = (const char *)buf_ptr(&s->pend_cmd);
 	size_t cl = buf_len(&s->pend_cmd);
+	if (s->pend == PEND_FROM) {
+		s->pend = PEND_NONE;
+		if (r == AUTH_OK && ++s->i_from < s->n_from) {
+			from_ask(s);
+			return;
+		}
+		if (r == AUTH_OK) {
+			commit_now(s);
+		} else {
+			const char *bad = s->from_addrs[s->i_from];
+			body_abort(s);
+			if (r != AUTH_FAIL)
+				refuse(s, cmd, cl, "451 4.3.0 Temporary lookup failure");
+			else if (reply_safe(bad))
+				refuse(s, cmd, cl, "550 5.7.1 From: header address <%s> not owned by "
+				       "authenticated user", bad);
+			else
+				refuse(s, cmd, cl, "550 5.7.1 From: header address not owned by "
+				       "authenticated user");
+			reset_tx(s);
+		}
+		from_clear(s);
+		buf_reset(&s->pend_cmd);
+		run(s);
+		return;
+	}
 	if (s->pend == PEND_SENDER) {
 		if (r == AUTH_OK) {
 			reply(s, "250 2.1.0 Sender OK");

@@ -141,6 +141,7 @@ struct smtp_policy {
 	unsigned auth_mechs;            /* SASL_MECH_* offered, only inside TLS; 0 = no AUTH */
 	bool check_rcpt_local;          /* local-domain RCPT asks SMTP_ACT_LOOKUP (550 5.1.1) */
 	bool check_sender;              /* authenticated MAIL asks SMTP_ACT_LOOKUP (553 5.7.1) */
+	bool check_from;                /* ... and so does each From: header address (550 5.7.1) */
 	bool add_missing_headers;       /* Message-ID and Date when missing (RFC 6409 §8) */
 	bool hide_client_ip;            /* Received: without the client's address */
 };
@@ -271,6 +272,16 @@ const struct smtp_envelope *smtp_session_envelope(const struct smtp_session *s);
 bool smtp_session_in_tls(const struct smtp_session *s);
 bool smtp_session_in_transaction(const struct smtp_session *s); /* MAIL..end */
 bool smtp_session_closing(const struct smtp_session *s);
+
+/*
+ * Calls fn with each address (addr-spec) of a From:-style header field
+ * value (RFC 5322 §3.4 mailbox-list / address-list: display names,
+ * comments, quoted strings, groups, obsolete routes), at most max
+ * addresses.  Returns the count, or -1 if the value cannot be parsed or
+ * holds more than max.
+ */
+int smtp_header_addresses(const char *v, size_t n, size_t max,
+			  void (*fn)(const char *addr, size_t len, void *arg), void *arg);
 
 /* ---- Received header ------------------------------------------------- */
 

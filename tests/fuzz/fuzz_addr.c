@@ -85,9 +85,31 @@ static void check_ok(const char *p, size_t n, unsigned flags, const struct smtp_
 		abort();
 }
 
+struct hdr_ctx {
+	const char *base;
+	size_t n;
+	size_t calls;
+};
+
+static void hdr_cb(const char *a, size_t n, void *arg)
+{
+	struct hdr_ctx *h = arg;
+	/* Every address handed out is no longer than the value and holds an
+	 * '@' (it may be a copy: display-name words are dropped). */
+	if (n == 0 || n > h->n || !memchr(a, '@', n))
+		abort();
+	h->calls++;
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	const char *p = (const char *)data;
+	{
+		struct hdr_ctx h = { p, size, 0 };
+		int r = smtp_header_addresses(p, size, 16, hdr_cb, &h);
+		if (r > 16 || (r >= 0 && (size_t)r != h.calls))
+			abort();
+	}
 	enum smtp_path_error res[ALL_FLAGS + 1];
 	size_t used_by[ALL_FLAGS + 1];
 

@@ -10,7 +10,7 @@
  *                    hostname, tls_available, tls_required, auth_required,
  *                    line_max, message_max, rcpt_max, errors_max,
  *                    data_line_max, header_max, auth_mechs (SASL_MECH_* bits),
- *                    check_rcpt_local, check_sender, add_missing_headers
+ *                    check_rcpt_local, check_sender, check_from, add_missing_headers
  *                    (numbers, 0/1 for flags)
  *   C: TEXT          one feed: TEXT followed by CRLF
  *   R: BYTES         one feed: BYTES with escapes \r \n \t \\ \xHH, no CRLF added
@@ -284,6 +284,8 @@ static int set_policy(struct golden *g, const char *key, const char *val)
 		p->check_rcpt_local = v != 0;
 	else if (strcmp(key, "check_sender") == 0)
 		p->check_sender = v != 0;
+	else if (strcmp(key, "check_from") == 0)
+		p->check_from = v != 0;
 	else if (strcmp(key, "add_missing_headers") == 0)
 		p->add_missing_headers = v != 0;
 	else

@@ -640,6 +640,59 @@ static void test_role_name(void **state)
 	assert_string_equal(smtp_role_name(SMTP_ROLE_SUBMISSION), "submission");
 }
 
+
+/* ---- smtp_header_addresses ------------------------------------------- */
+
+static void collect_addr(const char *a, size_t n, void *arg)
+{
+	struct buf *b = arg;
+	if (buf_len(b))
+		buf_puts(b, "|");
+	buf_append(b, a, n);
+}
+
+static void test_header_addresses(void **state)
+{
+	(void)state;
+	static const struct {
+		const char *in;
+		int count;
+		const char *out; /* addresses joined with '|' */
+	} cases[] = {
+		{ "user@example.org", 1, "user@example.org" },
+		{ " User Name <user@example.org>", 1, "user@example.org" },
+		{ "\"Doe, John\" <j@x.example>, k@y.example", 2, "j@x.example|k@y.example" },
+		{ "a@x.example (comment, with comma)", 1, "a@x.example" },
+		{ "(c) <a@x.example> (d)", 1, "a@x.example" },
+		{ "Team: a@x.example, B <b@y.example>;", 2, "a@x.example|b@y.example" },
+		{ "undisclosed-recipients:;", 0, "" },
+		{ "<@route.example:a@x.example>", 1, "a@x.example" },
+		{ "\"quoted local\"@x.example", 1, "\"quoted local\"@x.example" },
+		{ "<a@x.example", -1, "" },
+		{ "a@x.example (unclosed", -1, "" },
+		{ "\"unclosed <a@x.example>", -1, "" },
+		{ "<a@x.example> <b@x.example>", -1, "" },
+		{ "no-at-sign", -1, "" },
+		{ "@x.example", -1, "" },
+		{ "a@", -1, "" },
+		{ "a@x.example, b@x.example, c@x.example", -1, "" }, /* more than max 2 */
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct buf b;
+		buf_init(&b, 4096);
+		size_t n = strlen(cases[i].in);
+		char *copy = malloc(n ? n : 1); /* exactly sized: no reading past n */
+		memcpy(copy, cases[i].in, n);
+		int r = smtp_header_addresses(copy, n, 2, collect_addr, &b);
+		if (r != cases[i].count)
+			fail_msg("case %zu \"%s\": got %d, want %d", i, cases[i].in, r, cases[i].count);
+		if (r >= 0)
+			assert_string_equal(buf_cstr(&b), cases[i].out);
+		free(copy);
+		buf_free(&b);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -654,6 +707,7 @@ int main(void)
 		cmocka_unit_test(test_xtext_bounded),
 		cmocka_unit_test(test_domain_in_list),
 		cmocka_unit_test(test_role_name),
+		cmocka_unit_test(test_header_addresses),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
