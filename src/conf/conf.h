@@ -16,6 +16,11 @@
  *       tls_ciphers = OpenSSL cipher list (TLS <= 1.2)
  *       tls_ciphersuites = OpenSSL TLS 1.3 ciphersuites
  *       auth = yes | no          AUTH offered; submission: always yes
+ *       acl_connect = NAME       ACL per SMTP stage (also acl_helo, acl_mail,
+ *                                acl_rcpt, acl_data)
+ *   }
+ *   acl NAME {                   named ACL: one rule per line (policy/policy.h)
+ *       deny client = 192.0.2.0/24
  *   }
  * Lists are Exim lists (util.h list_foreach).  Sizes take K/M/G suffixes,
  * times s/m/h/d suffixes.
@@ -29,6 +34,7 @@
 #include <stdio.h>
 
 #include "../util/util.h"
+#include "../policy/policy.h"
 
 #define CONF_DEFAULT_PATH "/etc/sluice/sluice.conf"
 
@@ -47,6 +53,9 @@ struct conf_listener {
 	bool auth_required;         /* derived: submission => true */
 	bool auth;                  /* AUTH offered (inside TLS); submission default yes, mx no */
 	int line;                   /* line of its listener block, 0 if default */
+	/* ACL per stage (ACL_CONNECT .. ACL_DATA), owned by struct conf;
+	 * NULL = none (accept).  Checked at load to fit its stage. */
+	const struct acl *acl[ACL_NSTAGES];
 };
 
 struct conf {
@@ -91,8 +100,11 @@ struct conf {
 	char *virtual_alias_file;    /* address target, target ; "@domain target" = catch-all */
 	char *submission_senders_file; /* login: pattern, pattern (addresses or *@domain) */
 	bool submission_add_headers; /* add Message-ID and Date when missing */
+	bool submission_check_from;  /* From: addresses must be the user's too */
 	bool received_hide_client_ip;/* submission: Received without the client address */
 	bool recipient_verify;       /* mx: unknown local users refused at RCPT (550 5.1.1) */
+	struct acl **acls;           /* every `acl NAME { }` block, in file order */
+	size_t n_acls;
 	struct conf_listener *listeners; /* one per entry of ports, same order */
 	size_t n_listeners;
 	char **warnings;             /* to be logged at start ("file:line: text") */

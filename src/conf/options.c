@@ -298,6 +298,17 @@ const struct conf_option conf_options[] = {
 			"every client is known to add them itself.",
 	},
 	{
+		.name = "submission_check_from", .type = CONF_T_BOOL,
+		.def = "no",
+		.off = OFF(submission_check_from),
+		.help = "On submission listeners, also require every address of the `From:` "
+			"header field of an authenticated message to be one the user owns, by the "
+			"same rule as the envelope sender: a message with another author is refused "
+			"after its data (550 5.7.1), one whose `From:` cannot be parsed gets "
+			"550 5.6.0.  Off by default: mailing-list software and delegated mailboxes "
+			"legitimately send with another `From:`.",
+	},
+	{
 		.name = "received_hide_client_ip", .type = CONF_T_BOOL,
 		.def = "no",
 		.off = OFF(received_hide_client_ip),
@@ -343,6 +354,16 @@ const struct conf_listener_setting conf_listener_settings[] = {
 	  "site's users authenticate on it too; other servers still need no authentication.  "
 	  "With `tls = none`, or without `tls_certificate`, it would never be offered, and "
 	  "`auth = yes` draws a warning." },
+	{ "acl_connect", "the name of an `acl` block",
+	  "ACL checked when a client connects, before the greeting (see *ACLs*)." },
+	{ "acl_helo", "the name of an `acl` block",
+	  "ACL checked at `HELO` and `EHLO`." },
+	{ "acl_mail", "the name of an `acl` block",
+	  "ACL checked at `MAIL FROM`." },
+	{ "acl_rcpt", "the name of an `acl` block",
+	  "ACL checked at each `RCPT TO`." },
+	{ "acl_data", "the name of an `acl` block",
+	  "ACL checked when the whole message has been received, before it is accepted." },
 };
 
 const size_t conf_n_listener_settings =

@@ -22,7 +22,10 @@
 #define CONF_QUOTE_MAX 80
 
 /* Indexes of conf_listener_settings[]. */
-enum { LS_ROLE, LS_TLS, LS_MINVER, LS_CIPHERS, LS_SUITES, LS_AUTH, LS_COUNT };
+enum { LS_ROLE, LS_TLS, LS_MINVER, LS_CIPHERS, LS_SUITES, LS_AUTH, LS_ACL0,
+       LS_COUNT = LS_ACL0 + ACL_NSTAGES };
+/* Longest ACL name. */
+#define CONF_ACL_NAME_MAX 64
 
 struct conf_block {
 	uint16_t port;
@@ -34,6 +37,7 @@ struct conf_block {
 	char *ciphers;
 	char *suites;
 	bool auth;
+	char *acl_name[ACL_NSTAGES];
 	bool used;
 };
 
@@ -45,6 +49,8 @@ struct parser {
 	struct conf_block *blocks;
 	size_t n_blocks;
 	struct conf_block *cur;    /* open listener block */
+	struct acl *cur_acl;       /* open acl block */
+	bool *acl_used;            /* per c->acls entry: named by a listener */
 	struct buf quote[2];       /* escaped values quoted in a message */
 	int nquote;
 };
@@ -773,11 +779,106 @@ static int block_set(struct parser *p, const char *name, const char *v, int line
 		b->auth = yes > 0;
 		break;
 	}
+	default:
+		/* Resolved once the whole file is read: an acl block may follow. */
+		b->acl_name[i - LS_ACL0] = str_dup(v);
+		break;
 	}
 	if (!ok)
 		return perr(p, line, "bad value '%s' for %s: expected %s", q(p, v), ls->name,
 			    ls->values);
 	b->set_line[i] = line;
+	return 0;
+}
+
+/* ---- acl blocks ------------------------------------------------------ */
+
+static int acl_find(const struct conf *c, const char *name)
+{
+	for (size_t i = 0; i < c->n_acls; i++)
+		if (strcmp(acl_name(c->acls[i]), name) == 0)
+			return (int)i;
+	return -1;
+}
+
+static bool acl_name_ok(const char *s, size_t n)
+{
+	if (n == 0 || n > CONF_ACL_NAME_MAX)
+		return false;
+	for (size_t i = 0; i < n; i++)
+		if (!isalnum((unsigned char)s[i]) && s[i] != '_' && s[i] != '-' && s[i] != '.')
+			return false;
+	return true;
+}
+
+static int acl_open(struct parser *p, const char *rest, int line)
+{
+	if (p->cur)
+		return perr(p, line, "acl block inside the listener %u block opened on line %d: "
+			    "close that one with '}' first", p->cur->port, p->cur->line);
+	while (*rest == ' ' || *rest == '\t')
+		rest++;
+	size_t n = strcspn(rest, " \t{");
+	const char *s = rest + n;
+	while (*s == ' ' || *s == '\t')
+		s++;
+	if (n == 0 || *s != '{' || s[1 + strspn(s + 1, " \t")] != '\0')
+		return perr(p, line, "expected `acl NAME {` with the '{' at the end of the same "
+			    "line");
+	char *name = str_ndup(rest, n);
+	int r = 0;
+	if (!acl_name_ok(name, n)) {
+		r = perr(p, line, "bad ACL name '%s': expected 1 to %d letters, digits, '_', '-' "
+			 "or '.'", q(p, name), CONF_ACL_NAME_MAX);
+	} else if (acl_find(p->c, name) >= 0) {
+		r = perr(p, line, "acl %s already defined on line %d", name,
+			 acl_line(p->c->acls[acl_find(p->c, name)]));
+	} else {
+		struct conf *c = p->c;
+		c->acls = xrealloc(c->acls, (c->n_acls + 1) * sizeof(*c->acls));
+		p->acl_used = xrealloc(p->acl_used, (c->n_acls + 1) * sizeof(*p->acl_used));
+		p->acl_used[c->n_acls] = false;
+		p->cur_acl = c->acls[c->n_acls++] = acl_new(name, line);
+	}
+	free(name);
+	return r;
+}
+
+/* Links the acl_* settings of every listener block to their ACL, checking
+ * that each ACL fits the stage it is named for. */
+static int link_acls(struct parser *p)
+{
+	struct conf *c = p->c;
+	for (size_t i = 0; i < p->n_blocks; i++) {
+		struct conf_block *b = &p->blocks[i];
+		for (int k = 0; k < ACL_NSTAGES; k++) {
+			if (!b->acl_name[k])
+				continue;
+			const char *set = conf_listener_settings[LS_ACL0 + k].name;
+			int line = b->set_line[LS_ACL0 + k];
+			int idx = acl_find(c, b->acl_name[k]);
+			if (idx < 0)
+				return perr(p, line, "unknown ACL '%s' in %s: no `acl %s { ... }` "
+					    "block is defined", q(p, b->acl_name[k]), set,
+					    q(p, b->acl_name[k]));
+			struct err ae;
+			if (acl_check_stage(c->acls[idx], (enum acl_stage)k, &ae) < 0)
+				return perr(p, line, "%s = %s: %s", set, acl_name(c->acls[idx]),
+					    ae.msg);
+			p->acl_used[idx] = true;
+			struct conf_listener *l = NULL;
+			for (size_t j = 0; j < c->n_listeners; j++)
+				if (c->listeners[j].port == b->port)
+					l = &c->listeners[j];
+			if (l)
+				l->acl[k] = c->acls[idx];
+		}
+	}
+	for (size_t i = 0; i < c->n_acls; i++)
+		if (!p->acl_used[i])
+			pwarn(p, acl_line(c->acls[i]), "acl %s is not used: no listener names it in "
+			      "acl_connect, acl_helo, acl_mail, acl_rcpt or acl_data",
+			      acl_name(c->acls[i]));
 	return 0;
 }
 
@@ -797,11 +898,24 @@ static int statement(struct parser *p, char *s, int line)
 	if (s[0] == '}') {
 		if (s[1] != '\0')
 			return perr(p, line, "'}' must be alone on its line");
-		if (!p->cur)
-			return perr(p, line, "'}' without a listener block");
+		if (!p->cur && !p->cur_acl)
+			return perr(p, line, "'}' without a listener or acl block");
 		p->cur = NULL;
+		p->cur_acl = NULL;
 		return 0;
 	}
+	if (p->cur_acl) {
+		struct err ae;
+		if (len > 0 && s[len - 1] == '{')
+			return perr(p, line, "block inside the acl %s block opened on line %d: "
+				    "close that one with '}' first", acl_name(p->cur_acl),
+				    acl_line(p->cur_acl));
+		if (acl_parse_line(p->cur_acl, s, len, line, &ae) < 0)
+			return perr(p, line, "%s (in acl %s)", ae.msg, acl_name(p->cur_acl));
+		return 0;
+	}
+	if (strncmp(s, "acl", 3) == 0 && (s[3] == ' ' || s[3] == '\t'))
+		return acl_open(p, s + 3, line);
 	if (strncmp(s, "listener", 8) == 0 && (s[8] == ' ' || s[8] == '\t' || s[8] == '{' ||
 					       s[8] == '\0'))
 		return block_open(p, s + 8, line);
@@ -921,6 +1035,9 @@ static int lex(struct parser *p, const char *text, size_t len)
 	if (r == 0 && p->cur)
 		r = perr(p, p->cur->line, "listener %u block is not closed: '}' missing before "
 			 "the end of the file", p->cur->port);
+	if (r == 0 && p->cur_acl)
+		r = perr(p, acl_line(p->cur_acl), "acl %s block is not closed: '}' missing "
+			 "before the end of the file", acl_name(p->cur_acl));
 	return r;
 }
 
@@ -1081,6 +1198,8 @@ static int finish(struct parser *p, const char *ports_override, bool tls_all)
 
 	if (derive_listeners(p, ports_override != NULL, tls_all) < 0)
 		return -1;
+	if (link_acls(p) < 0)
+		return -1;
 
 	int tline = p->set_line[(size_t)(conf_option_find("tls_on_connect_ports") - conf_options)];
 	for (size_t i = 0; i < c->n_tls_on_connect_ports; i++) {
@@ -1119,8 +1238,11 @@ static int load_mem(const char *name, const char *text, size_t len, const char *
 	for (size_t i = 0; i < p.n_blocks; i++) {
 		free(p.blocks[i].ciphers);
 		free(p.blocks[i].suites);
+		for (int k = 0; k < ACL_NSTAGES; k++)
+			free(p.blocks[i].acl_name[k]);
 	}
 	free(p.blocks);
+	free(p.acl_used);
 	free(p.set_line);
 	buf_free(&p.quote[0]);
 	buf_free(&p.quote[1]);
@@ -1185,6 +1307,9 @@ void conf_free(struct conf *c)
 		free(c->listeners[i].tls_ciphersuites);
 	}
 	free(c->listeners);
+	for (size_t i = 0; i < c->n_acls; i++)
+		acl_free(c->acls[i]);
+	free(c->acls);
 	free_strv(c->warnings, c->n_warnings);
 	free(c->path);
 	free(c);

@@ -99,15 +99,35 @@ int conf_print(FILE *f, const struct conf *c, const char *name)
 	}
 	for (size_t i = 0; i < conf_n_options; i++)
 		print_option(f, c, &conf_options[i]);
+	/* ACL blocks in file syntax, so that they can be read back. */
+	for (size_t i = 0; i < c->n_acls; i++) {
+		const struct acl *a = c->acls[i];
+		fprintf(f, "acl %s {\n", acl_name(a));
+		for (size_t k = 0; k < acl_n_rules(a); k++) {
+			struct buf b;
+			buf_init(&b, (size_t)1 << 20);
+			acl_format_rule(&b, a, k);
+			const char *s = buf_cstr(&b);
+			fprintf(f, "    %s\n", s ? s : "");
+			buf_free(&b);
+		}
+		fputs("}\n", f);
+	}
+	static const char *const acl_settings[ACL_NSTAGES] = {
+		"acl_connect", "acl_helo", "acl_mail", "acl_rcpt", "acl_data",
+	};
 	for (size_t i = 0; i < c->n_listeners; i++) {
 		const struct conf_listener *l = &c->listeners[i];
 		fprintf(f, "listener %u { role = %s tls = %s tls_min_version = %s "
-			"tls_ciphers = %s tls_ciphersuites = %s auth = %s }\n",
+			"tls_ciphers = %s tls_ciphersuites = %s",
 			l->port, conf_role_name(l->role), conf_tls_mode_name(l->tls),
 			conf_tls_version_name(l->tls_min_version),
 			l->tls_ciphers ? l->tls_ciphers : "",
-			l->tls_ciphersuites ? l->tls_ciphersuites : "",
-			l->auth ? "yes" : "no");
+			l->tls_ciphersuites ? l->tls_ciphersuites : "");
+		for (int k = 0; k < ACL_NSTAGES; k++)
+			if (l->acl[k])
+				fprintf(f, " %s = %s", acl_settings[k], acl_name(l->acl[k]));
+		fprintf(f, " auth = %s }\n", l->auth ? "yes" : "no");
 	}
 	return 0;
 }
@@ -412,6 +432,144 @@ static const char ref_aliases[] =
 	"The entries of `submission_senders_file` (and the `senders` table) add to these.\n"
 	"Any other sender address is refused at `MAIL`.\n";
 
+static const char ref_acl[] =
+	"\n"
+	"## ACLs\n"
+	"\n"
+	"An ACL (access control list) adds restrictions to one SMTP stage of a\n"
+	"listener.  It is a named block of rules, one per line, and a listener names\n"
+	"the ACL to check at each stage with `acl_connect`, `acl_helo`, `acl_mail`,\n"
+	"`acl_rcpt` and `acl_data`:\n"
+	"\n"
+	"```\n"
+	"acl mx_rcpt {\n"
+	"    # comment lines are allowed\n"
+	"    deny message = \"550 5.7.1 Not from this network\" client = 198.51.100.0/24\n"
+	"    defer rate > 100 / 1h per client\n"
+	"}\n"
+	"\n"
+	"listener 25 {\n"
+	"    acl_rcpt = mx_rcpt\n"
+	"}\n"
+	"```\n"
+	"\n"
+	"ACLs only restrict: they run after the built-in checks (relaying to other\n"
+	"domains is refused on MX listeners, submission listeners require TLS and\n"
+	"authentication), and `accept` cannot lift those.  There is no expansion\n"
+	"language: every rule is checked when the configuration is read.\n"
+	"\n"
+	"- A listener setting that names no defined ACL is an error, and so is an ACL\n"
+	"  with a condition that has no meaning at the stage it is named for (the\n"
+	"  error says at which stages it can be used).\n"
+	"- An ACL that no listener names draws a warning.\n"
+	"- One ACL may serve several listeners and stages.\n"
+	"- The `acl` line must end with `{`, and `}` must stand alone on its line.\n"
+	"  An ACL name is 1 to 64 letters, digits, `_`, `-` or `.`.\n"
+	"\n"
+	"### Rules\n"
+	"\n"
+	"```\n"
+	"VERB [message = \"text\"] CONDITION...\n"
+	"```\n"
+	"\n"
+	"Rules are checked in order.  A rule holds when all its conditions hold; a\n"
+	"rule without conditions always holds.  The verb of the first rule that holds\n"
+	"decides, except `warn`:\n"
+	"\n"
+	"- `accept`: the command is accepted (no further rule is checked).\n"
+	"- `deny`: the command is refused with the message, by default\n"
+	"  `550 5.7.1 Rejected by policy`.  A deny message must start with a `5xx`\n"
+	"  reply code and a `5.x.x` enhanced status code: `\"554 5.7.1 No thanks\"`.\n"
+	"- `defer`: the command is refused for now with the message, by default\n"
+	"  `451 4.7.1 Try again later`; the message must start with a `4xx` code and a\n"
+	"  `4.x.x` enhanced status code.\n"
+	"- `warn`: the message (any text) is logged and the next rule is checked.\n"
+	"\n"
+	"When no rule decides, the command is accepted.  A message is written in\n"
+	"double quotes (`\\\"` and `\\\\` inside stand for `\"` and `\\`), holds\n"
+	"printable ASCII only, and is at most 510 characters long.\n"
+	"\n"
+	"### Conditions\n"
+	"\n"
+	"Conditions are separated by blanks.  A leading `!` negates a condition.  A\n"
+	"value containing blanks may be written in double quotes; an unquoted list\n"
+	"may contain blanks around its separators (`alice : bob`).  Lists are\n"
+	"written as in the options above.\n"
+	"\n"
+	"| Condition | Holds when | Stages |\n"
+	"|---|---|---|\n"
+	"| `authenticated` | the client has authenticated | all |\n"
+	"| `authenticated = LIST` | the client has authenticated as one of these logins (compared exactly) | all |\n"
+	"| `tls` | the session is inside TLS | all |\n"
+	"| `tls_version OP VERSION` | the session is inside TLS and its version compares so; OP is `=`, `<`, `<=`, `>` or `>=`, VERSION `TLSv1`, `TLSv1.1`, `TLSv1.2` or `TLSv1.3`.  Never holds outside TLS, so `!tls_version >= TLSv1.2` also holds without TLS | all |\n"
+	"| `client = LIST` | the client address is one of these IPv4 or IPv6 addresses or `address/prefix` networks (an IPv4 client on an IPv6 socket is matched as IPv4) | all |\n"
+	"| `sender_domain = LIST` | the domain of the envelope sender is in the list (never for the null sender) | mail, rcpt, data |\n"
+	"| `recipient_domain = LIST` | the domain of the recipient being checked is in the list | rcpt |\n"
+	"| `recipient_local` | the recipient is a known local user or alias | rcpt |\n"
+	"| `size OP SIZE` | the message size compares so; OP is `<`, `<=`, `>` or `>=`.  At `mail` the size declared with `SIZE=` (0 when none), at `data` the received size | mail, data |\n"
+	"| `header = NAME` | the message has a header field NAME (any case) | data |\n"
+	"| `rate > N / TIME per KEY` | this rule was reached more than N times within TIME for the same KEY: `client` (address), `user` (login; never holds unauthenticated) or `sender` (envelope sender).  `>=` is accepted too | all; `per sender`: mail, rcpt, data |\n"
+	"\n"
+	"Domain lists compare without regard to case and ignore a trailing dot;\n"
+	"`@local` stands for the domains of `local_domains`, and `*.example.org` for\n"
+	"every subdomain of `example.org` (not the domain itself).  Client networks\n"
+	"must be written with their host bits clear (`192.0.2.0/24`, not\n"
+	"`192.0.2.1/24`); IPv6 entries double their colons or change the separator:\n"
+	"`client = <; 2001:db8::/32 ; 192.0.2.0/24`.\n"
+	"\n"
+	"Conditions are checked from left to right and stop at the first that fails,\n"
+	"so a `rate` condition counts only the events that reach it: in\n"
+	"`deny !authenticated rate > 10 / 1m per client` authenticated clients are not\n"
+	"counted.  Each rule counts on its own, in each worker process, with a\n"
+	"sliding window; the counters are kept in memory, are bounded in number (the\n"
+	"least recently used are dropped first) and start afresh on restart.\n"
+	"\n"
+	"### Examples\n"
+	"\n"
+	"Rate-limit the MX port without affecting relaying rules (those are built in):\n"
+	"\n"
+	"```\n"
+	"acl mx_mail {\n"
+	"    defer message = \"450 4.7.1 Too many messages, slow down\" rate > 200 / 1h per client\n"
+	"}\n"
+	"listener 25 {\n"
+	"    acl_mail = mx_mail\n"
+	"}\n"
+	"```\n"
+	"\n"
+	"Refuse a network at connection time, except one host in it:\n"
+	"\n"
+	"```\n"
+	"acl no_bad_net {\n"
+	"    accept client = 203.0.113.7\n"
+	"    deny message = \"554 5.7.1 Your network is blocked\" client = 203.0.113.0/24\n"
+	"}\n"
+	"listener 25 {\n"
+	"    acl_connect = no_bad_net\n"
+	"}\n"
+	"```\n"
+	"\n"
+	"Require TLS 1.2 or newer for mail to one domain, limit message sizes per\n"
+	"user, and log large messages:\n"
+	"\n"
+	"```\n"
+	"acl rcpt_policy {\n"
+	"    deny message = \"550 5.7.10 TLS 1.2 required for this domain\" \\\n"
+	"        recipient_domain = secure.example.org !tls_version >= TLSv1.2\n"
+	"}\n"
+	"acl data_policy {\n"
+	"    warn message = \"large message\" size > 20M\n"
+	"    deny message = \"552 5.3.4 Message too big for this user\" \\\n"
+	"        authenticated = intern@example.org size > 5M\n"
+	"}\n"
+	"listener 25 {\n"
+	"    acl_rcpt = rcpt_policy\n"
+	"    acl_data = data_policy\n"
+	"}\n"
+	"```\n"
+	"\n"
+	"`sluice -bP` prints every ACL in this syntax after the options.\n";
+
 void conf_print_reference(FILE *f)
 {
 	fputs(ref_intro, f);
@@ -447,4 +605,5 @@ void conf_print_reference(FILE *f)
 	fputs(ref_roles, f);
 	fputs(ref_auth, f);
 	fputs(ref_aliases, f);
+	fputs(ref_acl, f);
 }

@@ -59,6 +59,11 @@ static void say(const struct local *L, const char *fmt, ...)
 	buf_free(&b);
 }
 
+static int64_t local_clock(void)
+{
+	return time_mono_ms() / 1000;
+}
+
 static void local_nonce(void *ctx, struct buf *out)
 {
 	uint8_t r[18];
@@ -381,6 +386,10 @@ static void run(struct local *L)
 				pend = P_LOOKUP;
 				pending_act = *a;
 				break;
+			case SMTP_ACT_LOG_ACL:
+				say(L, "warn (%.*s): %.*s", (int)a->reply_len, a->reply, (int)a->len,
+				    (const char *)a->data);
+				break;
 			case SMTP_ACT_LOG_AUTH:
 				say(L, "authentication %.*s for \"%.*s\"", (int)a->reply_len, a->reply,
 				    (int)a->len, (const char *)a->data);
@@ -483,6 +492,9 @@ int local_session(const struct conf *c, const struct local_opts *o)
 		l = &mx;
 	}
 	worker_policy(c, l, o->test && c->tls_certificate != NULL, &L.pol);
+	struct rate_table *rates = rate_new(1000, 1);
+	L.pol.rates = rates;
+	L.pol.clock_s = local_clock;
 	L.cl.session_id = o->test ? "bh" : "bs";
 	L.cl.ip = o->ip;
 	L.cl.rdns = NULL;
@@ -519,6 +531,7 @@ int local_session(const struct conf *c, const struct local_opts *o)
 	if (L.sp)
 		spool_close(L.sp);
 	buf_free(&L.io);
+	rate_free(rates);
 	return 0;
 }
 

@@ -37,8 +37,18 @@ void worker_policy(const struct conf *c, const struct conf_listener *l, bool tls
 	 * address bounces like any other delivery failure. */
 	p->check_rcpt_local = backend && c->recipient_verify && l->role == CONF_ROLE_MX;
 	p->check_sender = backend && l->role == CONF_ROLE_SUBMISSION;
+	p->check_from = p->check_sender && c->submission_check_from;
+	for (int st = 0; st < ACL_NSTAGES; st++)
+		p->acl[st] = l->acl[st];
 	p->add_missing_headers = l->role == CONF_ROLE_SUBMISSION && c->submission_add_headers;
 	p->hide_client_ip = l->role == CONF_ROLE_SUBMISSION && c->received_hide_client_ip;
+}
+
+/* The clock of ACL rate conditions: monotonic, so that a clock step does
+ * not empty or fill the windows. */
+static int64_t worker_clock(void)
+{
+	return time_mono_ms() / 1000;
 }
 
 static int drop_privileges(const struct worker_args *a)
@@ -121,6 +131,10 @@ int worker_main(const struct worker_args *a)
 	if (a->authd_tag)
 		srv.authc = authc_new(base, a->authd_tag, 30);
 	srv.n_listeners = a->n_listeners;
+	/* One rate table per worker: ACL rate limits count per process. */
+	uint64_t seed = 0;
+	(void)rand_bytes(&seed, sizeof(seed));
+	struct rate_table *rates = rate_new(100000, seed);
 	srv.listeners = xcalloc(a->n_listeners, sizeof(*srv.listeners));
 	for (size_t i = 0; i < a->n_listeners; i++) {
 		struct net_listener *l = &srv.listeners[i];
@@ -129,6 +143,8 @@ int worker_main(const struct worker_args *a)
 		l->conf = a->listeners[i].conf;
 		l->tls = a->listeners[i].tls;
 		worker_policy(a->conf, l->conf, l->tls != NULL, &l->policy);
+		l->policy.rates = rates;
+		l->policy.clock_s = worker_clock;
 	}
 	struct err e = { "" };
 	if (net_server_start(&srv, &e) < 0) {
@@ -146,6 +162,7 @@ int worker_main(const struct worker_args *a)
 	event_free(sigint);
 	net_server_free(&srv);
 	authc_free(srv.authc);
+	rate_free(rates);
 	free(srv.listeners);
 	event_base_free(base);
 	return 0;

@@ -338,6 +338,15 @@ static void drain_actions(struct net_conn *c)
 		case SMTP_ACT_LOG_AUTH:
 			log_auth(c, a);
 			break;
+		case SMTP_ACT_LOG_ACL: {
+			struct buf *l = log_begin(LOG_LVL_WARN, "acl_warn");
+			log_kv(l, "session", "%s", c->sid);
+			log_kv(l, "client", "%s", c->ip);
+			log_kv_esc(l, "where", a->reply, a->reply_len);
+			log_kv_esc(l, "msg", a->data, a->len);
+			log_end(l);
+			break;
+		}
 		case SMTP_ACT_ADD_HEADERS:
 			add_headers(c, a->add_headers);
 			break;

@@ -6,6 +6,7 @@
  * input buffer: dot-unstuffing shifts bytes down inside that buffer so that
  * each feed hands out one view of clean message bytes in the common case.
  */
+#include <arpa/inet.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -57,7 +58,9 @@ enum data_state {
 
 /* A header line is matched against the field names looked for using this
  * many of its first bytes ("Message-ID" and a few spaces before ':'). */
-#define SMTP_HDR_MATCH 16
+#define SMTP_HDR_MATCH 64
+/* Header field names remembered for ACL "header =" conditions. */
+#define SMTP_HDR_NAMES 64
 
 enum skip_why { SKIP_TLS, SKIP_NO_HELO, SKIP_NO_MAIL, SKIP_NO_RCPT };
 
@@ -118,6 +121,13 @@ struct smtp_session {
 	struct buf pend_cmd;
 	/* Missing header detection (submission). */
 	bool track_hdrs;
+	/* ACLs */
+	int cli_family;
+	uint8_t cli_addr[16];
+	enum acl_stage acl_cur;
+	bool track_names;     /* a data ACL may ask which header fields exist */
+	char *hnames[SMTP_HDR_NAMES];
+	size_t n_hnames;
 	/* From: check (submission, authenticated, check_from). */
 	bool track_from;
 	bool from_active;     /* the current header field is From: */
@@ -391,7 +401,8 @@ static void keep_bytes(struct smtp_session *s, struct scan *c, const uint8_t *sr
 	}
 	if (text && s->in_header && s->track_from && buf_append(&s->hline, src, len) < 0)
 		s->hline_over = true;
-	if (text && s->in_header && s->track_hdrs && s->line_len < SMTP_HDR_MATCH) {
+	if (text && s->in_header && (s->track_hdrs || s->track_names) &&
+	    s->line_len < SMTP_HDR_MATCH) {
 		size_t k = SMTP_HDR_MATCH - s->line_len;
 		memcpy(s->hm + s->line_len, src, len < k ? len : k);
 	}
@@ -470,10 +481,35 @@ static void from_line(struct smtp_session *s)
 	buf_reset(&s->hline);
 }
 
+/* Remembers the field name of a header line (lowercase) for ACLs. */
+static void name_line(struct smtp_session *s)
+{
+	size_t n = s->line_len < SMTP_HDR_MATCH ? s->line_len : SMTP_HDR_MATCH;
+	if (n == 0 || s->hm[0] == ' ' || s->hm[0] == '\t' || s->n_hnames >= SMTP_HDR_NAMES)
+		return;
+	size_t k = 0;
+	while (k < n && s->hm[k] != ':' && s->hm[k] != ' ' && s->hm[k] != '\t')
+		k++;
+	if (k == 0 || k == n)
+		return; /* no ':' within the bytes kept: not a field we can name */
+	char *name = str_ndup(s->hm, k);
+	str_lower(name);
+	s->hnames[s->n_hnames++] = name;
+}
+
+static void names_clear(struct smtp_session *s)
+{
+	for (size_t i = 0; i < s->n_hnames; i++)
+		free(s->hnames[i]);
+	s->n_hnames = 0;
+}
+
 static void line_end(struct smtp_session *s)
 {
 	if (s->in_header && s->track_from)
 		from_line(s);
+	if (s->in_header && s->track_names && s->line_len > 0)
+		name_line(s);
 	if (s->in_header && s->track_hdrs && s->line_len > 0) {
 		size_t n = s->line_len < SMTP_HDR_MATCH ? s->line_len : SMTP_HDR_MATCH;
 		if (hdr_is(s->hm, n, "date"))
@@ -606,6 +642,94 @@ out:
 	return (size_t)(r - p);
 }
 
+/* ---- ACLs ------------------------------------------------------------ */
+
+static int tls_version_number(const char *v)
+{
+	static const struct { const char *name; int num; } t[] = {
+		{ "TLSv1", 0x0301 }, { "TLSv1.1", 0x0302 }, { "TLSv1.2", 0x0303 }, { "TLSv1.3", 0x0304 },
+	};
+	for (size_t i = 0; v && i < sizeof(t) / sizeof(t[0]); i++)
+		if (strcmp(v, t[i].name) == 0)
+			return t[i].num;
+	return v ? 0x0304 : 0; /* a newer version than we know of */
+}
+
+static bool acl_has_header(void *arg, const char *name)
+{
+	const struct smtp_session *s = arg;
+	for (size_t i = 0; i < s->n_hnames; i++)
+		if (strcasecmp(s->hnames[i], name) == 0)
+			return true;
+	return false;
+}
+
+static void acl_warn(void *arg, const struct acl *a, int line, const char *msg)
+{
+	struct smtp_session *s = arg;
+	size_t msg_off = buf_len(&s->logb);
+	if (buf_puts(&s->logb, msg) < 0)
+		return;
+	size_t msg_len = buf_len(&s->logb) - msg_off;
+	size_t where_off = buf_len(&s->logb);
+	if (buf_printf(&s->logb, "acl=%s line=%d stage=%s", acl_name(a), line,
+		       acl_stage_name(s->acl_cur)) < 0)
+		return;
+	push_act(s, SMTP_ACT_LOG_ACL, NULL, msg_len);
+	struct sess_act *x = &s->acts[s->n_acts - 1];
+	x->cmd_off = msg_off;
+	x->reply_off = where_off;
+	x->a.reply_len = buf_len(&s->logb) - where_off;
+}
+
+/*
+ * Runs the stage's ACL, if any.  True: go on.  False: it refused, and the
+ * refusal (deny or defer, with the rule's reply) was sent for cmd.
+ */
+static bool acl_pass(struct smtp_session *s, enum acl_stage st, const char *cmd, size_t cmdlen,
+		     const char *rcpt, int rcpt_local)
+{
+	const struct acl *a = s->pol->acl[st];
+	if (!a)
+		return true;
+	struct acl_ctx c;
+	memset(&c, 0, sizeof(c));
+	c.stage = st;
+	c.client_family = s->cli_family;
+	memcpy(c.client_addr, s->cli_addr, sizeof(c.client_addr));
+	c.auth_user = s->auth_user;
+	c.tls_version = tls_version_number(s->env.tls_version);
+	c.helo = s->env.helo;
+	c.sender = s->env.sender;
+	c.recipient = rcpt;
+	c.recipient_local = rcpt_local;
+	c.size = st == ACL_MAIL ? s->env.size_declared : s->env.size;
+	c.has_header = acl_has_header;
+	c.hdr_arg = s;
+	c.local_domains = (char *const *)s->pol->local_domains;
+	c.n_local_domains = s->pol->n_local_domains;
+	c.rates = s->pol->rates;
+	c.now_s = s->pol->clock_s ? s->pol->clock_s() : 0;
+	s->acl_cur = st;
+	struct acl_result r;
+	acl_eval(a, &c, &r, acl_warn, s);
+	if (r.verdict == ACL_ACCEPT)
+		return true;
+	const char *reply = r.reply ? r.reply
+				    : r.verdict == ACL_DENY ? "550 5.7.1 Rejected by policy"
+							    : "451 4.7.1 Try again later";
+	if (st == ACL_CONNECT) {
+		/* A refused connection is told 554 (or 421 to come back later),
+		 * RFC 5321 §3.1, with the rule's text. */
+		const char *text = strlen(reply) > 4 ? reply + 4 : "Rejected by policy";
+		refuse(s, "(connect)", 9, "%s %s", r.verdict == ACL_DENY ? "554" : "421", text);
+		set_closing(s);
+		return false;
+	}
+	refuse(s, cmd, cmdlen, "%s", reply);
+	return false;
+}
+
 static void from_clear(struct smtp_session *s)
 {
 	for (size_t i = 0; i < s->n_from; i++)
@@ -631,6 +755,8 @@ static void body_start(struct smtp_session *s)
 	s->seen_msgid = false;
 	from_clear(s);
 	s->track_from = s->pol->check_from && s->auth_user != NULL;
+	names_clear(s);
+	s->track_names = s->pol->acl[ACL_DATA] != NULL;
 	push_act(s, SMTP_ACT_BODY_BEGIN, NULL, 0);
 }
 
@@ -662,6 +788,13 @@ static void body_refuse(struct smtp_session *s, const char *cmd)
 
 static void commit_now(struct smtp_session *s)
 {
+	const char *cmd = s->bdat_used ? "BDAT" : "DATA";
+	if (!acl_pass(s, ACL_DATA, cmd, 4, NULL, -1)) {
+		body_abort(s);
+		reset_tx(s);
+		s->state = ST_CMD;
+		return;
+	}
 	s->body_open = false;
 	push_act(s, SMTP_ACT_COMMIT, NULL, 0);
 	s->state = ST_WAIT_COMMIT;
@@ -1149,6 +1282,12 @@ static void cmd_helo(struct smtp_session *s, const char *line, size_t len,
 	free(s->env.helo);
 	s->env.helo = str_ndup(c->arg, c->arg_len);
 	s->env.esmtp = ehlo;
+	if (!acl_pass(s, ACL_HELO, line, len, NULL, -1)) {
+		free(s->env.helo);
+		s->env.helo = NULL;
+		s->helo_done = false;
+		return;
+	}
 	s->helo_done = true;
 	const char *h = s->pol->hostname;
 	if (!ehlo) {
@@ -1236,6 +1375,31 @@ static bool param_is(const struct smtp_param *pa, const char *k)
 static bool value_is(const struct smtp_param *pa, const char *v)
 {
 	return pa->value && str_eq_nocase(pa->value, pa->value_len, v);
+}
+
+static void add_rcpt(struct smtp_session *s, char *addr, char *orcpt, unsigned notify);
+
+/* The sender passed every built-in check: the MAIL ACL has the last word. */
+static void mail_ok(struct smtp_session *s, const char *cmd, size_t cmdlen)
+{
+	if (acl_pass(s, ACL_MAIL, cmd, cmdlen, NULL, -1))
+		reply(s, "250 2.1.0 Sender OK");
+	else
+		reset_tx(s);
+}
+
+/* A recipient passed the built-in checks (local: -1 not looked up, 1 a
+ * known local recipient); addr and orcpt are owned and given away. */
+static void rcpt_ok(struct smtp_session *s, const char *cmd, size_t cmdlen, char *addr,
+		    char *orcpt, unsigned notify, int local)
+{
+	if (!acl_pass(s, ACL_RCPT, cmd, cmdlen, addr, local)) {
+		free(addr);
+		free(orcpt);
+		return;
+	}
+	add_rcpt(s, addr, orcpt, notify);
+	reply(s, "250 2.1.5 Recipient OK");
 }
 
 static void cmd_mail(struct smtp_session *s, const char *line, size_t len,
@@ -1379,7 +1543,7 @@ static void cmd_mail(struct smtp_session *s, const char *line, size_t len,
 		start_lookup(s, PEND_SENDER, line, len, path.mailbox, path.mailbox_len);
 		return;
 	}
-	reply(s, "250 2.1.0 Sender OK");
+	mail_ok(s, line, len);
 }
 
 /* NOTIFY=NEVER or a list of SUCCESS, FAILURE, DELAY (RFC 3461 §4.1). */
@@ -1553,9 +1717,8 @@ static void cmd_rcpt(struct smtp_session *s, const char *line, size_t len,
 		s->pend_notify = notify;
 		return;
 	}
-	add_rcpt(s, str_ndup(path.mailbox, path.mailbox_len),
-		 orcpt ? str_ndup(orcpt->value, orcpt->value_len) : NULL, notify);
-	reply(s, "250 2.1.5 Recipient OK");
+	rcpt_ok(s, line, len, str_ndup(path.mailbox, path.mailbox_len),
+		orcpt ? str_ndup(orcpt->value, orcpt->value_len) : NULL, notify, -1);
 }
 
 static void cmd_data(struct smtp_session *s, const char *line, size_t len,
@@ -1892,6 +2055,10 @@ struct smtp_session *smtp_session_new(const struct smtp_policy *policy,
 	buf_init(&s->pend_cmd, SMTP_LOG_CMD_MAX);
 	buf_init(&s->hline, policy->data_line_max + 2);
 	buf_init(&s->fromv, SMTP_FROM_MAX);
+	if (client->ip && inet_pton(AF_INET, client->ip, s->cli_addr) == 1)
+		s->cli_family = AF_INET;
+	else if (client->ip && inet_pton(AF_INET6, client->ip, s->cli_addr) == 1)
+		s->cli_family = AF_INET6;
 	s->state = ST_CMD;
 	return s;
 }
@@ -1912,6 +2079,7 @@ void smtp_session_free(struct smtp_session *s)
 	buf_free(&s->chal);
 	buf_free(&s->pend_cmd);
 	from_clear(s);
+	names_clear(s);
 	buf_free(&s->hline);
 	buf_free(&s->fromv);
 	buf_free(&s->in);
@@ -1925,6 +2093,8 @@ void smtp_session_start(struct smtp_session *s)
 {
 	event_begin(s);
 	if (s->closing)
+		return;
+	if (!acl_pass(s, ACL_CONNECT, NULL, 0, NULL, -1))
 		return;
 	reply(s, "220 %s ESMTP sluice", s->pol->hostname);
 }
@@ -2030,7 +2200,7 @@ void smtp_session_lookup_answer(struct smtp_session *s, enum auth_result r)
 	}
 	if (s->pend == PEND_SENDER) {
 		if (r == AUTH_OK) {
-			reply(s, "250 2.1.0 Sender OK");
+			mail_ok(s, cmd, cl);
 		} else {
 			reset_tx(s);
 			if (r != AUTH_FAIL)
@@ -2044,10 +2214,10 @@ void smtp_session_lookup_answer(struct smtp_session *s, enum auth_result r)
 		}
 	} else if (s->pend == PEND_RCPT) {
 		if (r == AUTH_OK) {
-			add_rcpt(s, s->pend_addr, s->pend_orcpt, s->pend_notify);
+			char *addr = s->pend_addr, *orcpt = s->pend_orcpt;
 			s->pend_addr = NULL;
 			s->pend_orcpt = NULL;
-			reply(s, "250 2.1.5 Recipient OK");
+			rcpt_ok(s, cmd, cl, addr, orcpt, s->pend_notify, 1);
 		} else if (r == AUTH_FAIL) {
 			refuse(s, cmd, cl, "550 5.1.1 <%s>: Recipient address rejected: User unknown",
 			       s->pend_addr);
@@ -2107,7 +2277,7 @@ const struct smtp_action *smtp_session_next_action(struct smtp_session *s)
 		return NULL;
 	struct sess_act *a = &s->acts[s->next_act++];
 	s->cur = a->a;
-	if (a->a.type == SMTP_ACT_LOG_REFUSED) {
+	if (a->a.type == SMTP_ACT_LOG_REFUSED || a->a.type == SMTP_ACT_LOG_ACL) {
 		const uint8_t *base = buf_ptr(&s->logb);
 		s->cur.data = base + a->cmd_off;
 		s->cur.reply = (const char *)base + a->reply_off;

@@ -20,6 +20,7 @@
 #include <stdint.h>
 
 #include "../auth/auth.h"
+#include "../policy/policy.h"
 #include "../util/util.h"
 
 /* ---- addresses (RFC 5321 §4.1.2, RFC 6531) --------------------------- */
@@ -144,6 +145,11 @@ struct smtp_policy {
 	bool check_from;                /* ... and so does each From: header address (550 5.7.1) */
 	bool add_missing_headers;       /* Message-ID and Date when missing (RFC 6409 §8) */
 	bool hide_client_ip;            /* Received: without the client's address */
+	/* Declarative ACLs (policy.h), one per stage; NULL = none.  They run
+	 * after the built-in checks and can only refuse more. */
+	const struct acl *acl[ACL_NSTAGES];
+	struct rate_table *rates;       /* the worker's table for rate conditions */
+	int64_t (*clock_s)(void);       /* seconds, for rate conditions (injected) */
 };
 
 /* Who is on the other end; strings are borrowed for the session's life. */
@@ -199,6 +205,7 @@ enum smtp_action_type {
 	SMTP_ACT_LOOKUP,      /* directory question (lookup, data = address, user); answer
 			       * with smtp_session_lookup_answer */
 	SMTP_ACT_LOG_AUTH,    /* AUTH outcome: reply = "ok"/"failed"/..., data = user, len */
+	SMTP_ACT_LOG_ACL,     /* an ACL warn rule held: data = message, reply = where */
 	SMTP_ACT_ADD_HEADERS, /* write the missing headers named by add_headers (Date,
 			       * Message-ID) into the body now (end of the header block) */
 };

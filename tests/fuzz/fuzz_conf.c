@@ -92,6 +92,24 @@ static void check(const struct conf *c, bool tls_all)
 	for (size_t i = 0; i < c->n_warnings; i++)
 		if (!c->warnings[i])
 			abort();
+	/* Each listener ACL is one of the configuration's and fits its stage. */
+	for (size_t i = 0; i < c->n_listeners; i++) {
+		for (int k = 0; k < ACL_NSTAGES; k++) {
+			const struct acl *a = c->listeners[i].acl[k];
+			if (!a)
+				continue;
+			bool found = false;
+			for (size_t j = 0; j < c->n_acls; j++)
+				found = found || c->acls[j] == a;
+			struct err e;
+			if (!found || acl_check_stage(a, (enum acl_stage)k, &e) != 0)
+				abort();
+		}
+	}
+	for (size_t i = 0; i < c->n_acls; i++)
+		for (size_t j = 0; j < i; j++)
+			if (strcmp(acl_name(c->acls[i]), acl_name(c->acls[j])) == 0)
+				abort();
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)

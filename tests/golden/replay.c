@@ -43,7 +43,15 @@ struct golden {
 	struct smtp_policy pol;
 	const char *domains[MAX_DOMAINS];
 	char *hostname;
+	struct acl *acls[ACL_NSTAGES]; /* "set acl_<stage> RULE" appends a rule */
+	struct rate_table *rates;
 };
+
+/* Rate conditions see a clock that stands still: counts only grow. */
+static int64_t golden_clock(void)
+{
+	return 1000;
+}
 
 struct record {
 	struct buf text;  /* the transcript */
@@ -112,6 +120,7 @@ static const char *act_name(enum smtp_action_type t)
 	case SMTP_ACT_AUTH_REQUEST: return "AUTH_REQUEST";
 	case SMTP_ACT_LOOKUP: return "LOOKUP";
 	case SMTP_ACT_LOG_AUTH: return "LOG_AUTH";
+	case SMTP_ACT_LOG_ACL: return "LOG_ACL";
 	case SMTP_ACT_ADD_HEADERS: return "ADD_HEADERS";
 	}
 	return "?";
@@ -160,6 +169,13 @@ static void act_detail(struct buf *l, const struct smtp_action *a, size_t body_o
 		buf_puts(l, " ");
 		esc(l, (const uint8_t *)a->reply, a->reply_len);
 		buf_puts(l, " user=\"");
+		esc(l, a->data, a->len);
+		buf_puts(l, "\"");
+		break;
+	case SMTP_ACT_LOG_ACL:
+		buf_puts(l, " \"");
+		esc(l, (const uint8_t *)a->reply, a->reply_len);
+		buf_puts(l, "\" \"");
 		esc(l, a->data, a->len);
 		buf_puts(l, "\"");
 		break;
@@ -223,7 +239,8 @@ static void drain(struct smtp_session *s, struct record *r)
 			buf_free(&l);
 		}
 		if (a->type == SMTP_ACT_AUTH_REQUEST || a->type == SMTP_ACT_LOOKUP ||
-		    a->type == SMTP_ACT_LOG_AUTH || a->type == SMTP_ACT_ADD_HEADERS) {
+		    a->type == SMTP_ACT_LOG_AUTH || a->type == SMTP_ACT_ADD_HEADERS ||
+		    a->type == SMTP_ACT_LOG_ACL) {
 			struct buf l;
 			buf_init(&l, 1 << 20);
 			act_detail(&l, a, buf_len(&r->body));
@@ -253,6 +270,25 @@ static void drain(struct smtp_session *s, struct record *r)
 static int set_policy(struct golden *g, const char *key, const char *val)
 {
 	struct smtp_policy *p = &g->pol;
+	for (int st = 0; st < ACL_NSTAGES; st++) {
+		char k[32];
+		snprintf(k, sizeof(k), "acl_%s", acl_stage_name((enum acl_stage)st));
+		if (strcmp(key, k) != 0)
+			continue;
+		if (!g->acls[st])
+			g->acls[st] = acl_new(k, 0);
+		struct err e = { "" };
+		if (acl_parse_line(g->acls[st], val, strlen(val), 1, &e) < 0) {
+			fprintf(stderr, "replay: %s: %s\n", key, e.msg);
+			return -1;
+		}
+		if (!g->rates)
+			g->rates = rate_new(1000, 42);
+		p->acl[st] = g->acls[st];
+		p->rates = g->rates;
+		p->clock_s = golden_clock;
+		return 0;
+	}
 	unsigned long long v = strtoull(val, NULL, 10);
 	if (strcmp(key, "role") == 0)
 		p->role = strcmp(val, "submission") == 0 ? SMTP_ROLE_SUBMISSION : SMTP_ROLE_MX;
@@ -463,6 +499,12 @@ static int replay(const char *script, bool bytewise, struct record *r, struct go
 	free(copy);
 	free(g->hostname);
 	g->hostname = NULL;
+	for (int st = 0; st < ACL_NSTAGES; st++) {
+		acl_free(g->acls[st]);
+		g->acls[st] = NULL;
+	}
+	rate_free(g->rates);
+	g->rates = NULL;
 	return rc;
 }
 

@@ -168,11 +168,12 @@ def auth_entries():
     return out
 
 
-def listener_blocks(ports, mx_auth=None, sub_extra=()):
+def listener_blocks(ports, mx_auth=None, sub_extra=(), mx_extra=()):
     mx, sub, smtps = ports
     lines = ["listener %d {" % mx, "    role = mx"]
     if mx_auth is not None:
         lines.append("    auth = %s" % ("yes" if mx_auth else "no"))
+    lines += ["    " + x for x in mx_extra]
     lines += ["}", "listener %d {" % sub, "    role = submission", "    tls = starttls"]
     lines += ["    " + x for x in sub_extra]
     lines += ["}", "listener %d {" % smtps, "    role = submission", "    tls = on_connect", "}"]
@@ -185,7 +186,8 @@ def auth_daemon(start_daemon, make_config, test_dir, auth_entries, binary):
     **overrides) -> Daemon with a passwd-file backend holding AUTH_USERS (or users:
     {login: entry}); d.passwords maps login -> password."""
 
-    def start(extra="", users=None, mx_auth=None, wait=True, run=True, **kw):
+    def start(extra="", users=None, mx_auth=None, wait=True, run=True, mx_extra=(),
+              sub_extra=(), **kw):
         ports = free_ports(3)
         passwd = os.path.join(test_dir, "passwd")
         write_passwd(passwd, auth_entries if users is None else users)
@@ -195,7 +197,8 @@ def auth_daemon(start_daemon, make_config, test_dir, auth_entries, binary):
             "auth_fail_max_delay": "200ms",
         }
         opts.update(kw)
-        text = (extra + "\n" if extra else "") + listener_blocks(ports, mx_auth)
+        text = (extra + "\n" if extra else "") + listener_blocks(ports, mx_auth, sub_extra,
+                                                                  mx_extra)
         conf, p = make_config(extra=text, ports=ports, listeners=False, **opts)
 
         def launch(wait=True):

@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "auth/auth.h"
@@ -149,11 +150,11 @@ static const struct err_case err_cases[] = {
 	  "t.conf:1: address '0::1' is listed twice in local_interfaces" },
 	/* listener blocks */
 	{ "listener 25 {\nfoo = 1\n}\n", NULL, false,
-	  "t.conf:2: unknown listener setting 'foo': expected role, tls, tls_min_version, tls_ciphers, tls_ciphersuites or auth" },
+	  "t.conf:2: unknown listener setting 'foo': expected role, tls, tls_min_version, tls_ciphers, tls_ciphersuites, auth, acl_connect, acl_helo, acl_mail, acl_rcpt or acl_data" },
 	{ "listener 25 {\nuser = x\n}\n", NULL, false,
-	  "t.conf:2: unknown listener setting 'user': expected role, tls, tls_min_version, tls_ciphers, tls_ciphersuites or auth (global options go outside listener blocks)" },
+	  "t.conf:2: unknown listener setting 'user': expected role, tls, tls_min_version, tls_ciphers, tls_ciphersuites, auth, acl_connect, acl_helo, acl_mail, acl_rcpt or acl_data (global options go outside listener blocks)" },
 	{ "listener 25 {\nauth_backend = sqlite\n}\n", NULL, false,
-	  "t.conf:2: unknown listener setting 'auth_backend': expected role, tls, tls_min_version, tls_ciphers, tls_ciphersuites or auth (global options go outside listener blocks)" },
+	  "t.conf:2: unknown listener setting 'auth_backend': expected role, tls, tls_min_version, tls_ciphers, tls_ciphersuites, auth, acl_connect, acl_helo, acl_mail, acl_rcpt or acl_data (global options go outside listener blocks)" },
 	{ "listener 25 {\nauth = maybe\n}\n", NULL, false,
 	  "t.conf:2: bad value 'maybe' for auth: expected `yes` or `no`" },
 	{ "listener 25 {\nauth =\n}\n", NULL, false,
@@ -164,7 +165,7 @@ static const struct err_case err_cases[] = {
 	  "t.conf:1: unknown option 'auth' (it belongs inside a `listener PORT { ... }` block)" },
 	{ "user = x\nlistener 25 {\nrole = mx\n", NULL, false,
 	  "t.conf:2: listener 25 block is not closed: '}' missing before the end of the file" },
-	{ "user = x\n}\n", NULL, false, "t.conf:2: '}' without a listener block" },
+	{ "user = x\n}\n", NULL, false, "t.conf:2: '}' without a listener or acl block" },
 	{ "listener 25 {\n} x\n", NULL, false, "t.conf:2: '}' must be alone on its line" },
 	{ "listener 25 {\nlistener 587 {\n}\n}\n", NULL, false,
 	  "t.conf:2: listener block inside the listener 25 block opened on line 1: close that one with '}' first" },
@@ -291,6 +292,50 @@ static const struct err_case err_cases[] = {
 	  "t.conf:4: listener 2587 is a submission port and must offer AUTH" },
 	{ CERT "listener submissions {\nauth = No\n}\n", NULL, false,
 	  "t.conf:3: listener 465 is a submission port and must offer AUTH" },
+	/* ACL blocks and their use by listeners */
+	{ CERT AUTHB "listener 25 {\nacl_rcpt = nope\n}\n", NULL, false,
+	  "t.conf:4: unknown ACL 'nope' in acl_rcpt: no `acl nope { ... }` block is defined" },
+	{ CERT AUTHB "acl Nope {\n}\nlistener 25 {\nacl_rcpt = nope\n}\n", NULL, false,
+	  "t.conf:6: unknown ACL 'nope' in acl_rcpt" },
+	{ CERT AUTHB "listener 25 {\nacl_data = \n}\n", NULL, false,
+	  "t.conf:4: 'acl_data' needs a value: expected the name of an `acl` block" },
+	{ CERT AUTHB "listener 25 {\nacl_mail = a\nacl_mail = a\n}\n", NULL, false,
+	  "t.conf:5: 'acl_mail' already set on line 4" },
+	{ CERT AUTHB "acl a {\n  deny size > 1M\n}\nlistener 25 {\nacl_rcpt = a\n}\n", NULL, false,
+	  "t.conf:7: acl_rcpt = a: ACL a (line 4) uses size, which has no meaning at the rcpt "
+	  "stage (only at: mail, data)" },
+	{ CERT AUTHB "listener 587 {\nacl_connect = a\n}\nacl a {\n  accept authenticated\n"
+	  "  deny recipient_domain = x.example\n}\n", NULL, false,
+	  "t.conf:4: acl_connect = a: ACL a (line 8) uses recipient_domain, which has no meaning "
+	  "at the connect stage (only at: rcpt)" },
+	{ CERT AUTHB "acl a {\ndeny header = X-Foo\n}\nlistener 25 {\nacl_mail = a\n}\n", NULL, false,
+	  "acl_mail = a: ACL a (line 4) uses header, which has no meaning at the mail stage (only at: data)" },
+	{ CERT AUTHB "acl a {\ndefer rate > 1 / 1h per sender\n}\nlistener 25 {\nacl_helo = a\n}\n", NULL, false,
+	  "acl_helo = a: ACL a (line 4) uses rate per sender, which has no meaning at the helo stage" },
+	{ "acl a {\n# fine\n  deny client = 10.0.0.1/8\n}\n", NULL, false,
+	  "t.conf:3: '10.0.0.1/8' in client has bits set after the /8 prefix: write the network address (in acl a)" },
+	{ "acl a {\n  allow\n}\n", NULL, false,
+	  "t.conf:2: unknown ACL verb 'allow': expected accept, deny, defer or warn (in acl a)" },
+	{ "acl a {\n  deny message = \"451 4.7.1 x\"\n}\n", NULL, false,
+	  "t.conf:2: a deny message must start with a 5xx reply code" },
+	{ "acl a {\n  deny message = \"550 5.7.1 \\\n   x\n}\n", NULL, false,
+	  "t.conf:2: unterminated quoted string in message" },
+	{ "\nacl a {\n  deny\n", NULL, false,
+	  "t.conf:2: acl a block is not closed: '}' missing before the end of the file" },
+	{ "acl a {\n}\nacl a {\n}\n", NULL, false, "t.conf:3: acl a already defined on line 1" },
+	{ "acl a/b {\n}\n", NULL, false,
+	  "t.conf:1: bad ACL name 'a/b': expected 1 to 64 letters, digits, '_', '-' or '.'" },
+	{ "acl a\n", NULL, false, "t.conf:1: expected `acl NAME {` with the '{' at the end of the same line" },
+	{ "acl a { deny\n", NULL, false, "t.conf:1: expected `acl NAME {`" },
+	{ "acl {\n", NULL, false, "t.conf:1: expected `acl NAME {`" },
+	{ "listener 25 {\nacl a {\n", NULL, false,
+	  "t.conf:2: acl block inside the listener 25 block opened on line 1" },
+	{ "acl a {\nlistener 25 {\n", NULL, false,
+	  "t.conf:2: block inside the acl a block opened on line 1: close that one with '}' first" },
+	{ "acl a {\nacl b {\n", NULL, false, "t.conf:2: block inside the acl a block" },
+	{ "acl a {\ndeny\n} x\n", NULL, false, "t.conf:3: '}' must be alone on its line" },
+	{ "acl_rcpt = a\n", NULL, false,
+	  "t.conf:1: unknown option 'acl_rcpt' (it belongs inside a `listener PORT { ... }` block)" },
 };
 
 static void check_error(const char *text, const char *ox, bool all, const char *want)
@@ -474,6 +519,8 @@ static const struct val_case val_cases[] = {
 	{ "submission_senders_file = /etc/sluice/senders", "submission_senders_file",
 	  "submission_senders_file = /etc/sluice/senders\n" },
 	{ "", "submission_add_headers", "submission_add_headers = yes\n" },
+	{ "", "submission_check_from", "submission_check_from = no\n" },
+	{ "submission_check_from = yes\n", "submission_check_from", "submission_check_from = yes\n" },
 	{ "submission_add_headers = no", "submission_add_headers", "submission_add_headers = no\n" },
 	{ "submission_add_headers = FALSE", "submission_add_headers", "submission_add_headers = no\n" },
 	{ "", "received_hide_client_ip", "received_hide_client_ip = no\n" },
@@ -653,6 +700,7 @@ static void test_print_all(void **state)
 		"virtual_alias_file =\n"
 		"submission_senders_file =\n"
 		"submission_add_headers = yes\n"
+		"submission_check_from = no\n"
 		"received_hide_client_ip = no\n"
 		"recipient_verify = yes\n"
 		"listener 25 { role = mx tls = starttls tls_min_version = TLSv1 "
@@ -920,6 +968,14 @@ static const struct warn_case warn_cases[] = {
 	{ "auth_backend = sqlite\ndaemon_smtp_ports = 25\nlistener 25 {\nauth = yes\n}\n",
 	  "t.conf:4: listener 25 has auth = yes but tls_certificate is not set; AUTH is offered "
 	  "only inside TLS, so it is never offered on this port" },
+	/* ACLs */
+	{ CERT AUTHB "\nacl spare {\n  deny\n}\n",
+	  "t.conf:4: acl spare is not used: no listener names it in acl_connect, acl_helo, "
+	  "acl_mail, acl_rcpt or acl_data" },
+	{ CERT AUTHB "acl used {\n  deny\n}\nlistener 465 {\nacl_data = used\n}\n", NULL },
+	/* A reference from a block for an unopened port still counts as a use. */
+	{ CERT AUTHB "acl used {\n}\nlistener 2525 {\nrole = mx\nacl_mail = used\n}\n",
+	  "t.conf:5: listener 2525 block is for a port daemon_smtp_ports does not list" },
 };
 
 static void test_warnings(void **state)
@@ -1017,6 +1073,157 @@ static void test_parse_port(void **state)
 	assert_int_equal(conf_parse_port(NULL), -1);
 }
 
+/* ---- ACLs ------------------------------------------------------------------ */
+
+static const char acl_text[] =
+	CERT AUTHB
+	"local_domains = example.org\n"
+	"acl mx_rcpt {\n"
+	"    # comments and blank lines inside the block\n"
+	"\n"
+	"    deny message = \"550 5.7.1 Not from there\" client = 198.51.100.0/24\n"
+	"    deny message = \"550 5.7.10 TLS 1.2 required\" \\\n"
+	"        recipient_domain = secure.example.org !tls_version >= TLSv1.2\n"
+	"    defer rate > 2 / 1h per client\n"
+	"}\n"
+	"acl sub_data {\n"
+	"    warn message = \"big\" size > 20M\n"
+	"    deny authenticated = \"intern : guest\" size > 5M\n"
+	"}\n"
+	"acl empty {\n"
+	"}\n"
+	"listener 25 {\n"
+	"    acl_rcpt = mx_rcpt\n"
+	"    acl_connect = empty\n"
+	"}\n"
+	"listener 587 {\n"
+	"    acl_data = sub_data\n"
+	"    acl_mail = sub_data\n"
+	"}\n";
+
+static void check_acl_conf(const struct conf *c)
+{
+	assert_int_equal(c->n_acls, 3);
+	assert_string_equal(acl_name(c->acls[0]), "mx_rcpt");
+	assert_int_equal(acl_line(c->acls[0]), 4);
+	assert_int_equal(acl_n_rules(c->acls[0]), 3);
+	assert_int_equal(acl_rule_line(c->acls[0], 1), 8);
+	assert_int_equal(acl_n_rules(c->acls[2]), 0);
+	assert_int_equal(c->n_warnings, 0);
+	const struct conf_listener *mx = conf_listener_for_port(c, 25);
+	const struct conf_listener *sub = conf_listener_for_port(c, 587);
+	const struct conf_listener *ssl = conf_listener_for_port(c, 465);
+	assert_ptr_equal(mx->acl[ACL_RCPT], c->acls[0]);
+	assert_ptr_equal(mx->acl[ACL_CONNECT], c->acls[2]);
+	assert_null(mx->acl[ACL_MAIL]);
+	assert_null(mx->acl[ACL_HELO]);
+	assert_null(mx->acl[ACL_DATA]);
+	assert_ptr_equal(sub->acl[ACL_DATA], c->acls[1]);
+	assert_ptr_equal(sub->acl[ACL_MAIL], c->acls[1]);
+	for (int k = 0; k < ACL_NSTAGES; k++)
+		assert_null(ssl->acl[k]);
+
+	/* The linked ACL evaluates as configured. */
+	struct acl_ctx x;
+	memset(&x, 0, sizeof(x));
+	x.stage = ACL_RCPT;
+	x.client_family = AF_INET;
+	x.client_addr[0] = 198;
+	x.client_addr[1] = 51;
+	x.client_addr[2] = 100;
+	x.client_addr[3] = 9;
+	x.recipient = "a@example.org";
+	x.local_domains = c->local_domains;
+	x.n_local_domains = c->n_local_domains;
+	struct acl_result r;
+	acl_eval(mx->acl[ACL_RCPT], &x, &r, NULL, NULL);
+	assert_int_equal(r.verdict, ACL_DENY);
+	assert_string_equal(r.reply, "550 5.7.1 Not from there");
+	x.client_addr[0] = 192;
+	acl_eval(mx->acl[ACL_RCPT], &x, &r, NULL, NULL);
+	assert_int_equal(r.verdict, ACL_ACCEPT);
+	x.recipient = "a@Secure.Example.org";
+	x.tls_version = 0x0302;
+	acl_eval(mx->acl[ACL_RCPT], &x, &r, NULL, NULL);
+	assert_int_equal(r.verdict, ACL_DENY);
+	assert_int_equal(r.rule_line, 8);
+	x.tls_version = 0x0303;
+	acl_eval(mx->acl[ACL_RCPT], &x, &r, NULL, NULL);
+	assert_int_equal(r.verdict, ACL_ACCEPT);
+	x.stage = ACL_DATA;
+	x.size = 6u << 20;
+	x.auth_user = "guest";
+	acl_eval(sub->acl[ACL_DATA], &x, &r, NULL, NULL);
+	assert_int_equal(r.verdict, ACL_DENY);
+	x.auth_user = "alice";
+	acl_eval(sub->acl[ACL_DATA], &x, &r, NULL, NULL);
+	assert_int_equal(r.verdict, ACL_ACCEPT);
+}
+
+static void test_acl(void **state)
+{
+	struct conf *c = NULL;
+	struct err e;
+	if (load(acl_text, NULL, false, &c, &e) < 0)
+		fail_msg("%s", e.msg);
+	check_acl_conf(c);
+	/* CRLF line ends read the same. */
+	char *t2 = crlf(acl_text);
+	struct conf *c2 = NULL;
+	if (load(t2, NULL, false, &c2, &e) < 0)
+		fail_msg("crlf: %s", e.msg);
+	check_acl_conf(c2);
+	free(t2);
+
+	/* -bP prints the blocks in file syntax, and the listeners' ACLs. */
+	char *p1 = print_to_string(c, NULL, NULL);
+	static const char blocks[] =
+		"recipient_verify = yes\n"
+		"acl mx_rcpt {\n"
+		"    deny message = \"550 5.7.1 Not from there\" client = 198.51.100.0/24\n"
+		"    deny message = \"550 5.7.10 TLS 1.2 required\" recipient_domain = "
+		"secure.example.org !tls_version >= TLSv1.2\n"
+		"    defer rate > 2 / 1h per client\n"
+		"}\n"
+		"acl sub_data {\n"
+		"    warn message = \"big\" size > 20M\n"
+		"    deny authenticated = \"intern : guest\" size > 5M\n"
+		"}\n"
+		"acl empty {\n"
+		"}\n"
+		"listener 25 {";
+	if (!strstr(p1, blocks))
+		fail_msg("-bP output lacks the ACL blocks:\n%s", p1);
+	assert_non_null(strstr(p1, " acl_connect = empty acl_rcpt = mx_rcpt auth = no }\n"));
+	assert_non_null(strstr(p1, " acl_mail = sub_data acl_data = sub_data auth = yes }\n"));
+	assert_non_null(strstr(p1, "TLS_AES_128_GCM_SHA256 auth = yes }\n")); /* 465: none */
+
+	/* Round trip: the options and blocks, with the listener blocks
+	 * written back, give the same configuration and the same output. */
+	size_t keep = 0;
+	while (p1[keep] && strncmp(p1 + keep, "listener ", 9) != 0)
+		keep++;
+	static const char lst[] =
+		"listener 25 {\nacl_rcpt = mx_rcpt\nacl_connect = empty\n}\n"
+		"listener 587 {\nacl_data = sub_data\nacl_mail = sub_data\n}\n";
+	char *again = malloc(keep + sizeof(lst));
+	assert_non_null(again);
+	memcpy(again, p1, keep);
+	memcpy(again + keep, lst, sizeof(lst));
+	struct conf *c3 = NULL;
+	if (load(again, NULL, false, &c3, &e) < 0)
+		fail_msg("reparse: %s\n%s", e.msg, again);
+	char *p3 = print_to_string(c3, NULL, NULL);
+	assert_string_equal(p1, p3);
+	assert_int_equal(c3->n_acls, 3);
+	free(again);
+	free(p3);
+	free(p1);
+	conf_free(c);
+	conf_free(c2);
+	conf_free(c3);
+}
+
 /* ---- reference ----------------------------------------------------------- */
 
 static void test_reference(void **state)
@@ -1057,6 +1264,13 @@ static void test_reference(void **state)
 		"local: target, target", "address target, target", "@domain",
 		"login: pattern, pattern", "*@domain", "each domain of `local_domains`",
 		"points to the login",
+		"## ACLs", "- `acl_connect` = the name of an `acl` block.", "- `acl_rcpt` =",
+		"- `acl_helo` =", "- `acl_mail` =", "- `acl_data` =",
+		"550 5.7.1 Rejected by policy", "451 4.7.1 Try again later",
+		"`rate > N / TIME per KEY`", "`recipient_local`", "`header = NAME`",
+		"`sender_domain = LIST`", "`recipient_domain = LIST`", "`tls_version OP VERSION`",
+		"`client = LIST`", "`size OP SIZE`", "`authenticated = LIST`", "`@local`",
+		"rate > 200 / 1h per client", "client = 203.0.113.0/24", "!tls_version >= TLSv1.2",
 	};
 	for (size_t i = 0; i < sizeof(must) / sizeof(must[0]); i++)
 		if (!strstr(ref, must[i]))
@@ -1069,7 +1283,10 @@ static void test_reference(void **state)
 	char *bp = print_to_string(c, NULL, NULL);
 	for (char *line = bp; line && *line;) {
 		char *nl = strchr(line, '\n');
-		if (strncmp(line, "listener ", 9) != 0) {
+		/* Options only: listener and acl blocks have their own sections. */
+		bool acl_block = strncmp(line, "acl ", 4) == 0 || strncmp(line, "    ", 4) == 0 ||
+				 strcmp(line, "}") == 0 || strncmp(line, "}\n", 2) == 0;
+		if (strncmp(line, "listener ", 9) != 0 && !acl_block) {
 			char head[128];
 			snprintf(head, sizeof(head), "\n### %.*s\n", (int)strcspn(line, " "), line);
 			if (!strstr(ref, head))
@@ -1116,6 +1333,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_warnings),
 		cmocka_unit_test(test_listener_auth),
 		cmocka_unit_test(test_parse_port),
+		cmocka_unit_test(test_acl),
 		cmocka_unit_test(test_reference),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
