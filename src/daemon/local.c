@@ -387,7 +387,7 @@ static void run(struct local *L)
 				pending_act = *a;
 				break;
 			case SMTP_ACT_LOG_ACL:
-				say(L, "warn (%.*s): %.*s", (int)a->reply_len, a->reply, (int)a->len,
+				say(L, "%.*s: %.*s", (int)a->reply_len, a->reply, (int)a->len,
 				    (const char *)a->data);
 				break;
 			case SMTP_ACT_LOG_AUTH:
@@ -495,6 +495,7 @@ int local_session(const struct conf *c, const struct local_opts *o)
 	struct rate_table *rates = rate_new(1000, 1);
 	L.pol.rates = rates;
 	L.pol.clock_s = local_clock;
+	L.pol.trace_acl = o->test;
 	L.cl.session_id = o->test ? "bh" : "bs";
 	L.cl.ip = o->ip;
 	L.cl.rdns = NULL;

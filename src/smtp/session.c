@@ -713,6 +713,13 @@ static bool acl_pass(struct smtp_session *s, enum acl_stage st, const char *cmd,
 	s->acl_cur = st;
 	struct acl_result r;
 	acl_eval(a, &c, &r, acl_warn, s);
+	if (s->pol->trace_acl) {
+		char what[64];
+		snprintf(what, sizeof(what), "%s (%s)",
+			 r.verdict == ACL_ACCEPT ? "accept" : r.verdict == ACL_DENY ? "deny" : "defer",
+			 r.rule_line ? "rule" : "end of acl");
+		acl_warn(s, a, r.rule_line, what);
+	}
 	if (r.verdict == ACL_ACCEPT)
 		return true;
 	const char *reply = r.reply ? r.reply

@@ -150,6 +150,7 @@ struct smtp_policy {
 	const struct acl *acl[ACL_NSTAGES];
 	struct rate_table *rates;       /* the worker's table for rate conditions */
 	int64_t (*clock_s)(void);       /* seconds, for rate conditions (injected) */
+	bool trace_acl;                 /* -bh: every ACL verdict as SMTP_ACT_LOG_ACL */
 };
 
 /* Who is on the other end; strings are borrowed for the session's life. */

@@ -101,3 +101,19 @@ def test_from_header_check(auth_daemon):
     assert r.code == 250, r
     c.close()
     assert len(d.queue_ids()) == 1
+
+
+def test_bh_prints_acl_verdicts(auth_daemon):
+    d = mx_daemon(auth_daemon)
+    script = ("EHLO c\r\nMAIL FROM:<x@remote.example>\r\nRCPT TO:<carol@other.example>\r\n"
+              "DATA\r\nFrom: x@remote.example\r\n\r\nhi\r\n.\r\nQUIT\r\n").encode()
+    r = d.cli("-bh", "127.0.0.2", "-oMi", str(d.ports["mx"]), input=script)
+    out = r.stdout.decode()
+    assert ">>> acl=mx_connect line=" in out and "stage=connect: deny (rule)" in out, out
+    assert "554 5.7.1 Network blocked" in out
+    r = d.cli("-bh", "127.0.0.1", "-oMi", str(d.ports["mx"]), input=script)
+    out = r.stdout.decode()
+    assert "stage=connect: accept (end of acl)" in out, out
+    assert "stage=rcpt: rcpt to other.example" in out, out     # the warn rule
+    assert "stage=rcpt: accept (end of acl)" in out, out
+    assert "stage=data: deny (rule)" in out and "550 5.7.1 Subject required" in out, out
