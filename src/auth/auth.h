@@ -177,6 +177,17 @@ int authd_decode(const uint8_t *p, size_t n, struct authd_msg *m);
 const char *auth_result_name(enum auth_result r);
 int auth_result_parse(const uint8_t *p, size_t n, enum auth_result *r);
 
+/* The request for a mechanism's question (f: room for 4 fields); returns
+ * the field count and sets *type.  Views borrow from q and ip. */
+size_t authd_sasl_fields(const struct sasl_request *q, const char *ip, struct authd_field *f,
+			 uint8_t *type);
+/* The mechanism's answer in a reply (NULL: no reply, a temporary failure);
+ * views point into m, the user name is copied into user. */
+void authd_sasl_answer(const struct authd_msg *m, enum sasl_req_kind kind, struct buf *user,
+		       struct sasl_answer *out);
+/* ok/local -> AUTH_OK, fail/unknown -> AUTH_FAIL, blocked, else TEMPFAIL. */
+enum auth_result authd_reply_result(const struct authd_msg *m);
+
 /* ---- brute-force penalty table (times are inputs: testable) ---------- */
 
 struct penalty_conf {

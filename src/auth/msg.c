@@ -105,3 +105,84 @@ int auth_result_parse(const uint8_t *p, size_t n, enum auth_result *r)
 	}
 	return -1;
 }
+
+/* ---- SASL questions and answers as messages --------------------------- */
+
+size_t authd_sasl_fields(const struct sasl_request *q, const char *ip, struct authd_field *f,
+			 uint8_t *type)
+{
+	size_t n = 0;
+	f[n++] = (struct authd_field){ (const uint8_t *)ip, strlen(ip) };
+	switch (q->kind) {
+	case SASL_REQ_PLAIN:
+		*type = AUTHD_PLAIN;
+		f[n++] = (struct authd_field){ (const uint8_t *)(q->authzid ? q->authzid : ""),
+					       q->authzid ? strlen(q->authzid) : 0 };
+		f[n++] = (struct authd_field){ (const uint8_t *)q->user, strlen(q->user) };
+		f[n++] = (struct authd_field){ (const uint8_t *)q->password, q->password_len };
+		break;
+	case SASL_REQ_SCRAM_LOOKUP:
+		*type = AUTHD_SCRAM_LOOKUP;
+		f[n++] = (struct authd_field){ (const uint8_t *)q->user, strlen(q->user) };
+		break;
+	case SASL_REQ_SCRAM_VERIFY:
+		*type = AUTHD_SCRAM_VERIFY;
+		f[n++] = (struct authd_field){ (const uint8_t *)q->user, strlen(q->user) };
+		f[n++] = (struct authd_field){ (const uint8_t *)q->auth_message, q->auth_message_len };
+		f[n++] = (struct authd_field){ q->proof, q->proof_len };
+		break;
+	}
+	return n;
+}
+
+enum auth_result authd_reply_result(const struct authd_msg *m)
+{
+	enum auth_result r = AUTH_TEMPFAIL;
+	if (!m || m->n < 1)
+		return AUTH_TEMPFAIL;
+	/* Recipient answers have words of their own. */
+	if (m->f[0].n == 5 && memcmp(m->f[0].p, "local", 5) == 0)
+		return AUTH_OK;
+	if (m->f[0].n == 7 && memcmp(m->f[0].p, "unknown", 7) == 0)
+		return AUTH_FAIL;
+	if (auth_result_parse(m->f[0].p, m->f[0].n, &r) < 0)
+		return AUTH_TEMPFAIL;
+	return r;
+}
+
+void authd_sasl_answer(const struct authd_msg *m, enum sasl_req_kind kind, struct buf *user,
+		       struct sasl_answer *out)
+{
+	memset(out, 0, sizeof(*out));
+	out->result = authd_reply_result(m);
+	if (m && m->n >= 2 && buf_append(user, m->f[1].p, m->f[1].n) == 0)
+		out->user = buf_cstr(user);
+	if (out->result != AUTH_OK)
+		return;
+	if (kind == SASL_REQ_SCRAM_LOOKUP) {
+		unsigned long it = 0;
+		if (m->n >= 4) {
+			out->salt = m->f[2].p;
+			out->salt_len = m->f[2].n;
+			for (size_t i = 0; i < m->f[3].n; i++) {
+				uint8_t ch = m->f[3].p[i];
+				if (ch < '0' || ch > '9' || i >= 10) {
+					it = 0;
+					break;
+				}
+				it = it * 10 + (unsigned long)(ch - '0');
+			}
+		}
+		out->iterations = it <= 0xffffffffu ? (unsigned)it : 0;
+		/* A malformed answer from our own process is not a success. */
+		if (!out->salt || out->iterations == 0)
+			out->result = AUTH_TEMPFAIL;
+	} else if (kind == SASL_REQ_SCRAM_VERIFY) {
+		if (m->n >= 3) {
+			out->server_signature = m->f[2].p;
+			out->server_signature_len = m->f[2].n;
+		} else {
+			out->result = AUTH_TEMPFAIL;
+		}
+	}
+}

@@ -153,20 +153,6 @@ static bool ask(struct local *L, uint8_t type, size_t n, const struct authd_fiel
 	}
 }
 
-static enum auth_result word(const struct authd_msg *m, bool ok)
-{
-	enum auth_result r = AUTH_TEMPFAIL;
-	if (!ok || m->n < 1)
-		return AUTH_TEMPFAIL;
-	if (str_eq_nocase((const char *)m->f[0].p, m->f[0].n, "local"))
-		return AUTH_OK;
-	if (str_eq_nocase((const char *)m->f[0].p, m->f[0].n, "unknown"))
-		return AUTH_FAIL;
-	if (auth_result_parse(m->f[0].p, m->f[0].n, &r) < 0)
-		return AUTH_TEMPFAIL;
-	return r;
-}
-
 static void do_lookup(struct local *L, const struct smtp_action *a)
 {
 	struct authd_field f[2];
@@ -179,8 +165,7 @@ static void do_lookup(struct local *L, const struct smtp_action *a)
 	}
 	f[n++] = (struct authd_field){ a->data, a->len };
 	struct authd_msg m;
-	bool ok = ask(L, type, n, f, &m);
-	enum auth_result r = word(&m, ok);
+	enum auth_result r = authd_reply_result(ask(L, type, n, f, &m) ? &m : NULL);
 	say(L, "%s lookup <%.*s>: %s", type == AUTHD_RCPT ? "recipient" : "sender",
 	    (int)a->len, (const char *)a->data,
 	    r == AUTH_OK ? (type == AUTHD_RCPT ? "local" : "owned")
@@ -191,43 +176,14 @@ static void do_lookup(struct local *L, const struct smtp_action *a)
 static void do_auth(struct local *L, const struct sasl_request *q)
 {
 	struct authd_field f[4];
-	size_t n = 0;
-	uint8_t type = AUTHD_PLAIN;
-	f[n++] = (struct authd_field){ (const uint8_t *)L->cl.ip, strlen(L->cl.ip) };
-	if (q->kind == SASL_REQ_PLAIN) {
-		f[n++] = (struct authd_field){ (const uint8_t *)(q->authzid ? q->authzid : ""),
-					       q->authzid ? strlen(q->authzid) : 0 };
-		f[n++] = (struct authd_field){ (const uint8_t *)q->user, strlen(q->user) };
-		f[n++] = (struct authd_field){ (const uint8_t *)q->password, q->password_len };
-	} else if (q->kind == SASL_REQ_SCRAM_LOOKUP) {
-		type = AUTHD_SCRAM_LOOKUP;
-		f[n++] = (struct authd_field){ (const uint8_t *)q->user, strlen(q->user) };
-	} else {
-		type = AUTHD_SCRAM_VERIFY;
-		f[n++] = (struct authd_field){ (const uint8_t *)q->user, strlen(q->user) };
-		f[n++] = (struct authd_field){ (const uint8_t *)q->auth_message, q->auth_message_len };
-		f[n++] = (struct authd_field){ q->proof, q->proof_len };
-	}
+	uint8_t type = 0;
+	size_t n = authd_sasl_fields(q, L->cl.ip, f, &type);
 	struct authd_msg m;
 	bool ok = ask(L, type, n, f, &m);
 	struct sasl_answer ans;
-	memset(&ans, 0, sizeof(ans));
-	ans.result = word(&m, ok);
 	struct buf user;
 	buf_init(&user, 1024);
-	if (ok && m.n >= 2 && buf_append(&user, m.f[1].p, m.f[1].n) == 0)
-		ans.user = buf_cstr(&user);
-	if (ans.result == AUTH_OK && type == AUTHD_SCRAM_LOOKUP && m.n >= 4) {
-		ans.salt = m.f[2].p;
-		ans.salt_len = m.f[2].n;
-		unsigned long it = 0;
-		for (size_t i = 0; i < m.f[3].n && i < 10; i++)
-			it = it * 10 + (unsigned long)(m.f[3].p[i] - '0');
-		ans.iterations = (unsigned)it;
-	} else if (ans.result == AUTH_OK && type == AUTHD_SCRAM_VERIFY && m.n >= 3) {
-		ans.server_signature = m.f[2].p;
-		ans.server_signature_len = m.f[2].n;
-	}
+	authd_sasl_answer(ok ? &m : NULL, q->kind, &user, &ans);
 	say(L, "authentication request for user \"%s\": %s", q->user,
 	    auth_result_name(ans.result));
 	smtp_session_auth_answer(L->s, &ans);
@@ -245,46 +201,8 @@ static void body_begin(struct local *L, const struct smtp_envelope *env)
 		snprintf(L->qid, sizeof(L->qid), "%s", "bh-test");
 		return;
 	}
-	struct spool_env se;
-	memset(&se, 0, sizeof(se));
-	se.role = (char *)smtp_role_name(L->pol.role);
-	se.client_ip = (char *)L->cl.ip;
-	se.helo = env->helo ? env->helo : "";
-	se.tls_version = (char *)env->tls_version;
-	se.tls_cipher = (char *)env->tls_cipher;
-	se.auth_user = (char *)env->auth_user;
-	se.sender = env->sender ? env->sender : "";
-	se.body = env->body;
-	se.smtputf8 = env->smtputf8;
-	se.ret = env->ret;
-	se.envid = env->envid;
-	se.size_declared = env->size_declared;
-	se.n_rcpts = env->n_rcpts;
-	se.rcpts = xcalloc(se.n_rcpts ? se.n_rcpts : 1, sizeof(*se.rcpts));
-	for (size_t i = 0; i < se.n_rcpts; i++) {
-		se.rcpts[i].addr = env->rcpts[i].addr;
-		se.rcpts[i].notify = env->rcpts[i].notify;
-		se.rcpts[i].orcpt = env->rcpts[i].orcpt;
-	}
-	int64_t now = time_now_us();
-	if (spool_msg_begin(L->sp, &se, now, &L->msg, &e) == 0) {
-		snprintf(L->qid, sizeof(L->qid), "%s", spool_msg_id(L->msg));
-		struct buf date, hdr;
-		buf_init(&date, 128);
-		buf_init(&hdr, 64 * 1024);
-		time_rfc5322(&date, now / 1000000);
-		smtp_received_header(&hdr, &L->pol, &L->cl, env, L->qid, buf_cstr(&date));
-		if (spool_msg_write(L->msg, buf_ptr(&hdr), buf_len(&hdr), &e) < 0) {
-			spool_msg_abort(L->msg);
-			L->msg = NULL;
-		}
-		buf_free(&date);
-		buf_free(&hdr);
-	} else {
+	if (net_message_begin(L->sp, &L->pol, &L->cl, env, &L->msg, L->qid, &e) < 0)
 		fprintf(stderr, "sluice: spool: %s\n", e.msg);
-		L->msg = NULL;
-	}
-	free(se.rcpts);
 }
 
 static void body_write(struct local *L, const void *p, size_t n)
@@ -301,21 +219,7 @@ static void add_headers(struct local *L, unsigned what)
 {
 	struct buf h;
 	buf_init(&h, 4096);
-	if (what & SMTP_ADD_DATE) {
-		buf_puts(&h, "Date: ");
-		time_rfc5322(&h, time_now_us() / 1000000);
-		buf_puts(&h, "\r\n");
-	}
-	if (what & SMTP_ADD_MESSAGE_ID) {
-		uint8_t r[9];
-		struct buf rb;
-		buf_init(&rb, 64);
-		if (rand_bytes(r, sizeof(r)) == 0)
-			b64_encode(r, sizeof(r), &rb);
-		buf_printf(&h, "Message-ID: <%s.%s@%s>\r\n", L->qid, buf_cstr(&rb),
-			   L->c->primary_hostname);
-		buf_free(&rb);
-	}
+	net_missing_headers(&h, what, L->qid, L->c->primary_hostname);
 	say(L, "adding missing header(s): %s%s", what & SMTP_ADD_DATE ? "Date " : "",
 	    what & SMTP_ADD_MESSAGE_ID ? "Message-ID" : "");
 	body_write(L, buf_ptr(&h), buf_len(&h));

@@ -66,59 +66,15 @@ static uint32_t total_sessions(const struct net_server *srv)
 	return n;
 }
 
-static void spool_env_from(struct net_conn *c, const struct smtp_envelope *env,
-			   struct spool_env *se)
-{
-	memset(se, 0, sizeof(*se));
-	se->role = (char *)smtp_role_name(c->l->policy.role);
-	se->client_ip = c->ip;
-	se->helo = env->helo ? env->helo : "";
-	se->tls_version = (char *)env->tls_version;
-	se->tls_cipher = (char *)env->tls_cipher;
-	se->auth_user = (char *)env->auth_user;
-	se->sender = env->sender ? env->sender : "";
-	se->body = env->body;
-	se->smtputf8 = env->smtputf8;
-	se->ret = env->ret;
-	se->envid = env->envid;
-	se->size_declared = env->size_declared;
-	se->n_rcpts = env->n_rcpts;
-	se->rcpts = xcalloc(env->n_rcpts ? env->n_rcpts : 1, sizeof(*se->rcpts));
-	for (size_t i = 0; i < env->n_rcpts; i++) {
-		se->rcpts[i].addr = env->rcpts[i].addr;
-		se->rcpts[i].notify = env->rcpts[i].notify;
-		se->rcpts[i].orcpt = env->rcpts[i].orcpt;
-	}
-}
-
 static void body_begin(struct net_conn *c, const struct smtp_envelope *env)
 {
 	struct err e = { "" };
-	struct spool_env se;
-	int64_t now = time_now_us();
 	body_abort(c); /* a message still open here would otherwise leak */
-	spool_env_from(c, env, &se);
-	int r = spool_msg_begin(c->srv->spool, &se, now, &c->msg, &e);
-	free(se.rcpts);
-	if (r < 0) {
-		c->msg = NULL;
+	if (net_message_begin(c->srv->spool, &c->l->policy, &c->client, env, &c->msg, c->qid,
+			      &e) < 0) {
 		c->msg_failed = true;
 		log_event(LOG_LVL_ERR, "spool_error", "session=%s error=\"%s\"", c->sid, e.msg);
-		return;
 	}
-	snprintf(c->qid, sizeof(c->qid), "%s", spool_msg_id(c->msg));
-	struct buf date, hdr;
-	buf_init(&date, 128);
-	buf_init(&hdr, 64 * 1024);
-	time_rfc5322(&date, now / 1000000);
-	smtp_received_header(&hdr, &c->l->policy, &c->client, env, c->qid, buf_cstr(&date));
-	if (spool_msg_write(c->msg, buf_ptr(&hdr), buf_len(&hdr), &e) < 0) {
-		log_event(LOG_LVL_ERR, "spool_error", "session=%s id=%s error=\"%s\"", c->sid,
-			  c->qid, e.msg);
-		c->msg_failed = true;
-	}
-	buf_free(&date);
-	buf_free(&hdr);
 }
 
 static void body_abort(struct net_conn *c)
@@ -145,53 +101,13 @@ static void auth_reply_cb(void *arg, const struct authd_msg *m)
 	struct net_conn *c = arg;
 	c->async_wait = false;
 	c->auth_req = 0;
-	enum auth_result r = AUTH_TEMPFAIL;
-	if (m && m->n >= 1) {
-		const char *w = (const char *)m->f[0].p;
-		size_t wn = m->f[0].n;
-		/* Recipient answers have words of their own. */
-		if (str_eq_nocase(w, wn, "local"))
-			r = AUTH_OK;
-		else if (str_eq_nocase(w, wn, "unknown"))
-			r = AUTH_FAIL;
-		else if (auth_result_parse(m->f[0].p, wn, &r) < 0)
-			r = AUTH_TEMPFAIL;
-	}
 	if (c->async_type == SMTP_ACT_LOOKUP) {
-		smtp_session_lookup_answer(c->s, r);
+		smtp_session_lookup_answer(c->s, authd_reply_result(m));
 	} else {
 		struct sasl_answer ans;
-		memset(&ans, 0, sizeof(ans));
-		ans.result = r;
 		struct buf user;
 		buf_init(&user, 1024);
-		if (m && m->n >= 2 && buf_append(&user, m->f[1].p, m->f[1].n) == 0)
-			ans.user = buf_cstr(&user);
-		if (r == AUTH_OK && c->auth_kind == SASL_REQ_SCRAM_LOOKUP) {
-			if (m->n >= 4) {
-				ans.salt = m->f[2].p;
-				ans.salt_len = m->f[2].n;
-				unsigned long it = 0;
-				for (size_t i = 0; i < m->f[3].n && i < 10; i++) {
-					uint8_t ch = m->f[3].p[i];
-					if (ch < '0' || ch > '9') {
-						it = 0;
-						break;
-					}
-					it = it * 10 + (unsigned long)(ch - '0');
-				}
-				ans.iterations = (unsigned)it;
-			}
-			if (!ans.salt || ans.iterations == 0)
-				ans.result = AUTH_TEMPFAIL;
-		} else if (r == AUTH_OK && c->auth_kind == SASL_REQ_SCRAM_VERIFY) {
-			if (m->n >= 3) {
-				ans.server_signature = m->f[2].p;
-				ans.server_signature_len = m->f[2].n;
-			} else {
-				ans.result = AUTH_TEMPFAIL;
-			}
-		}
+		authd_sasl_answer(m, c->auth_kind, &user, &ans);
 		smtp_session_auth_answer(c->s, &ans);
 		buf_free(&user);
 	}
@@ -204,7 +120,6 @@ static void auth_request(struct net_conn *c, const struct smtp_action *a)
 	struct authd_field f[4];
 	size_t n = 0;
 	uint8_t type = 0;
-	const struct sasl_request *q = a->sasl_req;
 	c->async_type = a->type;
 	if (a->type == SMTP_ACT_LOOKUP) {
 		if (a->lookup == SMTP_LOOKUP_SENDER) {
@@ -216,28 +131,8 @@ static void auth_request(struct net_conn *c, const struct smtp_action *a)
 		}
 		f[n++] = (struct authd_field){ a->data, a->len };
 	} else {
-		c->auth_kind = q->kind;
-		f[n++] = (struct authd_field){ (const uint8_t *)c->ip, strlen(c->ip) };
-		switch (q->kind) {
-		case SASL_REQ_PLAIN:
-			type = AUTHD_PLAIN;
-			f[n++] = (struct authd_field){ (const uint8_t *)(q->authzid ? q->authzid : ""),
-						       q->authzid ? strlen(q->authzid) : 0 };
-			f[n++] = (struct authd_field){ (const uint8_t *)q->user, strlen(q->user) };
-			f[n++] = (struct authd_field){ (const uint8_t *)q->password, q->password_len };
-			break;
-		case SASL_REQ_SCRAM_LOOKUP:
-			type = AUTHD_SCRAM_LOOKUP;
-			f[n++] = (struct authd_field){ (const uint8_t *)q->user, strlen(q->user) };
-			break;
-		case SASL_REQ_SCRAM_VERIFY:
-			type = AUTHD_SCRAM_VERIFY;
-			f[n++] = (struct authd_field){ (const uint8_t *)q->user, strlen(q->user) };
-			f[n++] = (struct authd_field){ (const uint8_t *)q->auth_message,
-						       q->auth_message_len };
-			f[n++] = (struct authd_field){ q->proof, q->proof_len };
-			break;
-		}
+		c->auth_kind = a->sasl_req->kind;
+		n = authd_sasl_fields(a->sasl_req, c->ip, f, &type);
 	}
 	c->async_wait = true;
 	if (!c->srv->authc) {
@@ -256,22 +151,7 @@ static void add_headers(struct net_conn *c, unsigned what)
 	struct buf h;
 	struct err e = { "" };
 	buf_init(&h, 4096);
-	if (what & SMTP_ADD_DATE) {
-		buf_puts(&h, "Date: ");
-		time_rfc5322(&h, time_now_us() / 1000000);
-		buf_puts(&h, "\r\n");
-	}
-	if (what & SMTP_ADD_MESSAGE_ID) {
-		uint8_t r[9];
-		struct buf rb;
-		buf_init(&rb, 64);
-		if (rand_bytes(r, sizeof(r)) == 0)
-			b64_encode(r, sizeof(r), &rb);
-		/* base64 may hold '/' and '+', both fine in a msg-id's id-left. */
-		buf_printf(&h, "Message-ID: <%s.%s@%s>\r\n", c->qid, buf_cstr(&rb),
-			   c->srv->conf->primary_hostname);
-		buf_free(&rb);
-	}
+	net_missing_headers(&h, what, c->qid, c->srv->conf->primary_hostname);
 	if (spool_msg_write(c->msg, buf_ptr(&h), buf_len(&h), &e) < 0) {
 		log_event(LOG_LVL_ERR, "spool_error", "session=%s id=%s error=\"%s\"", c->sid, c->qid,
 			  e.msg);

@@ -77,6 +77,16 @@ uint32_t authc_request(struct authc *a, uint8_t type, size_t n, const struct aut
 /* Forgets a pending request (its session is gone): cb will not run. */
 void authc_cancel(struct authc *a, uint32_t id);
 
+/* ---- messages ------------------------------------------------------- */
+
+/* Starts a spooled message for env: its spool file and envelope, then the
+ * Received header.  Sets *out and qid; -1 (nothing left open) on error. */
+int net_message_begin(struct spool *sp, const struct smtp_policy *p,
+		      const struct smtp_client *cl, const struct smtp_envelope *env,
+		      struct spool_msg **out, char qid[QUEUE_ID_LEN + 1], struct err *e);
+/* Appends the header fields named by what (SMTP_ADD_*) for message qid. */
+void net_missing_headers(struct buf *out, unsigned what, const char *qid, const char *hostname);
+
 /* ---- connections ----------------------------------------------------- */
 
 /* What a worker knows about one listening port. */
