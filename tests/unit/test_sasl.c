@@ -1198,6 +1198,71 @@ static void test_auth_result_words(void **state)
 	assert_int_equal(auth_result_parse((const uint8_t *)"fail\0", 5, &r), -1);
 }
 
+
+/* Replies of the auth process turned back into answers. */
+static void test_authd_answers(void **state)
+{
+	(void)state;
+	struct authd_msg m;
+	memset(&m, 0, sizeof(m));
+	static const struct { const char *w; enum auth_result r; } words[] = {
+		{ "ok", AUTH_OK }, { "local", AUTH_OK }, { "fail", AUTH_FAIL },
+		{ "unknown", AUTH_FAIL }, { "blocked", AUTH_BLOCKED }, { "tempfail", AUTH_TEMPFAIL },
+		{ "OK", AUTH_TEMPFAIL }, { "locals", AUTH_TEMPFAIL }, { "", AUTH_TEMPFAIL },
+	};
+	for (size_t i = 0; i < sizeof(words) / sizeof(words[0]); i++) {
+		m.n = 1;
+		m.f[0] = (struct authd_field){ (const uint8_t *)words[i].w, strlen(words[i].w) };
+		assert_int_equal(authd_reply_result(&m), words[i].r);
+	}
+	assert_int_equal(authd_reply_result(NULL), AUTH_TEMPFAIL);
+	m.n = 0;
+	assert_int_equal(authd_reply_result(&m), AUTH_TEMPFAIL);
+
+	/* SCRAM lookup: salt and decimal iterations; a malformed count is a
+	 * temporary failure, never a success. */
+	static const struct { const char *iter; unsigned want; enum auth_result r; } its[] = {
+		{ "4096", 4096, AUTH_OK }, { "1", 1, AUTH_OK }, { "0", 0, AUTH_TEMPFAIL },
+		{ "40x6", 0, AUTH_TEMPFAIL }, { "99999999999", 0, AUTH_TEMPFAIL },
+	};
+	for (size_t i = 0; i < sizeof(its) / sizeof(its[0]); i++) {
+		m.n = 4;
+		m.f[0] = (struct authd_field){ (const uint8_t *)"ok", 2 };
+		m.f[1] = (struct authd_field){ (const uint8_t *)"bob", 3 };
+		m.f[2] = (struct authd_field){ (const uint8_t *)"saltsalt", 8 };
+		m.f[3] = (struct authd_field){ (const uint8_t *)its[i].iter, strlen(its[i].iter) };
+		struct buf user;
+		buf_init(&user, 64);
+		struct sasl_answer a;
+		authd_sasl_answer(&m, SASL_REQ_SCRAM_LOOKUP, &user, &a);
+		assert_int_equal(a.result, its[i].r);
+		if (a.result == AUTH_OK) {
+			assert_int_equal(a.iterations, its[i].want);
+			assert_int_equal(a.salt_len, 8);
+			assert_string_equal(a.user, "bob");
+		}
+		buf_free(&user);
+	}
+	/* A verify answer without its signature is not a success. */
+	m.n = 2;
+	struct buf user;
+	buf_init(&user, 64);
+	struct sasl_answer a;
+	authd_sasl_answer(&m, SASL_REQ_SCRAM_VERIFY, &user, &a);
+	assert_int_equal(a.result, AUTH_TEMPFAIL);
+	buf_free(&user);
+
+	/* Request fields for PLAIN carry ip, authzid, user and password. */
+	struct sasl_request q = { .kind = SASL_REQ_PLAIN, .authzid = "", .user = "u",
+				  .password = "pw", .password_len = 2 };
+	struct authd_field f[4];
+	uint8_t type = 0;
+	assert_int_equal(authd_sasl_fields(&q, "192.0.2.1", f, &type), 4);
+	assert_int_equal(type, AUTHD_PLAIN);
+	assert_int_equal(f[3].n, 2);
+	assert_memory_equal(f[0].p, "192.0.2.1", 9);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1221,6 +1286,7 @@ int main(void)
 		cmocka_unit_test(test_authmsg_roundtrip),
 		cmocka_unit_test(test_authmsg_malformed),
 		cmocka_unit_test(test_auth_result_words),
+		cmocka_unit_test(test_authd_answers),
 	};
 	return cmocka_run_group_tests_name("sasl", tests, NULL, NULL);
 }
