@@ -201,89 +201,6 @@ const char *conf_tls_mode_name(enum conf_tls_mode m)
 
 /* ---- value parsers -------------------------------------------------- */
 
-static int parse_digits(const char **sp, uint64_t *out)
-{
-	const char *s = *sp;
-	uint64_t v = 0;
-	if (!isdigit((unsigned char)*s))
-		return -1;
-	while (isdigit((unsigned char)*s)) {
-		unsigned d = (unsigned)(*s - '0');
-		if (v > (UINT64_MAX - d) / 10)
-			return -1;
-		v = v * 10 + d;
-		s++;
-	}
-	*sp = s;
-	*out = v;
-	return 0;
-}
-
-/* A number with an optional K, M or G (powers of 1024) multiplier. */
-static int parse_size(const char *s, uint64_t *out)
-{
-	uint64_t v;
-	if (parse_digits(&s, &v) < 0)
-		return -1;
-	unsigned shift = 0;
-	switch (*s) {
-	case 'k': case 'K': shift = 10; s++; break;
-	case 'm': case 'M': shift = 20; s++; break;
-	case 'g': case 'G': shift = 30; s++; break;
-	default: break;
-	}
-	if (*s != '\0')
-		return -1;
-	if (shift && v > (UINT64_MAX >> shift))
-		return -1;
-	*out = v << shift;
-	return 0;
-}
-
-/*
- * A plain number of seconds, or number+unit groups such as "1h30m".  With
- * ms, the result is in milliseconds and "ms" is a unit too; a plain
- * number still means seconds, as for every other time.
- */
-static int parse_time(const char *s, bool ms, uint64_t *out)
-{
-	uint64_t total = 0, v;
-	uint64_t scale = ms ? 1000 : 1;
-	if (parse_digits(&s, &v) < 0)
-		return -1;
-	if (*s == '\0') {
-		if (v > UINT64_MAX / scale)
-			return -1;
-		*out = v * scale;
-		return 0;
-	}
-	for (;;) {
-		uint64_t mul;
-		switch (*s) {
-		case 's': mul = 1; break;
-		case 'm': mul = 60; break;
-		case 'h': mul = 3600; break;
-		case 'd': mul = 86400; break;
-		default: return -1;
-		}
-		mul *= scale;
-		if (ms && s[0] == 'm' && s[1] == 's') {
-			mul = 1;
-			s++;
-		}
-		s++;
-		if (v > (UINT64_MAX - total) / mul)
-			return -1;
-		total += v * mul;
-		if (*s == '\0')
-			break;
-		if (parse_digits(&s, &v) < 0)
-			return -1;
-	}
-	*out = total;
-	return 0;
-}
-
 int conf_parse_port(const char *s)
 {
 	static const struct { const char *name; int port; } svc[] = {
@@ -294,7 +211,7 @@ int conf_parse_port(const char *s)
 		return -1;
 	if (isdigit((unsigned char)*s)) {
 		uint64_t v;
-		if (parse_digits(&s, &v) < 0 || *s != '\0' || v < 1 || v > 65535)
+		if (num_parse_u64(&s, &v) < 0 || *s != '\0' || v < 1 || v > 65535)
 			return -1;
 		return (int)v;
 	}
@@ -451,24 +368,24 @@ static int set_number(struct parser *p, const struct conf_option *o, const char 
 	const char *kind, *form;
 	switch (o->type) {
 	case CONF_T_SIZE:
-		r = parse_size(v, &n);
+		r = num_parse_size(v, &n);
 		kind = "size";
 		form = "a number with an optional K, M or G suffix (e.g. 50M)";
 		break;
 	case CONF_T_TIME:
-		r = parse_time(v, false, &n);
+		r = num_parse_time(v, false, &n);
 		kind = "time";
 		form = "a number with s, m, h or d suffixes (e.g. 30s, 5m, 1h30m; a plain "
 		       "number is seconds)";
 		break;
 	case CONF_T_MSEC:
-		r = parse_time(v, true, &n);
+		r = num_parse_time(v, true, &n);
 		kind = "time";
 		form = "a number with ms, s, m, h or d suffixes (e.g. 500ms, 5s, 1s500ms; a "
 		       "plain number is seconds)";
 		break;
 	default:
-		r = parse_size(v, &n);
+		r = num_parse_size(v, &n);
 		kind = "number";
 		form = "a whole number";
 		break;

@@ -288,42 +288,6 @@ static int read_list_value(struct lex *x, const char *what)
 
 /* ---- values ---------------------------------------------------------- */
 
-static int digits(const char **sp, uint64_t *out)
-{
-	const char *s = *sp;
-	uint64_t v = 0;
-	if (!isdigit((unsigned char)*s))
-		return -1;
-	while (isdigit((unsigned char)*s)) {
-		unsigned d = (unsigned)(*s - '0');
-		if (v > (UINT64_MAX - d) / 10)
-			return -1;
-		v = v * 10 + d;
-		s++;
-	}
-	*sp = s;
-	*out = v;
-	return 0;
-}
-
-static int parse_size(const char *s, uint64_t *out)
-{
-	uint64_t v;
-	if (digits(&s, &v) < 0)
-		return -1;
-	unsigned shift = 0;
-	switch (*s) {
-	case 'k': case 'K': shift = 10; s++; break;
-	case 'm': case 'M': shift = 20; s++; break;
-	case 'g': case 'G': shift = 30; s++; break;
-	default: break;
-	}
-	if (*s != '\0' || (shift && v > (UINT64_MAX >> shift)))
-		return -1;
-	*out = v << shift;
-	return 0;
-}
-
 static void format_size(struct buf *out, uint64_t v)
 {
 	static const char suffix[] = "GMK";
@@ -341,31 +305,8 @@ static void format_size(struct buf *out, uint64_t v)
  * year, which keeps window arithmetic far from overflow. */
 static int parse_time(const char *s, uint64_t *out)
 {
-	uint64_t total = 0, v;
-	if (digits(&s, &v) < 0)
-		return -1;
-	if (*s == '\0') {
-		total = v;
-	} else {
-		for (;;) {
-			uint64_t mul;
-			switch (*s++) {
-			case 's': mul = 1; break;
-			case 'm': mul = 60; break;
-			case 'h': mul = 3600; break;
-			case 'd': mul = 86400; break;
-			default: return -1;
-			}
-			if (v > (UINT64_MAX - total) / mul)
-				return -1;
-			total += v * mul;
-			if (*s == '\0')
-				break;
-			if (digits(&s, &v) < 0)
-				return -1;
-		}
-	}
-	if (total < 1 || total > 366ull * 86400)
+	uint64_t total;
+	if (num_parse_time(s, false, &total) < 0 || total < 1 || total > 366ull * 86400)
 		return -1;
 	*out = total;
 	return 0;
@@ -428,7 +369,7 @@ static int add_net(const char *item, void *arg)
 	if (slash) {
 		const char *s = slash + 1;
 		uint64_t v;
-		if (digits(&s, &v) < 0 || *s != '\0' || v > maxp || s - slash > 4)
+		if (num_parse_u64(&s, &v) < 0 || *s != '\0' || v > maxp || s - slash > 4)
 			return err_set(x->e, "bad prefix length in '%s' in client: expected /0 to "
 				       "/%u", quoted(&x->q, item, strlen(item)), maxp);
 		n.prefix = (unsigned)v;
@@ -635,7 +576,7 @@ static int parse_cond(struct lex *x, struct acl_cond *c, struct buf *q)
 			r = -1;
 			break;
 		}
-		if (parse_size(tok(x), &c->num) < 0)
+		if (num_parse_size(tok(x), &c->num) < 0)
 			r = err_set(e, "bad size '%s': expected a number with an optional K, M or G "
 				    "suffix", quoted(q, tok(x), strlen(tok(x))));
 		break;
@@ -660,7 +601,7 @@ static int parse_cond(struct lex *x, struct acl_cond *c, struct buf *q)
 		if (r == 0 && sl && sl[1]) {
 			char *cnt = str_ndup(vs, (size_t)(sl - vs));
 			const char *cs = cnt;
-			if (digits(&cs, &c->num) < 0 || *cs != '\0')
+			if (num_parse_u64(&cs, &c->num) < 0 || *cs != '\0')
 				r = -1;
 			else if (parse_time(sl + 1, &c->window) < 0)
 				r = err_set(e, "bad rate window '%s': expected a time from 1s to 366d "

@@ -126,6 +126,18 @@ int fs_write_all(int fd, const void *p, size_t n);
 /* Reads a whole (small) file into out, at most max bytes. */
 int fs_read_file(const char *path, struct buf *out, struct err *e);
 
+/* ---- numbers --------------------------------------------------------- */
+
+/* Leading decimal digits at *sp (advanced past them); -1 if none or on
+ * overflow. */
+int num_parse_u64(const char **sp, uint64_t *out);
+/* A whole string: a number with an optional K, M or G (powers of 1024). */
+int num_parse_size(const char *s, uint64_t *out);
+/* A whole string: plain seconds, or number+unit groups (s, m, h, d) such
+ * as "1h30m".  With ms, the result is in milliseconds and "ms" is a unit
+ * too (a plain number still means seconds). */
+int num_parse_time(const char *s, bool ms, uint64_t *out);
+
 /* ---- base64 (RFC 4648, strict) -------------------------------------- */
 
 /* Appends the encoding of p[0..n) to out. */
