@@ -534,20 +534,32 @@ static enum auth_result authd_scram_keys(struct authd *d, const char *user, stru
 	return res;
 }
 
+/* The client address and user name of a SCRAM request, and its penalty
+ * keys.  A request without a usable address is a bug in the worker: the
+ * connection is closed and -1 returned. */
+static int scram_who(struct authd_conn *k, const struct authd_msg *m, char **ip, char **user,
+		     struct authd_keys *keys)
+{
+	*ip = field_str(&m->f[0], 256);
+	*user = field_str(&m->f[1], AUTH_NAME_MAX);
+	if (!*ip) {
+		log_event(LOG_LVL_ERR, "authd_peer_error", "reason=\"malformed client address\"");
+		free(*user);
+		authd_conn_close(k);
+		return -1;
+	}
+	keys_make(keys, *ip, *user ? *user : "");
+	return 0;
+}
+
 static int authd_scram_lookup(struct authd_conn *k, const struct authd_msg *m)
 {
 	struct authd *d = k->d;
 	struct err e = { "" };
-	char *ip = field_str(&m->f[0], 256);
-	char *user = field_str(&m->f[1], AUTH_NAME_MAX);
-	if (!ip) {
-		log_event(LOG_LVL_ERR, "authd_peer_error", "reason=\"malformed client address\"");
-		free(user);
-		authd_conn_close(k);
-		return -1;
-	}
+	char *ip, *user;
 	struct authd_keys keys;
-	keys_make(&keys, ip, user ? user : "");
+	if (scram_who(k, m, &ip, &user, &keys) < 0)
+		return -1;
 	struct buf canon;
 	buf_init(&canon, AUTH_NAME_MAX + 1);
 	struct scram_keys sk;
@@ -597,16 +609,10 @@ static int authd_scram_verify(struct authd_conn *k, const struct authd_msg *m)
 {
 	struct authd *d = k->d;
 	struct err e = { "" };
-	char *ip = field_str(&m->f[0], 256);
-	char *user = field_str(&m->f[1], AUTH_NAME_MAX);
-	if (!ip) {
-		log_event(LOG_LVL_ERR, "authd_peer_error", "reason=\"malformed client address\"");
-		free(user);
-		authd_conn_close(k);
-		return -1;
-	}
+	char *ip, *user;
 	struct authd_keys keys;
-	keys_make(&keys, ip, user ? user : "");
+	if (scram_who(k, m, &ip, &user, &keys) < 0)
+		return -1;
 	struct buf canon;
 	buf_init(&canon, AUTH_NAME_MAX + 1);
 	struct scram_keys sk;
