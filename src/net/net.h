@@ -97,6 +97,7 @@ struct net_listener {
 	struct smtp_policy policy;
 	struct tls_ctx *tls;          /* NULL: no certificate */
 	struct evconnlistener *ev;
+	bool local;                   /* the sendmail socket (unix, SO_PEERCRED) */
 	struct net_server *server;
 };
 
@@ -121,6 +122,7 @@ struct net_server {
 	struct event *stop_timer;
 	struct buf rbuf;              /* read buffer reused by every session */
 	struct authc *authc;          /* NULL when no auth process runs */
+	int notify_fd;                /* datagram socket to the queue runner, -1 = none */
 	void (*on_empty)(struct net_server *srv); /* called when stopping and n_conns hits 0 */
 };
 
@@ -129,5 +131,84 @@ int net_server_start(struct net_server *srv, struct err *e);
  * the rest with 421; on_empty runs when the last one is gone. */
 void net_server_stop(struct net_server *srv);
 void net_server_free(struct net_server *srv);
+
+/* ---- outgoing connections (client.c; TLS client in tls.c) ------------ */
+
+#include <sys/socket.h>
+#include <sys/types.h>
+
+struct smtpc_opts;
+struct smtpc_msg;
+struct smtpc_reply;
+
+/* A client context for outgoing TLS.  ca_file NULL or "" = the system's
+ * default CA paths.  verify=false is opportunistic: any certificate is
+ * accepted but its verdict is still recorded (tls_conn_verify_result);
+ * verify=true refuses a peer whose chain or name does not check out and
+ * requires TLS 1.2 or later. */
+int tls_client_ctx_new(bool verify, const char *ca_file, struct tls_ctx **out, struct err *e);
+/* A client connection on fd (tls_handshake drives it).  sni is the name
+ * sent as server_name and checked against the certificate (an IP literal
+ * is checked against its IP entries and not sent); NULL/"" = neither.
+ * NULL if ctx is not a client context or on failure. */
+struct tls_conn *tls_conn_new_client(struct tls_ctx *ctx, int fd, const char *sni);
+/* After a client handshake: "verified" or "unverified: <reason>". */
+const char *tls_conn_verify_result(const struct tls_conn *t);
+
+struct net_smtp; /* one outgoing SMTP or LMTP connection running one smtpc machine */
+
+struct net_smtp_timeouts {
+	unsigned connect_s; /* TCP (or unix socket) connect */
+	unsigned command_s; /* each reply wait: greeting, EHLO, MAIL, RCPT, DATA, QUIT;
+			       also a TLS handshake */
+	unsigned data_s;    /* each write progress while sending the body, and the
+			       reply to the final dot */
+};
+
+/* Every callback runs from the event loop, never from inside a net_smtp_*
+ * call, and may call net_smtp_send, net_smtp_quit or net_smtp_abort. */
+struct net_smtp_cbs {
+	/* Greeted, EHLO/LHLO (and STARTTLS, AUTH) done, or the previous
+	 * message finished: the connection can take a message (or a quit).
+	 * Not called again while a message sent from result() is running. */
+	void (*ready)(void *arg, struct net_smtp *c);
+	/* The per-recipient outcome of the message (replies[n], one per
+	 * recipient in order); valid during the call only. */
+	void (*result)(void *arg, struct net_smtp *c, const struct smtpc_reply *replies, size_t n);
+	/* The connection is gone; why is the reason (4xx unless a server's 5xx
+	 * ended the session) and applies to a message in progress, which gets
+	 * no result().  c is freed when this returns. */
+	void (*closed)(void *arg, struct net_smtp *c, const struct smtpc_reply *why);
+};
+
+/*
+ * Connects (non-blocking) to sa (AF_INET, AF_INET6 with a port, or AF_UNIX
+ * for LMTP) and runs a machine made from o.  peer_name names the peer in
+ * logs and is the TLS server name.  tls_client: a context from
+ * tls_client_ctx_new, NULL when TLS is impossible (then o->tls MAY acts as
+ * NO); it must outlive the connection.  tls_on_connect: handshake before
+ * the greeting.  o's strings are copied.  -1 only for local failures (no
+ * socket, bad arguments); a connection that fails ends in closed().
+ */
+struct net_smtp *net_smtp_open(struct event_base *base, const struct sockaddr *sa,
+			       socklen_t salen, const char *peer_name, const struct smtpc_opts *o,
+			       struct tls_ctx *tls_client, bool tls_on_connect,
+			       const struct net_smtp_timeouts *t, const struct net_smtp_cbs *cbs,
+			       void *arg, struct err *e);
+/* Sends message m (copied) after ready(): the body is data_len bytes of
+ * data_fd from data_off (CRLF lines, as spooled), read with pread in
+ * blocks and dot-stuffed on the way; data_fd must stay open until
+ * result() or closed().  -1 when not ready or m is refused. */
+int net_smtp_send(struct net_smtp *c, const struct smtpc_msg *m, int data_fd, off_t data_off,
+		  off_t data_len, struct err *e);
+/* QUIT, then closed(). */
+void net_smtp_quit(struct net_smtp *c);
+/* Closes now; no callback runs afterwards. */
+void net_smtp_abort(struct net_smtp *c);
+/* "TLSv1.3 TLS_AES_256_GCM_SHA384 verified", "... unverified: <reason>"
+ * or "none": for logs and Received headers. */
+const char *net_smtp_tls_info(const struct net_smtp *c);
+/* The peer for logs: peer_name and address, e.g. "mx.example.net[192.0.2.1]:25". */
+const char *net_smtp_peer(const struct net_smtp *c);
 
 #endif

@@ -1,7 +1,10 @@
-/* TLS with OpenSSL 3: server contexts per listener policy and non-blocking
- * connections.  The only file that includes OpenSSL. */
+/* TLS with OpenSSL 3: server contexts per listener policy, client contexts
+ * for outgoing mail, and non-blocking connections.  The only file that
+ * includes OpenSSL. */
 #include <openssl/err.h>
 #include <openssl/ssl.h>
+#include <openssl/x509v3.h>
+#include <arpa/inet.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,12 +13,17 @@
 
 struct tls_ctx {
 	SSL_CTX *ctx;
+	bool client;
+	bool verify; /* client: refuse peers whose certificate does not verify */
 };
 
 struct tls_conn {
 	SSL *ssl;
 	bool fatal; /* SSL_ERROR_SSL/SYSCALL seen: no SSL_shutdown allowed */
+	bool client;
+	bool enforce; /* client with verify: a bad certificate fails the handshake */
 	char err[256];
+	char verify[160]; /* client: the peer certificate's verdict, set by the handshake */
 };
 
 void tls_global_init(void)
@@ -116,6 +124,107 @@ struct tls_conn *tls_conn_new(struct tls_ctx *ctx, int fd)
 	return t;
 }
 
+int tls_client_ctx_new(bool verify, const char *ca_file, struct tls_ctx **out, struct err *e)
+{
+	char why[256];
+	*out = NULL;
+	SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+	if (!ctx)
+		return err_set(e, "SSL_CTX_new failed");
+	/* Opportunistic TLS beats plain text with any version the library
+	 * still allows; a peer we insist on authenticating must do better. */
+	if (verify)
+		SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+	SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION |
+				 SSL_OP_IGNORE_UNEXPECTED_EOF);
+	SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE |
+			      SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER | SSL_MODE_RELEASE_BUFFERS);
+	SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+	/* The chain is checked in both modes: without verify the verdict is
+	 * only recorded (for logs and Received headers), never enforced. */
+	int ok = ca_file && *ca_file ? SSL_CTX_load_verify_locations(ctx, ca_file, NULL)
+				     : SSL_CTX_set_default_verify_paths(ctx);
+	if (ok != 1) {
+		ossl_err(why, sizeof(why));
+		SSL_CTX_free(ctx);
+		return err_set(e, "tls CA %s: %s", ca_file && *ca_file ? ca_file : "(system default)",
+			       why);
+	}
+	SSL_CTX_set_verify(ctx, verify ? SSL_VERIFY_PEER : SSL_VERIFY_NONE, NULL);
+	struct tls_ctx *t = xcalloc(1, sizeof(*t));
+	t->ctx = ctx;
+	t->client = true;
+	t->verify = verify;
+	*out = t;
+	return 0;
+}
+
+static bool is_ip_literal(const char *s)
+{
+	unsigned char a[sizeof(struct in6_addr)];
+	return inet_pton(AF_INET, s, a) == 1 || inet_pton(AF_INET6, s, a) == 1;
+}
+
+struct tls_conn *tls_conn_new_client(struct tls_ctx *ctx, int fd, const char *sni)
+{
+	if (!ctx->client)
+		return NULL;
+	SSL *ssl = SSL_new(ctx->ctx);
+	if (!ssl)
+		return NULL;
+	if (SSL_set_fd(ssl, fd) != 1) {
+		SSL_free(ssl);
+		return NULL;
+	}
+	SSL_set_connect_state(ssl);
+	if (sni && *sni) {
+		if (is_ip_literal(sni)) {
+			/* RFC 6066: no IP literals in server_name; still check the
+			 * certificate's IP address entries. */
+			if (X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), sni) != 1)
+				goto fail;
+		} else {
+			if (SSL_set_tlsext_host_name(ssl, sni) != 1)
+				goto fail;
+			/* Without verify a mismatch only shows in the recorded verdict. */
+			SSL_set_hostflags(ssl, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+			if (SSL_set1_host(ssl, sni) != 1)
+				goto fail;
+		}
+	}
+	struct tls_conn *t = xcalloc(1, sizeof(*t));
+	t->ssl = ssl;
+	t->client = true;
+	t->enforce = ctx->verify;
+	snprintf(t->verify, sizeof(t->verify), "unverified: no handshake");
+	return t;
+fail:
+	ERR_clear_error();
+	SSL_free(ssl);
+	return NULL;
+}
+
+static void record_verify(struct tls_conn *t)
+{
+	X509 *peer = SSL_get1_peer_certificate(t->ssl);
+	if (!peer) {
+		snprintf(t->verify, sizeof(t->verify), "unverified: no certificate");
+		return;
+	}
+	X509_free(peer);
+	long v = SSL_get_verify_result(t->ssl);
+	if (v == X509_V_OK)
+		snprintf(t->verify, sizeof(t->verify), "verified");
+	else
+		snprintf(t->verify, sizeof(t->verify), "unverified: %s",
+			 X509_verify_cert_error_string(v));
+}
+
+const char *tls_conn_verify_result(const struct tls_conn *t)
+{
+	return t->client ? t->verify : "unverified: not a client connection";
+}
+
 void tls_conn_free(struct tls_conn *t)
 {
 	if (!t)
@@ -152,9 +261,21 @@ static enum tls_io map(struct tls_conn *t, int r)
 enum tls_io tls_handshake(struct tls_conn *t)
 {
 	ERR_clear_error();
+	/* Client or server as chosen when the connection was made. */
 	int r = SSL_do_handshake(t->ssl);
-	if (r == 1)
+	if (r == 1) {
+		if (t->client)
+			record_verify(t);
 		return TLS_IO_OK;
+	}
+	if (t->enforce && SSL_get_verify_result(t->ssl) != X509_V_OK) {
+		/* A refused certificate: say why, not just "handshake failure". */
+		enum tls_io io = map(t, r);
+		if (io == TLS_IO_ERROR)
+			snprintf(t->err, sizeof(t->err), "certificate: %s",
+				 X509_verify_cert_error_string(SSL_get_verify_result(t->ssl)));
+		return io;
+	}
 	return map(t, r);
 }
 

@@ -6,6 +6,7 @@
  *   tmp/      messages being received; never acknowledged; removed at start
  *   queue/    committed messages, one file each, named by queue id
  *   corrupt/  files found unreadable at start, set aside with a log line
+ *   state/    delivery state of queued messages (see state.c below)
  * A file in queue/ got there by rename() after fsync of the file, and the
  * directory is fsync'd before any 250 is sent for it (durability rule).
  *
@@ -14,7 +15,7 @@
  *   sluice-spool 1
  *   id <queue id>
  *   received <unix seconds>
- *   role mx|submission
+ *   role mx|submission|local
  *   client <ip>
  *   helo <xtext>
  *   tls <version> <cipher>            (optional)
@@ -90,7 +91,8 @@ void spool_close(struct spool *sp);
 
 /*
  * Crash recovery, run by the master before workers start: removes tmp/
- * leftovers and moves queue/ files that do not parse to corrupt/, logging
+ * leftovers, moves queue/ files that do not parse to corrupt/, and removes
+ * state/ files whose message is gone and unfinished state writes, logging
  * each.  Never fails on content; fails only if the directories are unusable.
  * counts (optional): [0] removed from tmp, [1] set aside, [2] queued ok.
  */
@@ -141,5 +143,53 @@ int spool_foreach(struct spool *sp, int (*fn)(const char *id, void *arg), void *
 /* -bp / mailq listing and -bpc count, written to f. */
 int spool_print_list(struct spool *sp, FILE *f, struct err *e);
 int spool_count(struct spool *sp, size_t *n, struct err *e);
+
+/* ---- delivery state (state.c) ---------------------------------------- */
+
+/*
+ * What the queue runner knows about a queued message, kept beside it in
+ * state/<id> (written to a temporary file, fsync'd, renamed, directory
+ * fsync'd).  A message without a state file has never been tried.
+ * Format:
+ *   sluice-state 1
+ *   attempts <n>
+ *   next <unix seconds>
+ *   warned 0|1
+ *   giveup 0|1
+ *   rcpt <index> pending|delivered|failed <xtext last reply or ->
+ */
+enum spool_rcpt_status { SPOOL_RCPT_PENDING = 0, SPOOL_RCPT_DELIVERED, SPOOL_RCPT_FAILED };
+
+struct spool_rcpt_state {
+	enum spool_rcpt_status status;
+	char *last;           /* last reply or error text, NULL if none */
+};
+
+struct spool_state {
+	unsigned attempts;    /* delivery attempts made */
+	int64_t next_try;     /* unix seconds; 0 = as soon as possible */
+	bool warned;          /* a delay warning was sent */
+	bool giveup;          /* bounce the pending recipients now (-Mg) */
+	struct spool_rcpt_state *rcpts; /* one per envelope recipient, same order */
+	size_t n_rcpts;
+};
+
+void spool_state_init(struct spool_state *st, size_t n_rcpts);
+void spool_state_free(struct spool_state *st);
+int spool_state_format(const struct spool_state *st, struct buf *out, struct err *e);
+/* Parses state text for a message of n_rcpts recipients; -1 if malformed. */
+int spool_state_parse(const char *text, size_t n, size_t n_rcpts, struct spool_state *out,
+		      struct err *e);
+/* Reads state/<id>; a missing file gives a fresh state (never tried). */
+int spool_state_read(struct spool *sp, const char *id, size_t n_rcpts, struct spool_state *out,
+		     struct err *e);
+/* Writes state/<id> durably (see above). */
+int spool_state_write(struct spool *sp, const char *id, const struct spool_state *st,
+		      struct err *e);
+/* Removes a message that is done: queue/<id>, then state/<id>, then fsyncs
+ * both directories.  A missing file is not an error. */
+int spool_remove(struct spool *sp, const char *id, struct err *e);
+/* The open state/ directory, for reading relative to it (never by path). */
+int spool_state_dirfd(const struct spool *sp);
 
 #endif

@@ -32,6 +32,7 @@ struct spool {
 	int tmpfd;
 	int queuefd;
 	int corruptfd;
+	int statefd;
 };
 
 struct spool_msg {
@@ -87,6 +88,11 @@ int spool_queue_dirfd(const struct spool *sp)
 	return sp->queuefd;
 }
 
+int spool_state_dirfd(const struct spool *sp)
+{
+	return sp->statefd;
+}
+
 /* ---- open / close ------------------------------------------------------- */
 
 static int spool_open_sub(int dirfd, const char *dir, const char *name, bool *created,
@@ -108,7 +114,7 @@ int spool_open(const char *dir, struct spool **out, struct err *e)
 	if (fs_mkdir_p(dir, 0700, e) < 0)
 		return -1;
 	struct spool *sp = xcalloc(1, sizeof(*sp));
-	sp->tmpfd = sp->queuefd = sp->corruptfd = -1;
+	sp->tmpfd = sp->queuefd = sp->corruptfd = sp->statefd = -1;
 	sp->dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (sp->dirfd < 0) {
 		err_set(e, "spool %s: %s", dir, strerror(errno));
@@ -118,7 +124,8 @@ int spool_open(const char *dir, struct spool **out, struct err *e)
 	bool created = false;
 	if ((sp->tmpfd = spool_open_sub(sp->dirfd, dir, "tmp", &created, e)) < 0 ||
 	    (sp->queuefd = spool_open_sub(sp->dirfd, dir, "queue", &created, e)) < 0 ||
-	    (sp->corruptfd = spool_open_sub(sp->dirfd, dir, "corrupt", &created, e)) < 0) {
+	    (sp->corruptfd = spool_open_sub(sp->dirfd, dir, "corrupt", &created, e)) < 0 ||
+	    (sp->statefd = spool_open_sub(sp->dirfd, dir, "state", &created, e)) < 0) {
 		spool_close(sp);
 		return -1;
 	}
@@ -136,7 +143,7 @@ void spool_close(struct spool *sp)
 {
 	if (!sp)
 		return;
-	int fds[] = { sp->dirfd, sp->tmpfd, sp->queuefd, sp->corruptfd };
+	int fds[] = { sp->dirfd, sp->tmpfd, sp->queuefd, sp->corruptfd, sp->statefd };
 	for (size_t i = 0; i < sizeof(fds) / sizeof(fds[0]); i++)
 		if (fds[i] >= 0)
 			close(fds[i]);
@@ -444,6 +451,59 @@ static bool spool_set_aside(struct spool *sp, const char *name, const char *reas
 	return moved;
 }
 
+/* Is name "<queue id>.tmp..." (an unfinished state/ write, see state.c)? */
+static bool spool_is_state_tmp(const char *name)
+{
+	char id[QUEUE_ID_LEN + 1];
+	if (strlen(name) < QUEUE_ID_LEN + 4 || memcmp(name + QUEUE_ID_LEN, ".tmp", 4) != 0)
+		return false;
+	memcpy(id, name, QUEUE_ID_LEN);
+	id[QUEUE_ID_LEN] = '\0';
+	return queue_id_valid(id);
+}
+
+/* Removes state/ files of messages no longer queued, and unfinished state
+ * writes; anything else there is left alone with a warning. */
+static int spool_recover_state(struct spool *sp, size_t *removed, struct err *e)
+{
+	struct spool_names l;
+	if (spool_list_dir(sp->statefd, "state", &l, e) < 0)
+		return -1;
+	for (size_t i = 0; i < l.n; i++) {
+		const char *name = l.v[i];
+		int reg = spool_is_reg(sp->statefd, name);
+		if (reg == 0) {
+			spool_log_name(LOG_LVL_WARN, "spool_stray_entry", name,
+				       "not a regular file in state/; left alone");
+			continue;
+		}
+		if (reg < 0)
+			continue;
+		const char *event;
+		if (queue_id_valid(name)) {
+			struct stat st;
+			if (fstatat(sp->queuefd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 || errno != ENOENT)
+				continue;
+			event = "spool_recover_state_orphan";
+		} else if (spool_is_state_tmp(name)) {
+			event = "spool_recover_state_tmp";
+		} else {
+			spool_log_name(LOG_LVL_WARN, "spool_stray_entry", name,
+				       "not a state file in state/; left alone");
+			continue;
+		}
+		if (unlinkat(sp->statefd, name, 0) == 0) {
+			spool_log_name(LOG_LVL_INFO, event, name, NULL);
+			(*removed)++;
+		} else if (errno != ENOENT) {
+			spool_log_name(LOG_LVL_ERR, "spool_recover_state_failed", name,
+				       strerror(errno));
+		}
+	}
+	spool_names_free(&l);
+	return 0;
+}
+
 int spool_recover(struct spool *sp, size_t counts[3], struct err *e)
 {
 	size_t c[3] = { 0, 0, 0 };
@@ -499,9 +559,17 @@ int spool_recover(struct spool *sp, size_t counts[3], struct err *e)
 	}
 	spool_names_free(&l);
 
+	/* Runs after the queue/ pass: the state of a message just set aside
+	 * is an orphan too. */
+	size_t state_removed = 0;
+	if (spool_recover_state(sp, &state_removed, e) < 0)
+		return -1;
+
 	/* Make the moves durable so a second crash does not bring them back. */
 	if (c[1] > 0 && (spool_fsync(sp->corruptfd) < 0 || spool_fsync(sp->queuefd) < 0))
 		return err_set(e, "spool: fsync after recovery: %s", strerror(errno));
+	if (state_removed > 0 && spool_fsync(sp->statefd) < 0)
+		return err_set(e, "spool: fsync of state/ after recovery: %s", strerror(errno));
 	if (counts)
 		memcpy(counts, c, sizeof(c));
 	return 0;
