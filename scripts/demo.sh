@@ -32,6 +32,12 @@ pid_file = $dir/sluice.pid
 log_file =
 auth_backend = passwd-file
 auth_passwd_file = $dir/passwd
+# Local mail is delivered into Maildirs under ./run/mail (readable by
+# Dovecot, mutt or Python's mailbox module); the sendmail command reaches
+# the daemon through this socket.
+maildir_path = $dir/mail/%d/%n
+mail_user = $user
+sendmail_socket = $dir/sendmail.sock
 
 listener 2525 {
     role = mx
@@ -48,7 +54,8 @@ CONF
 grep -q '^demo@example.test:' "$dir/passwd" ||
 	printf 'demo\n' | "$bin" -C "$dir/sluice.conf" -buseradd demo@example.test SCRAM-SHA-256 >/dev/null
 cat <<MSG
-sluice demo: configuration in $dir/sluice.conf, messages queued in $dir/spool/queue
+sluice demo: configuration in $dir/sluice.conf, queue in $dir/spool/queue,
+local mailboxes in $dir/mail/<domain>/<user> (Maildir)
 
   port 2525  mx          (STARTTLS offered)
   port 2587  submission  (STARTTLS required)
@@ -63,7 +70,11 @@ or as a mail client does (port 2465, TLS on connect, authenticated):
         --auth-password demo --from demo@example.test --to someone@example.org
 or
   python3 -c "import smtplib; s=smtplib.SMTP('127.0.0.1',2525); s.starttls(); s.sendmail('you@example.org',['demo@example.test'],'Subject: hi\r\n\r\nhello\r\n'); s.quit()"
-Then list the queue with: $bin -C $dir/sluice.conf -bp
+or from a script, as sendmail (any local user):
+  printf 'Subject: hi\\n\\nhello\\n' | $bin -C $dir/sluice.conf demo@example.test
+The message for demo@example.test lands in $dir/mail/example.test/demo/new/.
+List the queue with: $bin -C $dir/sluice.conf -bp   (mail for other domains waits
+there, retried, when this machine cannot reach them)
 Stop with Ctrl-C.
 
 MSG

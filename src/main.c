@@ -1,6 +1,9 @@
 /* Command line: Exim/sendmail-compatible flags mapped to the modes. */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <grp.h>
+#include <pwd.h>
+#include <sys/stat.h>
 #include <event2/event.h>
 #include <stdio.h>
 #include <termios.h>
@@ -19,7 +22,7 @@
 #define EX_CONFIG 78
 
 enum mode { M_NONE, M_DAEMON, M_VERSION, M_PRINT, M_LIST, M_COUNT, M_VIEW, M_STDIO, M_REFERENCE,
-	    M_DNS, M_PWHASH, M_USERADD, M_TEST, M_ADDRESS };
+	    M_DNS, M_PWHASH, M_USERADD, M_TEST, M_ADDRESS, M_CTL };
 
 static void usage(FILE *f)
 {
@@ -33,6 +36,12 @@ static void usage(FILE *f)
 		"  -bp               list the queue (as mailq)\n"
 		"  -bpc              print the number of queued messages\n"
 		"  -Mvc id           print a queued message\n"
+		"  -q                deliver every queued message now (the daemon's runner)\n"
+		"  -M id             deliver one message now and print the outcome\n"
+		"  -Mrm id           remove a message from the queue\n"
+		"  -Mg id            give up on a message: bounce it to its sender now\n"
+		"  [-t] [-i] [-f addr] [-F name] [rcpt...]  read a message on stdin and\n"
+		"                    queue it (as sendmail; also when called as sendmail)\n"
 		"  -bs               one SMTP session on stdin/stdout\n"
 		"  -bh ip [-oMi port]  test session from ip on a listener: prints every policy\n"
 		"                    decision, simulates TLS, queues nothing\n"
@@ -175,6 +184,32 @@ static int queue_cmd(const struct conf *c, enum mode m)
 	return rc < 0 ? 1 : 0;
 }
 
+/* -Mrm while the daemon is stopped: nobody else writes the queue then. */
+static int remove_offline(const struct conf *c, const char *id)
+{
+	struct spool *sp = NULL;
+	struct err e = { "" };
+	if (spool_open(c->spool_directory, &sp, &e) < 0) {
+		fprintf(stderr, "sluice: %s\n", e.msg);
+		return 1;
+	}
+	struct spool_env env;
+	memset(&env, 0, sizeof(env));
+	int r = 0;
+	if (spool_read_env(sp, id, &env, &e) < 0) {
+		fprintf(stderr, "sluice: %s: no such message (%s)\n", id, e.msg);
+		r = 1;
+	} else if (spool_remove(sp, id, &e) < 0) {
+		fprintf(stderr, "sluice: %s\n", e.msg);
+		r = 1;
+	} else {
+		fprintf(stderr, "sluice: %s removed from the queue (daemon not running)\n", id);
+	}
+	spool_env_free(&env);
+	spool_close(sp);
+	return r;
+}
+
 int main(int argc, char **argv)
 {
 	struct daemon_opts o = { .conf_path = CONF_DEFAULT_PATH };
@@ -182,6 +217,24 @@ int main(int argc, char **argv)
 	const char *arg = NULL;
 	const char *arg2 = NULL;
 	int test_port = 0;
+	const char *ctl = NULL;
+
+	/* Called as sendmail or mailq (a symbolic link): behave as those. */
+	const char *prog = argv[0] ? strrchr(argv[0], '/') : NULL;
+	prog = prog ? prog + 1 : argv[0] ? argv[0] : "sluice";
+	if (strcmp(prog, "sendmail") == 0) {
+		/* "sendmail -bp", "-q", "-bs"... are sluice's own modes. */
+		bool own = false;
+		for (int i = 1; i < argc; i++)
+			if (strncmp(argv[i], "-bp", 3) == 0 || strcmp(argv[i], "-bs") == 0 ||
+			    strncmp(argv[i], "-q", 2) == 0 || strncmp(argv[i], "-M", 2) == 0 ||
+			    strcmp(argv[i], "-bV") == 0 || strcmp(argv[i], "-bd") == 0)
+				own = true;
+		if (!own)
+			return sendmail_main(argc, argv);
+	}
+	if (strcmp(prog, "mailq") == 0)
+		mode = M_LIST;
 
 	for (int i = 1; i < argc; i++) {
 		const char *a = argv[i];
@@ -209,6 +262,24 @@ int main(int argc, char **argv)
 		} else if (strcmp(a, "-Mvc") == 0 && i + 1 < argc) {
 			mode = M_VIEW;
 			arg = argv[++i];
+		} else if (strcmp(a, "-q") == 0 || (strncmp(a, "-q", 2) == 0 && mode == M_DAEMON)) {
+			/* "-bd -q30m" from old start scripts: the runner is always on,
+			 * woken by new mail and its own retry times, so the interval is
+			 * not needed. */
+			if (mode != M_DAEMON) {
+				mode = M_CTL;
+				ctl = "q";
+			}
+		} else if ((strcmp(a, "-M") == 0 || strcmp(a, "-Mrm") == 0 ||
+			    strcmp(a, "-Mg") == 0) && i + 1 < argc) {
+			mode = M_CTL;
+			ctl = a + 1;
+			arg = argv[++i];
+		} else if (strcmp(a, "-bm") == 0 || strcmp(a, "-t") == 0 || strcmp(a, "-i") == 0 ||
+			   strcmp(a, "-oi") == 0 || strncmp(a, "-f", 2) == 0 ||
+			   strncmp(a, "-F", 2) == 0 || a[0] != '-') {
+			/* sendmail's interface: it parses the whole command line. */
+			return sendmail_main(argc, argv);
 		} else if (strcmp(a, "-bh") == 0 && i + 1 < argc) {
 			mode = M_TEST;
 			arg = argv[++i];
@@ -318,6 +389,21 @@ int main(int argc, char **argv)
 					 .port = (uint16_t)test_port, .test = mode == M_TEST };
 		if (mode == M_TEST && lo.port == 0)
 			lo.port = c->n_ports ? c->ports[0] : 25;
+		/* As root, become the spool's owner first (once the daemon made it
+		 * the workers'): the files written are the queue runner's to
+		 * read, as the workers' are. */
+		struct stat sst;
+		if (geteuid() == 0 && stat(c->spool_directory, &sst) == 0) {
+			struct passwd *pw = getpwnam(c->user);
+			if (pw && pw->pw_uid != 0 && sst.st_uid == pw->pw_uid &&
+			    (setgroups(0, NULL) < 0 || setgid(pw->pw_gid) < 0 ||
+			     setuid(pw->pw_uid) < 0)) {
+				fprintf(stderr, "sluice: cannot switch to user %s: %s\n", c->user,
+					strerror(errno));
+				conf_free(c);
+				return 1;
+			}
+		}
 		int r = local_session(c, &lo);
 		conf_free(c);
 		return r;
@@ -347,6 +433,19 @@ int main(int argc, char **argv)
 		buf_free(&stored);
 		conf_free(c);
 		return r < 0 ? 1 : 0;
+	}
+	case M_CTL: {
+		int r;
+		if (strcmp(ctl, "q") != 0 && !queue_id_valid(arg)) {
+			fprintf(stderr, "sluice: %s: not a queue id\n", arg);
+			r = EX_USAGE;
+		} else {
+			r = runner_ctl_command(c, ctl, strcmp(ctl, "q") == 0 ? NULL : arg);
+			if (r == 69 && strcmp(ctl, "Mrm") == 0)
+				r = remove_offline(c, arg);
+		}
+		conf_free(c);
+		return r;
 	}
 	case M_DAEMON:
 		/* master_run owns c from here. */

@@ -103,6 +103,31 @@ struct conf {
 	bool submission_check_from;  /* From: addresses must be the user's too */
 	bool received_hide_client_ip;/* submission: Received without the client address */
 	bool recipient_verify;       /* mx: unknown local users refused at RCPT (550 5.1.1) */
+	/* Queue and delivery (the queue runner). */
+	bool queue_only;             /* new mail waits for a queue run (-q) */
+	unsigned queue_lifetime;     /* seconds before undeliverable mail is bounced */
+	unsigned queue_retry_min;    /* first retry interval, seconds */
+	unsigned queue_retry_max;    /* longest retry interval, seconds */
+	unsigned delay_warning;      /* seconds before a delay warning; 0 = none */
+	unsigned remote_max_parallel;   /* outgoing connections in all */
+	unsigned remote_max_per_destination; /* outgoing connections per destination */
+	unsigned remote_smtp_port;   /* port of remote MX hosts */
+	char *remote_tls;            /* "may", "verify", "none" */
+	char *tls_verify_certificates; /* CA file; "" = system default */
+	unsigned remote_connect_timeout; /* seconds */
+	unsigned remote_command_timeout; /* seconds per reply / data block */
+	char *smarthost;             /* "" or host[:port]: all remote mail goes there */
+	char *smarthost_tls;         /* "starttls", "on_connect", "may", "none" */
+	char *smarthost_user;        /* "" = no AUTH */
+	char *smarthost_password;
+	char *dns_resolv_conf;       /* "" = full recursion */
+	char *dns_unbound_config;    /* libunbound configuration file, "" = none */
+	char *local_delivery;        /* "maildir" or "lmtp" */
+	char *maildir_path;          /* template: %u address, %n local part, %d domain */
+	char *mail_user;             /* owner of the mailboxes; "" = user */
+	char *lmtp_socket;           /* unix path or host:port */
+	char *sendmail_socket;       /* local injection socket (sendmail command) */
+	uint64_t bounce_return_size_limit;
 	struct acl **acls;           /* every `acl NAME { }` block, in file order */
 	size_t n_acls;
 	struct conf_listener *listeners; /* one per entry of ports, same order */

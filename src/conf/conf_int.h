@@ -40,6 +40,7 @@ struct conf_option {
 	const char *def;
 	const char *def_doc;
 	bool allow_empty;
+	bool secret;         /* -bP shows only whether it is set */
 	uint64_t min, max;   /* numeric types only */
 	size_t off;          /* value field in struct conf */
 	size_t off_n;        /* count field for list types */

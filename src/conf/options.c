@@ -12,6 +12,9 @@
 #define G (1024ull * 1024ull * 1024ull)
 #define OFF(f) offsetof(struct conf, f)
 
+static const char *const remote_tls_modes[] = { "may", "verify", "none", NULL };
+static const char *const smarthost_tls_modes[] = { "starttls", "on_connect", "may", "none", NULL };
+static const char *const local_deliveries[] = { "maildir", "lmtp", NULL };
 static const char *const auth_backends[] = { "none", "passwd-file", "sqlite", "dovecot", NULL };
 
 const struct conf_option conf_options[] = {
@@ -326,6 +329,187 @@ const struct conf_option conf_options[] = {
 			"`RCPT`, instead of accepting the message and bouncing it later (which sends "
 			"bounces to forged senders).  Turn it off when the users are not all known "
 			"to the backend.",
+	},
+	{
+		.name = "queue_only", .type = CONF_T_BOOL,
+		.def = "no",
+		.off = OFF(queue_only),
+		.help = "When set, a message is not delivered as soon as it arrives: it waits in "
+			"the queue for the next queue run (`-q`) or for `-M`.  Messages already "
+			"tried once keep their retry times.",
+	},
+	{
+		.name = "queue_lifetime", .type = CONF_T_TIME, .width = CONF_W_UNSIGNED,
+		.def = "5d", .min = 1, .max = 365 * 86400,
+		.off = OFF(queue_lifetime),
+		.help = "How long a message may stay in the queue.  A recipient still not "
+			"delivered when this time has passed since the message arrived is given up, "
+			"and the sender gets a delivery status report (bounce).",
+	},
+	{
+		.name = "queue_retry_min", .type = CONF_T_TIME, .width = CONF_W_UNSIGNED,
+		.def = "5m", .min = 1, .max = 86400,
+		.off = OFF(queue_retry_min),
+		.help = "The wait after the first failed delivery attempt.  Each further failure "
+			"doubles the wait, up to `queue_retry_max`.",
+	},
+	{
+		.name = "queue_retry_max", .type = CONF_T_TIME, .width = CONF_W_UNSIGNED,
+		.def = "4h", .min = 1, .max = 7 * 86400,
+		.off = OFF(queue_retry_max),
+		.help = "The longest wait between two delivery attempts of one message.",
+	},
+	{
+		.name = "delay_warning", .type = CONF_T_TIME, .width = CONF_W_UNSIGNED,
+		.def = "4h", .min = 0, .max = 365 * 86400,
+		.off = OFF(delay_warning),
+		.help = "When a message has waited this long without being delivered to every "
+			"recipient, send its sender one delay warning (RFC 3464 `Action: delayed`), "
+			"to recipients whose `NOTIFY` allows it.  0 sends none.",
+	},
+	{
+		.name = "remote_max_parallel", .type = CONF_T_UINT, .width = CONF_W_UNSIGNED,
+		.def = "20", .min = 1, .max = 10000,
+		.off = OFF(remote_max_parallel),
+		.help = "The most outgoing SMTP and LMTP connections open at once.",
+	},
+	{
+		.name = "remote_max_per_destination", .type = CONF_T_UINT, .width = CONF_W_UNSIGNED,
+		.def = "4", .min = 1, .max = 1000,
+		.off = OFF(remote_max_per_destination),
+		.help = "The most connections open at once to one destination (one recipient "
+			"domain, the smarthost, or the LMTP server).  Messages beyond it wait for a "
+			"connection, which then carries several messages in turn.",
+	},
+	{
+		.name = "remote_smtp_port", .type = CONF_T_UINT, .width = CONF_W_UNSIGNED,
+		.def = "25", .min = 1, .max = 65535,
+		.off = OFF(remote_smtp_port),
+		.help = "The port connected to on the mail exchangers of remote domains.  It is 25 "
+			"on the Internet; other values are for tests and private networks.",
+	},
+	{
+		.name = "remote_tls", .type = CONF_T_CHOICE, .choices = remote_tls_modes,
+		.def = "may",
+		.off = OFF(remote_tls),
+		.help = "TLS when delivering to remote mail exchangers: `may` uses `STARTTLS` when "
+			"offered without checking the certificate (opportunistic TLS, RFC 7435; the "
+			"verification result is logged); `verify` requires `STARTTLS` and a "
+			"certificate valid for the MX host name; `none` never starts TLS.",
+	},
+	{
+		.name = "tls_verify_certificates", .type = CONF_T_PATH,
+		.def = "", .def_doc = "empty (the system's certificate authorities)", .allow_empty = true,
+		.off = OFF(tls_verify_certificates),
+		.help = "A PEM file of certificate authorities trusted when verifying the "
+			"certificates of remote servers and of the smarthost.",
+	},
+	{
+		.name = "remote_connect_timeout", .type = CONF_T_TIME, .width = CONF_W_UNSIGNED,
+		.def = "30s", .min = 1, .max = 3600,
+		.off = OFF(remote_connect_timeout),
+		.help = "How long an outgoing connection may take to be established.",
+	},
+	{
+		.name = "remote_command_timeout", .type = CONF_T_TIME, .width = CONF_W_UNSIGNED,
+		.def = "5m", .min = 1, .max = 3600,
+		.off = OFF(remote_command_timeout),
+		.help = "How long to wait for each reply of a remote server, and for each block "
+			"of message data to be taken (RFC 5321 section 4.5.3.2 suggests 5 minutes).",
+	},
+	{
+		.name = "smarthost", .type = CONF_T_STRING,
+		.def = "", .def_doc = "empty (deliver to each domain's mail exchangers)",
+		.allow_empty = true,
+		.off = OFF(smarthost),
+		.help = "Send all mail for non-local domains to this one relay instead of looking "
+			"up MX records: a host name or an IP address, optionally followed by `:port` "
+			"(default 587 with `smarthost_tls = starttls`, 465 with `on_connect`, else 25).  "
+			"Write an IPv6 address in brackets: `[2001:db8::1]:587`.",
+	},
+	{
+		.name = "smarthost_tls", .type = CONF_T_CHOICE, .choices = smarthost_tls_modes,
+		.def = "starttls",
+		.off = OFF(smarthost_tls),
+		.help = "TLS to the smarthost: `starttls` requires `STARTTLS` and a certificate "
+			"valid for the smarthost name; `on_connect` starts TLS at once (port 465) with "
+			"the same check; `may` uses `STARTTLS` when offered, unchecked; `none` never.  "
+			"A password is never sent without TLS.",
+	},
+	{
+		.name = "smarthost_user", .type = CONF_T_STRING,
+		.def = "", .def_doc = "empty (no authentication)", .allow_empty = true,
+		.off = OFF(smarthost_user),
+		.help = "The user name to authenticate to the smarthost with (`AUTH PLAIN`, or "
+			"`LOGIN` when only that is offered).",
+	},
+	{
+		.name = "smarthost_password", .type = CONF_T_STRING,
+		.def = "", .allow_empty = true, .secret = true,
+		.off = OFF(smarthost_password),
+		.help = "The password of `smarthost_user`.  Keep the configuration file readable "
+			"by root only when it holds one; `-bP` does not print it.",
+	},
+	{
+		.name = "dns_resolv_conf", .type = CONF_T_PATH,
+		.def = "/etc/resolv.conf", .allow_empty = true,
+		.off = OFF(dns_resolv_conf),
+		.help = "The resolver file whose `nameserver` lines the DNS resolver forwards to.  "
+			"Empty means no forwarders: the resolver recurses from the root servers itself.",
+	},
+	{
+		.name = "dns_unbound_config", .type = CONF_T_PATH,
+		.def = "", .def_doc = "empty (none)", .allow_empty = true,
+		.off = OFF(dns_unbound_config),
+		.help = "A libunbound configuration file read by the resolver: trust anchors for "
+			"DNSSEC, `local-zone` and `local-data` entries that override public DNS "
+			"(useful for private networks and tests), and other `server:` settings.",
+	},
+	{
+		.name = "local_delivery", .type = CONF_T_CHOICE, .choices = local_deliveries,
+		.def = "maildir",
+		.off = OFF(local_delivery),
+		.help = "How mail for local users is stored: `maildir` writes it into each user's "
+			"Maildir (`maildir_path`) as `mail_user`; `lmtp` hands it to an LMTP server "
+			"such as Dovecot's (`lmtp_socket`).",
+	},
+	{
+		.name = "maildir_path", .type = CONF_T_STRING,
+		.def = "/var/vmail/%d/%n",
+		.off = OFF(maildir_path),
+		.help = "Where a local user's Maildir is: an absolute path in which `%u` stands for "
+			"the address, `%n` for its local part and `%d` for its domain (both "
+			"lowercased), `%%` for a percent sign.  Missing directories are created.",
+	},
+	{
+		.name = "mail_user", .type = CONF_T_STRING,
+		.def = "", .def_doc = "empty (the `user` account)", .allow_empty = true,
+		.off = OFF(mail_user),
+		.help = "The account that owns the mailboxes: local delivery into Maildirs runs as "
+			"this user, in a process of its own.",
+	},
+	{
+		.name = "lmtp_socket", .type = CONF_T_STRING,
+		.def = "/run/dovecot/lmtp",
+		.off = OFF(lmtp_socket),
+		.help = "The LMTP server of `local_delivery = lmtp`: the absolute path of a unix "
+			"socket, or `host:port`.",
+	},
+	{
+		.name = "sendmail_socket", .type = CONF_T_PATH,
+		.def = "/run/sluice/sendmail.sock",
+		.off = OFF(sendmail_socket),
+		.help = "The local socket through which the `sendmail` command hands messages to "
+			"the daemon.  Every local user may connect; the daemon records the caller's "
+			"user ID in the `Received:` header field.",
+	},
+	{
+		.name = "bounce_return_size_limit", .type = CONF_T_SIZE, .width = CONF_W_U64,
+		.def = "100K", .min = 0, .max = 64 * M,
+		.off = OFF(bounce_return_size_limit),
+		.help = "A bounce returns the whole original message when it is at most this "
+			"large and the sender did not ask for headers only (`RET=HDRS`); otherwise "
+			"only its header.",
 	},
 };
 

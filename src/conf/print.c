@@ -80,6 +80,10 @@ static void print_option(FILE *f, const struct conf *c, const struct conf_option
 	struct buf b;
 	buf_init(&b, (size_t)1 << 24);
 	conf_format_value(&b, c, o);
+	if (o->secret && buf_len(&b) > 0) {
+		buf_reset(&b);
+		buf_puts(&b, "(set, not shown)");
+	}
 	const char *s = buf_cstr(&b);
 	if (s && *s)
 		fprintf(f, "%s = %s\n", o->name, s);

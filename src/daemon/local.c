@@ -315,6 +315,10 @@ static void run(struct local *L)
 			} else if (L->msg) {
 				spool_commit_batch(L->sp, &L->msg, 1, &ok, &e);
 				L->msg = NULL;
+				/* Tell a running daemon's queue runner; without one the
+				 * message waits for the next start. */
+				if (ok)
+					runner_ctl_notify(L->c, L->qid);
 			}
 			smtp_session_commit_done(L->s, ok, L->qid);
 			continue;

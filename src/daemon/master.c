@@ -16,6 +16,8 @@
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -71,6 +73,14 @@ struct master {
 	pid_t authd_pid;
 	int64_t authd_started_ms;
 	int64_t authd_respawn_at_ms;
+	/* The queue runner and its local delivery process, started and
+	 * stopped as a pair (they share a socketpair). */
+	int notify_rd, notify_wr;  /* workers -> runner datagrams */
+	int ctl_fd;                /* control socket (-q, -M...) */
+	int local_fd;              /* the sendmail socket */
+	pid_t runner_pid, md_pid;
+	int64_t runner_started_ms;
+	int64_t runner_respawn_at_ms;
 };
 
 static bool auth_configured(const struct conf *c)
@@ -225,7 +235,11 @@ static int spawn(struct master *m, struct gen *g)
 			.spool = m->spool, .slots = m->slots, .n_slots = IPC_MAX_SLOTS,
 			.my_slot = slot, .drop_privileges = g->drop, .uid = g->uid, .gid = g->gid,
 			.authd_tag = auth_configured(g->conf) ? m->authd_tag : NULL,
+			.notify_fd = m->notify_wr, .local_fd = m->local_fd,
 		};
+		close(m->notify_rd);
+		if (m->ctl_fd >= 0)
+			close(m->ctl_fd);
 		if (m->authd_fd >= 0)
 			close(m->authd_fd);
 		/* The listening sockets of other generations are not ours. */
@@ -271,6 +285,12 @@ static void spawn_authd(struct master *m)
 		log_set_process("auth");
 		for (size_t i = 0; i < m->n_socks; i++)
 			close(m->socks[i].fd);
+		close(m->notify_rd);
+		close(m->notify_wr);
+		if (m->ctl_fd >= 0)
+			close(m->ctl_fd);
+		if (m->local_fd >= 0)
+			close(m->local_fd);
 		sigset_t none;
 		sigemptyset(&none);
 		sigprocmask(SIG_SETMASK, &none, NULL);
@@ -291,6 +311,174 @@ static void spawn_authd(struct master *m)
 	m->authd_started_ms = time_mono_ms();
 	log_event(LOG_LVL_INFO, "authd_started", "pid=%ld backend=%s", (long)pid,
 		  g->conf->auth_backend);
+}
+
+/* Creates the static part of maildir_path (up to the first '%') for the
+ * mailbox owner, so that it can create the rest. */
+static void prepare_maildir_root(const struct conf *c, uid_t uid, gid_t gid, bool drop)
+{
+	size_t n = mdeliver_root_len(c->maildir_path);
+	if (n == 0)
+		return;
+	char *root = str_ndup(c->maildir_path, n);
+	struct err e = { "" };
+	struct stat st;
+	if (stat(root, &st) < 0) {
+		if (fs_mkdir_p(root, 0750, &e) < 0)
+			log_event(LOG_LVL_WARN, "maildir_root", "error=\"%s\"", e.msg);
+		else if (drop && chown(root, uid, gid) < 0)
+			log_event(LOG_LVL_WARN, "maildir_root", "error=\"chown %s: %s\"", root,
+				  strerror(errno));
+	}
+	free(root);
+}
+
+static void child_common(struct master *m)
+{
+	for (size_t i = 0; i < m->n_socks; i++)
+		close(m->socks[i].fd);
+	if (m->authd_fd >= 0)
+		close(m->authd_fd);
+	if (m->local_fd >= 0)
+		close(m->local_fd);
+	close(m->notify_wr);
+	sigset_t none;
+	sigemptyset(&none);
+	sigprocmask(SIG_SETMASK, &none, NULL);
+}
+
+static void spawn_runner(struct master *m)
+{
+	struct gen *g = m->cur;
+	const struct conf *c = g->conf;
+	if (m->runner_pid > 0 || m->md_pid > 0 || m->stopping)
+		return;
+	uid_t muid = g->uid;
+	gid_t mgid = g->gid;
+	if (g->drop && c->mail_user && *c->mail_user) {
+		struct passwd *pw = getpwnam(c->mail_user);
+		if (!pw || pw->pw_uid == 0) {
+			log_event(LOG_LVL_ERR, "runner_failed",
+				  "error=\"mail_user '%s' does not exist or is root\"", c->mail_user);
+			m->runner_respawn_at_ms = time_mono_ms() + 5000;
+			return;
+		}
+		muid = pw->pw_uid;
+		mgid = pw->pw_gid;
+	}
+	if (strcmp(c->local_delivery, "maildir") == 0)
+		prepare_maildir_root(c, muid, mgid, g->drop);
+	int sv[2];
+	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0) {
+		log_event(LOG_LVL_ERR, "runner_failed", "error=\"socketpair: %s\"", strerror(errno));
+		m->runner_respawn_at_ms = time_mono_ms() + 1000;
+		return;
+	}
+	pid_t master = getpid();
+	pid_t md = fork();
+	if (md == 0) {
+		log_set_process("mdeliver");
+		child_common(m);
+		close(m->notify_rd);
+		if (m->ctl_fd >= 0)
+			close(m->ctl_fd);
+		close(sv[0]);
+		/* Confined to the mailbox tree: the runner names Maildirs relative
+		 * to it, and the directories above it need not be open to the
+		 * mailbox owner. */
+		size_t rl = strcmp(c->local_delivery, "maildir") == 0
+				    ? mdeliver_root_len(c->maildir_path) : 0;
+		if (g->drop && rl > 0) {
+			char *root = str_ndup(c->maildir_path, rl);
+			if (chroot(root) < 0 || chdir("/") < 0) {
+				log_event(LOG_LVL_ERR, "mdeliver_failed", "error=\"chroot %s: %s\"",
+					  root, strerror(errno));
+				_exit(1);
+			}
+			free(root);
+		}
+		if (g->drop && (setgroups(0, NULL) < 0 || setgid(mgid) < 0 || setuid(muid) < 0)) {
+			log_event(LOG_LVL_ERR, "privileges", "error=\"mdeliver: %s\"", strerror(errno));
+			_exit(1);
+		}
+		prctl(PR_SET_PDEATHSIG, SIGTERM);
+		if (getppid() != master)
+			_exit(1);
+		umask(077);
+		_exit(mdeliver_main(sv[1]));
+	}
+	close(sv[1]);
+	if (md < 0) {
+		close(sv[0]);
+		log_event(LOG_LVL_ERR, "fork_failed", "error=\"%s\"", strerror(errno));
+		m->runner_respawn_at_ms = time_mono_ms() + 1000;
+		return;
+	}
+	m->md_pid = md;
+	pid_t pid = fork();
+	if (pid == 0) {
+		child_common(m);
+		prctl(PR_SET_PDEATHSIG, SIGTERM);
+		if (getppid() != master)
+			_exit(1);
+		struct runner_args a = {
+			.conf = c, .notify_fd = m->notify_rd, .ctl_fd = m->ctl_fd,
+			.mdeliver_fd = sv[0], .drop_privileges = g->drop, .uid = g->uid, .gid = g->gid,
+		};
+		umask(077);
+		_exit(runner_main(&a));
+	}
+	close(sv[0]);
+	if (pid < 0) {
+		log_event(LOG_LVL_ERR, "fork_failed", "error=\"%s\"", strerror(errno));
+		kill(md, SIGTERM);
+		m->runner_respawn_at_ms = time_mono_ms() + 1000;
+		return;
+	}
+	m->runner_pid = pid;
+	m->runner_started_ms = time_mono_ms();
+	log_event(LOG_LVL_INFO, "runner_started", "pid=%ld mdeliver=%ld", (long)pid, (long)md);
+}
+
+/* The sendmail socket: world-connectable, in a directory of its own. */
+static int local_socket(const struct conf *c, const struct gen *g, struct err *e)
+{
+	const char *path = c->sendmail_socket;
+	struct sockaddr_un sa;
+	memset(&sa, 0, sizeof(sa));
+	sa.sun_family = AF_UNIX;
+	if (strlen(path) >= sizeof(sa.sun_path))
+		return err_set(e, "sendmail_socket %s: path too long", path);
+	memcpy(sa.sun_path, path, strlen(path) + 1);
+	char *dir = str_dup(path);
+	char *slash = strrchr(dir, '/');
+	if (slash && slash != dir) {
+		*slash = 0;
+		if (fs_mkdir_p(dir, 0755, e) < 0) {
+			free(dir);
+			return -1;
+		}
+	}
+	free(dir);
+	struct stat st;
+	if (lstat(path, &st) == 0) {
+		if (!S_ISSOCK(st.st_mode))
+			return err_set(e, "sendmail_socket %s exists and is not a socket", path);
+		unlink(path);
+	}
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (fd < 0)
+		return err_set(e, "socket: %s", strerror(errno));
+	mode_t old = umask(0);
+	int rc = bind(fd, (struct sockaddr *)&sa, sizeof(sa));
+	umask(old);
+	if (rc < 0 || chmod(path, 0666) < 0 || listen(fd, 128) < 0) {
+		err_set(e, "sendmail_socket %s: %s", path, strerror(errno));
+		close(fd);
+		return -1;
+	}
+	(void)g;
+	return fd;
 }
 
 static size_t count_current(struct master *m)
@@ -333,6 +521,27 @@ static void reap(struct master *m)
 		pid_t pid = waitpid(-1, &st, WNOHANG);
 		if (pid <= 0)
 			return;
+		if (pid == m->runner_pid || pid == m->md_pid) {
+			bool runner = pid == m->runner_pid;
+			if (runner)
+				m->runner_pid = 0;
+			else
+				m->md_pid = 0;
+			log_event(m->stopping ? LOG_LVL_INFO : LOG_LVL_ERR,
+				  runner ? "runner_exit" : "mdeliver_exit", "pid=%ld status=%d",
+				  (long)pid, WIFSIGNALED(st) ? 128 + WTERMSIG(st) : WEXITSTATUS(st));
+			/* A pair: when one fails the other goes too, and both come
+			 * back.  (A runner that stops normally closes the socket,
+			 * and mdeliver ends by itself.) */
+			bool failed = WIFSIGNALED(st) || WEXITSTATUS(st) != 0;
+			if (runner && failed && m->md_pid > 0)
+				kill(m->md_pid, SIGTERM);
+			if (!runner && m->runner_pid > 0)
+				kill(m->runner_pid, SIGTERM);
+			if (time_mono_ms() - m->runner_started_ms < 1000)
+				m->runner_respawn_at_ms = time_mono_ms() + 1000;
+			continue;
+		}
 		if (pid == m->authd_pid) {
 			m->authd_pid = 0;
 			log_event(m->stopping ? LOG_LVL_INFO : LOG_LVL_ERR, "authd_exit",
@@ -433,6 +642,10 @@ static void reload(struct master *m)
 		m->authd_pid = 0;
 	}
 	spawn_authd(m);
+	/* The runner takes the new configuration by being replaced; the
+	 * attempts it has running finish first (shutdown_timeout). */
+	if (m->runner_pid > 0)
+		kill(m->runner_pid, SIGTERM);
 	fill_workers(m);
 	socks_prune(m);
 	release_gen_if_unused(m, prev);
@@ -448,7 +661,7 @@ static int prepare_spool(struct master *m, const struct conf *c, const struct ge
 	if (spool_open(c->spool_directory, &m->spool, e) < 0)
 		return -1;
 	if (g->drop) {
-		static const char *const subs[] = { "", "/tmp", "/queue", "/corrupt" };
+		static const char *const subs[] = { "", "/tmp", "/queue", "/corrupt", "/state" };
 		for (size_t i = 0; i < sizeof(subs) / sizeof(subs[0]); i++) {
 			struct buf p;
 			buf_init(&p, 8192);
@@ -503,6 +716,8 @@ int master_run(const struct daemon_opts *o, struct conf *c)
 	memset(&m, 0, sizeof(m));
 	m.o = o;
 	m.authd_fd = -1;
+	m.ctl_fd = -1;
+	m.local_fd = -1;
 	log_set_process("master");
 	tls_global_init();
 
@@ -527,6 +742,32 @@ int master_run(const struct daemon_opts *o, struct conf *c)
 		fprintf(stderr, "sluice: spool: %s\n", e.msg);
 		log_event(LOG_LVL_ERR, "start_failed", "error=\"spool: %s\"", e.msg);
 		return 1;
+	}
+	{
+		int nv[2];
+		if (socketpair(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0, nv) < 0) {
+			fprintf(stderr, "sluice: socketpair: %s\n", strerror(errno));
+			return 1;
+		}
+		m.notify_rd = nv[0];
+		m.notify_wr = nv[1];
+		/* Workers never wait for the runner. */
+		fcntl(nv[1], F_SETFL, fcntl(nv[1], F_GETFL) | O_NONBLOCK);
+		fcntl(nv[0], F_SETFL, fcntl(nv[0], F_GETFL) | O_NONBLOCK);
+		int big = 1 << 20;
+		setsockopt(nv[0], SOL_SOCKET, SO_RCVBUF, &big, sizeof(big));
+	}
+	m.ctl_fd = runner_ctl_listen(c, &e);
+	if (m.ctl_fd < 0) {
+		fprintf(stderr, "sluice: %s\n", e.msg);
+		log_event(LOG_LVL_ERR, "start_failed", "error=\"%s\"", e.msg);
+		return 1;
+	}
+	m.local_fd = local_socket(c, m.cur, &e);
+	if (m.local_fd < 0) {
+		log_event(LOG_LVL_WARN, "sendmail_socket", "error=\"%s\" msg=\"sendmail cannot "
+			  "hand mail to the daemon\"", e.msg);
+		e.msg[0] = 0;
 	}
 	m.slots = ipc_slots_new(IPC_MAX_SLOTS);
 	if (!m.slots) {
@@ -568,6 +809,7 @@ int master_run(const struct daemon_opts *o, struct conf *c)
 	}
 	m.want_workers = c->smtp_workers ? c->smtp_workers : ncores();
 	spawn_authd(&m);
+	spawn_runner(&m);
 	fill_workers(&m);
 	log_event(LOG_LVL_INFO, "workers_started", "count=%zu", count_current(&m));
 
@@ -587,18 +829,26 @@ int master_run(const struct daemon_opts *o, struct conf *c)
 				kill(m.children[i].pid, SIGTERM);
 			if (m.authd_pid > 0)
 				kill(m.authd_pid, SIGTERM);
+			if (m.runner_pid > 0)
+				kill(m.runner_pid, SIGTERM);
 			stop_deadline = time_mono_ms() + (int64_t)m.cur->conf->shutdown_timeout * 1000 +
 					5000;
 		}
 		if (m.stopping) {
 			reap(&m);
-			if (m.n_children == 0 && m.authd_pid <= 0)
+			/* mdeliver ends when the runner closes its socket. */
+			if (m.n_children == 0 && m.authd_pid <= 0 && m.runner_pid <= 0 &&
+			    m.md_pid <= 0)
 				break;
 			if (time_mono_ms() > stop_deadline) {
 				for (size_t i = 0; i < m.n_children; i++)
 					kill(m.children[i].pid, SIGKILL);
 				if (m.authd_pid > 0)
 					kill(m.authd_pid, SIGKILL);
+				if (m.runner_pid > 0)
+					kill(m.runner_pid, SIGKILL);
+				if (m.md_pid > 0)
+					kill(m.md_pid, SIGKILL);
 			}
 			continue;
 		}
@@ -613,6 +863,8 @@ int master_run(const struct daemon_opts *o, struct conf *c)
 		}
 		if (m.authd_pid <= 0 && time_mono_ms() >= m.authd_respawn_at_ms)
 			spawn_authd(&m);
+		if (m.runner_pid <= 0 && m.md_pid <= 0 && time_mono_ms() >= m.runner_respawn_at_ms)
+			spawn_runner(&m);
 		if (time_mono_ms() >= m.respawn_at_ms) {
 			size_t before = count_current(&m);
 			fill_workers(&m);
@@ -631,6 +883,14 @@ int master_run(const struct daemon_opts *o, struct conf *c)
 	free(m.socks);
 	if (m.authd_fd >= 0)
 		close(m.authd_fd);
+	if (m.local_fd >= 0) {
+		close(m.local_fd);
+		unlink(m.cur->conf->sendmail_socket);
+	}
+	if (m.ctl_fd >= 0)
+		close(m.ctl_fd);
+	close(m.notify_rd);
+	close(m.notify_wr);
 	for (size_t i = 0; i < m.n_old; i++)
 		gen_free(m.old[i]);
 	free(m.old);

@@ -44,6 +44,23 @@ void worker_policy(const struct conf *c, const struct conf_listener *l, bool tls
 	p->hide_client_ip = l->role == CONF_ROLE_SUBMISSION && c->received_hide_client_ip;
 }
 
+void worker_policy_local(const struct conf *c, struct smtp_policy *p)
+{
+	memset(p, 0, sizeof(*p));
+	p->role = SMTP_ROLE_LOCAL;
+	p->hostname = c->primary_hostname;
+	p->local_domains = (const char *const *)c->local_domains;
+	p->n_local_domains = c->n_local_domains;
+	p->line_max = c->smtp_line_max;
+	p->message_max = c->message_size_limit;
+	p->rcpt_max = c->recipients_max;
+	p->errors_max = c->smtp_max_errors;
+	p->data_line_max = c->message_line_max;
+	p->header_max = c->message_header_max;
+	/* Scripts and cron omit them more often than mail clients do. */
+	p->add_missing_headers = true;
+}
+
 /* The clock of ACL rate conditions: monotonic, so that a clock step does
  * not empty or fill the windows. */
 static int64_t worker_clock(void)
@@ -130,12 +147,21 @@ int worker_main(const struct worker_args *a)
 	srv.on_empty = on_empty;
 	if (a->authd_tag)
 		srv.authc = authc_new(base, a->authd_tag, 30);
-	srv.n_listeners = a->n_listeners;
+	srv.notify_fd = a->notify_fd;
+	srv.n_listeners = a->n_listeners + (a->local_fd >= 0);
 	/* One rate table per worker: ACL rate limits count per process. */
 	uint64_t seed = 0;
 	(void)rand_bytes(&seed, sizeof(seed));
 	struct rate_table *rates = rate_new(100000, seed);
-	srv.listeners = xcalloc(a->n_listeners, sizeof(*srv.listeners));
+	srv.listeners = xcalloc(srv.n_listeners, sizeof(*srv.listeners));
+	if (a->local_fd >= 0) {
+		struct net_listener *l = &srv.listeners[a->n_listeners];
+		l->fd = a->local_fd;
+		l->local = true;
+		worker_policy_local(a->conf, &l->policy);
+		l->policy.rates = rates;
+		l->policy.clock_s = worker_clock;
+	}
 	for (size_t i = 0; i < a->n_listeners; i++) {
 		struct net_listener *l = &srv.listeners[i];
 		l->fd = a->listeners[i].fd;

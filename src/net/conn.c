@@ -37,6 +37,7 @@ struct net_conn {
 	struct smtp_client client;
 	char sid[40];
 	char ip[INET6_ADDRSTRLEN];
+	char luser[32];                 /* "uid:N" on the sendmail socket */
 	struct spool_msg *msg;
 	bool msg_failed;
 	char qid[QUEUE_ID_LEN + 1];
@@ -599,7 +600,15 @@ static void commit_cb(evutil_socket_t fd, short what, void *arg)
 			log_kv(l, "role", "%s", smtp_role_name(c->l->policy.role));
 			if (env->tls_version)
 				log_kv(l, "tls", "%s", env->tls_version);
+			if (c->client.local_user)
+				log_kv(l, "user", "%s", c->client.local_user);
 			log_end(l);
+			/* Wake the queue runner.  A lost datagram (runner restarting,
+			 * queue full) only delays: the runner scans the spool when
+			 * it starts. */
+			if (srv->notify_fd >= 0)
+				(void)!send(srv->notify_fd, c->qid, strlen(c->qid),
+					    MSG_DONTWAIT | MSG_NOSIGNAL);
 		} else {
 			log_event(LOG_LVL_ERR, "commit_failed", "session=%s id=%s error=\"%s\"", c->sid,
 				  c->qid, e.msg);
@@ -662,7 +671,8 @@ static void accept_cb(struct evconnlistener *lev, evutil_socket_t fd, struct soc
 	}
 	evutil_make_socket_nonblocking(fd);
 	int one = 1;
-	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	if (!l->local)
+		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	struct net_conn *c = xcalloc(1, sizeof(*c));
 	c->srv = srv;
 	c->l = l;
@@ -674,6 +684,18 @@ static void accept_cb(struct evconnlistener *lev, evutil_socket_t fd, struct soc
 	c->client.ip = c->ip;
 	c->client.rdns = NULL;
 	c->client.local_port = l->port;
+	if (l->local) {
+		struct ucred cred;
+		socklen_t cl = sizeof(cred);
+		if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &cl) < 0) {
+			close(fd);
+			free(c);
+			return;
+		}
+		snprintf(c->ip, sizeof(c->ip), "local");
+		snprintf(c->luser, sizeof(c->luser), "uid:%u", (unsigned)cred.uid);
+		c->client.local_user = c->luser;
+	}
 	c->client.make_nonce = make_nonce;
 	c->s = smtp_session_new(&l->policy, &c->client);
 	c->ev_io = event_new(srv->base, fd, EV_READ | EV_PERSIST, conn_io_cb, c);

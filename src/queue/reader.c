@@ -126,7 +126,8 @@ int spool_format_env(const struct spool_env *env, struct buf *out, struct err *e
 {
 	if (!queue_id_valid(env->id))
 		return err_set(e, "spool envelope: invalid queue id");
-	if (!env->role || (strcmp(env->role, "mx") != 0 && strcmp(env->role, "submission") != 0))
+	if (!env->role || (strcmp(env->role, "mx") != 0 && strcmp(env->role, "submission") != 0 &&
+			   strcmp(env->role, "local") != 0))
 		return err_set(e, "spool envelope: invalid role");
 	if (!env->client_ip || !token_ok(env->client_ip, strlen(env->client_ip)))
 		return err_set(e, "spool envelope: invalid client address");
@@ -299,7 +300,8 @@ static int parse_line(const char *line, size_t len, struct spool_env *out, unsig
 		out->received = (int64_t)num;
 		return 0;
 	case 2: /* role */
-		if (!word_is(v, vlen, "mx") && !word_is(v, vlen, "submission"))
+		if (!word_is(v, vlen, "mx") && !word_is(v, vlen, "submission") &&
+		    !word_is(v, vlen, "local"))
 			return err_set(e, "spool envelope line %zu: bad role", lineno);
 		out->role = str_ndup(v, vlen);
 		return 0;

@@ -229,6 +229,8 @@ const char *smtp_role_name(enum smtp_role r)
 		return "mx";
 	case SMTP_ROLE_SUBMISSION:
 		return "submission";
+	case SMTP_ROLE_LOCAL:
+		return "local";
 	}
 	return "unknown";
 }

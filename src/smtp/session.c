@@ -757,7 +757,7 @@ static void body_start(struct smtp_session *s)
 	s->bad = BAD_NONE;
 	s->abort_sent = false;
 	s->body_open = true;
-	s->track_hdrs = s->pol->role == SMTP_ROLE_SUBMISSION && s->pol->add_missing_headers;
+	s->track_hdrs = s->pol->role != SMTP_ROLE_MX && s->pol->add_missing_headers;
 	s->seen_date = false;
 	s->seen_msgid = false;
 	from_clear(s);
@@ -2067,6 +2067,10 @@ struct smtp_session *smtp_session_new(const struct smtp_policy *policy,
 	else if (client->ip && inet_pton(AF_INET6, client->ip, s->cli_addr) == 1)
 		s->cli_family = AF_INET6;
 	s->state = ST_CMD;
+	if (client->local_user) {
+		s->auth_user = str_dup(client->local_user);
+		s->env.auth_user = s->auth_user;
+	}
 	return s;
 }
 

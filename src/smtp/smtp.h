@@ -116,7 +116,7 @@ int smtp_xtext_encode(const void *p, size_t n, struct buf *out);
 
 /* ---- session --------------------------------------------------------- */
 
-enum smtp_role { SMTP_ROLE_MX = 0, SMTP_ROLE_SUBMISSION = 1 };
+enum smtp_role { SMTP_ROLE_MX = 0, SMTP_ROLE_SUBMISSION = 1, SMTP_ROLE_LOCAL = 2 };
 const char *smtp_role_name(enum smtp_role r);
 
 /*
@@ -163,6 +163,9 @@ struct smtp_client {
 	 * randomness comes from the caller, never from this module. */
 	void (*make_nonce)(void *ctx, struct buf *out);
 	void *nonce_ctx;
+	/* Set on the local injection socket: the session starts authenticated
+	 * as this identity, which the kernel vouched for (SO_PEERCRED). */
+	const char *local_user;
 };
 
 struct smtp_rcpt {

@@ -246,7 +246,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		.add_missing_headers = (g & 32) != 0,
 		.hide_client_ip = (g & 64) != 0,
 	};
-	struct smtp_client c = { "F", "192.0.2.1", NULL, 25, (g & 128) ? NULL : fz_nonce, NULL };
+	struct smtp_client c = { "F", "192.0.2.1", NULL, 25, (g & 128) ? NULL : fz_nonce, NULL, NULL };
 	struct smtp_session *s = smtp_session_new(&p, &c);
 	struct fz_state st = { 0 };
 	size_t i = 2;

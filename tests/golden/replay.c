@@ -406,7 +406,7 @@ static int replay(const char *script, bool bytewise, struct record *r, struct go
 	char *copy = str_dup(script);
 	struct smtp_session *s = NULL;
 	static const struct smtp_client client = { "G1", "192.0.2.1", NULL, 25, golden_nonce,
-						   NULL };
+						   NULL, NULL };
 	int rc = 0;
 	int lineno = 0;
 	char *save = NULL;

@@ -73,6 +73,14 @@ def config_text(d, cert, ports, extra="", listeners=True, **overrides):
         "smtp_workers": "2",
         "message_size_limit": "1M",
         "shutdown_timeout": "3s",
+        # Delivery stays off unless a test turns it on, so that tests can
+        # look at what was queued; and nothing outside the test directory
+        # is touched: local sockets, mailboxes and DNS data are its own.
+        "queue_only": "yes",
+        "sendmail_socket": os.path.join(d, "sendmail.sock"),
+        "maildir_path": os.path.join(d, "mail", "%d", "%n"),
+        "dns_resolv_conf": "",
+        "dns_unbound_config": write_unbound_conf(d),
     }
     for k, v in overrides.items():
         if v is None:
@@ -90,6 +98,22 @@ def config_text(d, cert, ports, extra="", listeners=True, **overrides):
     if extra:
         lines.append(extra)
     return "\n".join(lines) + "\n"
+
+
+def write_unbound_conf(d, data=(), name="unbound.conf"):
+    """A libunbound configuration answering from local data only: the
+    static zones make every other name NXDOMAIN at once, so nothing leaves
+    the machine.  data: local-data records ("example.net. MX 10 mx.example.net.")."""
+    path = os.path.join(d, name)
+    lines = ["server:",
+             '    local-zone: "." static',
+             "    do-not-query-localhost: yes"]
+    for rr in data:
+        lines.append('    local-data: "%s"' % rr)
+    with open(path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    os.chmod(path, 0o644)
+    return path
 
 
 def write_config(d, cert, ports, extra="", name="sluice.conf", **overrides):
@@ -219,10 +243,23 @@ class Daemon:
         s.close()
         return True
 
+    def service_pids(self):
+        """The master's children that are not SMTP workers: the auth
+        process, the queue runner and the local delivery process."""
+        out = set()
+        for e in self.events("authd_started"):
+            out.add(int(e["pid"]))
+        for e in self.events("runner_started"):
+            if "mdeliver" in e:
+                out.add(int(e["pid"]))
+                out.add(int(e["mdeliver"]))
+        return out
+
     def worker_pids(self):
         pids = children(self.pid)
         self.seen_workers.update(pids)
-        return pids
+        svc = self.service_pids()
+        return [p for p in pids if p not in svc]
 
     def note_workers(self):
         return self.worker_pids()
@@ -252,7 +289,8 @@ class Daemon:
 
     def kill_all(self):
         """SIGKILL the master and every worker at once (a crash)."""
-        pids = [self.pid] + self.worker_pids()
+        pids = [self.pid] + children(self.pid)
+        self.seen_workers.update(pids[1:])
         for p in pids:
             try:
                 os.kill(p, signal.SIGKILL)

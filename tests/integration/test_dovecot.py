@@ -1,5 +1,6 @@
 """auth_backend = dovecot: passwords checked by a private Dovecot through
 its auth-client socket."""
+import glob
 import os
 import shutil
 import signal
@@ -259,3 +260,34 @@ def test_no_password_in_logs(dv_daemon, dovecot):
     for s in (BOB_PW, "Guess-9876"):
         assert s not in log
         assert s not in dovecot.log()
+
+
+def test_lmtp_delivery_into_dovecot(auth_daemon, dovecot):
+    """local_delivery = lmtp: a real Dovecot LMTP server stores the message,
+    and its per-recipient replies are honoured (an unknown user fails while
+    the other recipient is delivered)."""
+    lmtp = os.path.join(dovecot.dir, "run", "lmtp")
+    assert wait_until(lambda: os.path.exists(lmtp), 10), dovecot.log()
+    # Dovecot's users are stored as nobody (its userdb): the mail tree is theirs.
+    import pwd
+    nobody = pwd.getpwnam("nobody")
+    os.chown(os.path.join(dovecot.dir, "mail"), nobody.pw_uid, nobody.pw_gid)
+    d = auth_daemon(queue_only="no", local_delivery="lmtp", lmtp_socket=lmtp)
+    s = smtplib.SMTP("127.0.0.1", d.mx, timeout=15)
+    refused = s.sendmail("someone@elsewhere.example", [BOB, "dave@test.example"],
+                         "Subject: via lmtp\r\nMessage-ID: <lmtp-1@x>\r\n\r\nhello dovecot\r\n")
+    s.quit()
+    assert refused == {}
+    d.wait_event("completed", timeout=20)
+    md = os.path.join(dovecot.dir, "mail", "test.example", "bob", "Maildir")
+    files = glob.glob(os.path.join(md, "new", "*")) + glob.glob(os.path.join(md, "cur", "*"))
+    assert len(files) == 1, dovecot.log()
+    raw = open(files[0], "rb").read()
+    assert b"Subject: via lmtp" in raw
+    assert b"hello dovecot" in raw
+    qid = d.events("queued")[0]["id"]
+    ok = d.events("delivery", result="delivered", id=qid)
+    bad = d.events("delivery", result="failed", id=qid)
+    assert [e["rcpt"] for e in ok] == [BOB]
+    assert [e["rcpt"] for e in bad] == ["dave@test.example"]
+    assert bad[0]["reply"].startswith("550")

@@ -19,6 +19,8 @@
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <sys/wait.h>
+#include <grp.h>
 
 #include "deliver/deliver.h"
 
@@ -349,25 +351,52 @@ static void test_deliver_tmp_is_file(void **state)
 	close(fd);
 }
 
+/* The delivery itself, as a user the permissions bind: 0 when it failed
+ * as a temporary error and left nothing in new/. */
+static int readonly_attempt(const char *md, int fd)
+{
+	char p[400];
+	bool temp = false;
+	struct err e;
+	if (maildir_deliver(md, "", 0, fd, 0, 3, "h", NULL, &temp, &e) != -1 || !temp)
+		return 1;
+	join(p, sizeof(p), md, "new");
+	return dir_count(p, NULL, 0) == 0 ? 0 : 2;
+}
+
 static void test_deliver_readonly(void **state)
 {
-	if (geteuid() == 0) {
-		/* Permissions do not bind root. */
-		skip();
-	}
 	char md[300], p[400];
 	join(md, sizeof(md), root, "ro");
 	make_md(md, true, true, true);
 	join(p, sizeof(p), md, "tmp");
 	assert_int_equal(chmod(p, 0500), 0);
 	int fd = spool_file("a\r\n", 3);
-	bool temp = false;
-	struct err e;
-	assert_int_equal(maildir_deliver(md, "", 0, fd, 0, 3, "h", NULL, &temp, &e), -1);
-	assert_true(temp);
-	join(p, sizeof(p), md, "new");
-	assert_int_equal(dir_count(p, NULL, 0), 0);
+	if (geteuid() != 0) {
+		assert_int_equal(readonly_attempt(md, fd), 0);
+		close(fd);
+		return;
+	}
+	/* Permissions do not bind root: the attempt runs in a child as an
+	 * unprivileged user that owns the Maildir (whose tmp/ is 0500). */
+	assert_int_equal(chmod(root, 0755), 0);
+	const char *subs[] = { "", "/tmp", "/new", "/cur" };
+	for (size_t i = 0; i < 4; i++) {
+		snprintf(p, sizeof(p), "%s%s", md, subs[i]);
+		assert_int_equal(chown(p, 65534, 65534), 0);
+	}
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		if (setgroups(0, NULL) < 0 || setgid(65534) < 0 || setuid(65534) < 0)
+			_exit(3);
+		_exit(readonly_attempt(md, fd));
+	}
 	close(fd);
+	int st = 0;
+	assert_int_equal(waitpid(pid, &st, 0), pid);
+	assert_true(WIFEXITED(st));
+	assert_int_equal(WEXITSTATUS(st), 0);
 }
 
 /* A write that fails midway (a file size limit stands in for a full disk

@@ -75,8 +75,8 @@ static void test_nonce(void *ctx, struct buf *out)
 	buf_puts(out, "SNONCE");
 }
 
-static const struct smtp_client client = { "S1", "192.0.2.1", NULL, 25, test_nonce, NULL };
-static const struct smtp_client client_no_nonce = { "S1", "192.0.2.1", NULL, 25, NULL, NULL };
+static const struct smtp_client client = { "S1", "192.0.2.1", NULL, 25, test_nonce, NULL, NULL };
+static const struct smtp_client client_no_nonce = { "S1", "192.0.2.1", NULL, 25, NULL, NULL, NULL };
 static bool use_no_nonce;
 
 /* Nothing a client sends as a secret ever reaches a log action: the
@@ -1478,7 +1478,7 @@ static void test_received_auth(void **state)
 	env.tls_version = "TLSv1.3";
 	env.tls_cipher = "C";
 	env.auth_user = "alice@test.example";
-	struct smtp_client c = { "S", "192.0.2.1", "host.client.example", 587, NULL, NULL };
+	struct smtp_client c = { "S", "192.0.2.1", "host.client.example", 587, NULL, NULL, NULL };
 	struct buf b;
 	buf_init(&b, 4096);
 	smtp_received_header(&b, &pol, &c, &env, "Q1", "D");

@@ -1,0 +1,550 @@
+"""Queue runner and delivery, end to end on loopback: local Maildirs,
+remote mail exchangers found through the resolver's local data, retries,
+bounces (RFC 3464), Null MX, crash recovery and the queue tools."""
+import email
+import email.policy
+import glob
+import mailbox
+import os
+import pwd
+import signal
+import smtplib
+import subprocess
+import time
+
+import pytest
+
+from helpers import client_ctx, wait_until, write_unbound_conf
+from peer import Peer
+
+ALICE = "alice@test.example"
+CAROL = "carol@other.example"
+MSG = ("From: Alice <alice@test.example>\r\nTo: someone\r\nSubject: delivery test\r\n"
+       "Message-ID: <dlv-1@test.example>\r\nDate: Sun, 29 Nov 2026 08:00:00 +0000\r\n"
+       "\r\nfirst line\r\n.leading dot\r\nlast line\r\n")
+
+
+@pytest.fixture
+def peer(cert):
+    p = Peer("127.0.0.2", tls_cert=cert)
+    yield p
+    p.close()
+
+
+@pytest.fixture
+def dlv(auth_daemon, test_dir, peer):
+    """dlv(records=(), **options) -> a daemon that delivers: remote.example's
+    MX is 127.0.0.2 (the peer), retries are seconds apart."""
+
+    def start(records=(), run=True, **kw):
+        recs = ["remote.example. MX 10 mx.remote.example.",
+                "mx.remote.example. A 127.0.0.2"] + list(records)
+        ub = write_unbound_conf(test_dir, recs, name="unbound-dlv.conf")
+        opts = dict(queue_only="no", remote_smtp_port=str(peer.port), dns_unbound_config=ub,
+                    queue_retry_min="1s", queue_retry_max="2s",
+                    remote_command_timeout="5s", remote_connect_timeout="3s")
+        opts.update(kw)
+        return auth_daemon(run=run, **opts)
+
+    return start
+
+
+def submit(d, rcpts, msg=MSG, user=ALICE, sender=None):
+    s = smtplib.SMTP("127.0.0.1", d.sub, timeout=15)
+    try:
+        s.starttls(context=client_ctx())
+        s.login(user, d.passwords[user])
+        refused = s.sendmail(sender or user, rcpts, msg)
+        assert refused == {}
+    finally:
+        s.quit()
+
+
+def maildir(d, addr):
+    local, dom = addr.split("@")
+    return os.path.join(d.dir, "mail", dom, local)
+
+
+def wait_mail(d, addr, n=1, timeout=20):
+    md = maildir(d, addr)
+    ok = wait_until(lambda: len(glob.glob(os.path.join(md, "new", "*"))) >= n, timeout)
+    assert ok, "no mail in %s; log:\n%s" % (md, d.log_tail(40))
+    return mailbox.Maildir(md, factory=None, create=False)
+
+
+def wait_queue_empty(d, timeout=20):
+    ok = wait_until(lambda: d.queue_ids() == [], timeout)
+    assert ok, "queue not empty: %r\n%s" % (d.queue_ids(), d.log_tail(40))
+
+
+# ---- local delivery --------------------------------------------------------
+
+def test_submission_to_local_maildir(dlv):
+    d = dlv()
+    submit(d, [ALICE])
+    box = wait_mail(d, ALICE)
+    msgs = list(box)
+    assert len(msgs) == 1
+    m = msgs[0]
+    assert m["Subject"] == "delivery test"
+    assert m["Return-Path"] == "<%s>" % ALICE
+    assert m["Delivered-To"] == ALICE
+    assert m["Received"] is not None
+    # Maildir files hold LF line ends; the dot-stuffed line is restored.
+    name = glob.glob(os.path.join(maildir(d, ALICE), "new", "*"))[0]
+    raw = open(name, "rb").read()
+    assert b"\r\n" not in raw
+    assert b"\n.leading dot\n" in raw
+    assert raw.endswith(b"last line\n")
+    # The S= size in the name is the file's size.
+    assert name.endswith(",S=%d" % len(raw))
+    # Owned by the mailbox user (mail_user defaults to user = nobody).
+    st = os.stat(name)
+    assert st.st_uid == pwd.getpwnam("nobody").pw_uid
+    assert st.st_mode & 0o077 == 0
+    wait_queue_empty(d)
+    ev = d.wait_event("delivery", result="delivered")
+    assert ev[0]["via"] == "maildir"
+    assert d.events("completed")
+
+
+def test_mx_to_local_user_and_alias(dlv, test_dir):
+    aliases = os.path.join(test_dir, "aliases")
+    with open(aliases, "w") as f:
+        f.write("team: alice, dave\n")
+    os.chmod(aliases, 0o644)
+    d = dlv(aliases_file=aliases)
+    s = smtplib.SMTP("127.0.0.1", d.mx, timeout=15)
+    s.sendmail("someone@elsewhere.example", ["team@test.example"], MSG)
+    s.quit()
+    a = wait_mail(d, ALICE)
+    dv = wait_mail(d, "dave@test.example")
+    assert list(a)[0]["Delivered-To"] == ALICE
+    assert list(dv)[0]["Delivered-To"] == "dave@test.example"
+    assert list(a)[0]["Return-Path"] == "<someone@elsewhere.example>"
+    wait_queue_empty(d)
+
+
+def test_maildir_unwritable_is_retried(dlv, test_dir):
+    d = dlv()
+    nobody = pwd.getpwnam("nobody").pw_uid
+    # The domain's directory belongs to root, mode 0700: the mailbox owner
+    # (nobody) cannot create the Maildir.  A temporary failure: the message
+    # stays queued, and is delivered once the permissions are mended.
+    base = os.path.join(test_dir, "mail", "test.example")
+    os.makedirs(base, exist_ok=True)
+    os.chmod(base, 0o700)
+    submit(d, [ALICE])
+    d.wait_event("deferred", timeout=15)
+    assert len(d.queue_ids()) == 1
+    ev = d.events("delivery", result="deferred")
+    assert ev and ev[0]["via"] == "maildir"
+    assert "Permission denied" in ev[0]["reply"]
+    # Then a file where the Maildir should be: still only deferred.
+    os.chown(base, nobody, -1)
+    blocker = os.path.join(base, "alice")
+    with open(blocker, "w") as f:
+        f.write("in the way")
+    r = d.cli("-q")
+    assert r.returncode == 0, r.stderr
+    d.wait_event("deferred", count=2, timeout=15)
+    assert len(d.queue_ids()) == 1
+    os.unlink(blocker)
+    d.cli("-q")
+    wait_mail(d, ALICE, timeout=20)
+    wait_queue_empty(d)
+
+
+# ---- remote delivery ------------------------------------------------------
+
+def test_remote_delivery_through_mx(dlv, peer):
+    d = dlv()
+    submit(d, ["bob@remote.example", "carl@remote.example"])
+    t = peer.wait_transactions(1)[0]
+    assert t.mail_from == ALICE
+    assert sorted(t.rcpts) == ["bob@remote.example", "carl@remote.example"]
+    assert b"Subject: delivery test" in t.data
+    assert b"\r\n.leading dot\r\n" in t.data
+    assert t.data.startswith(b"Received: ")
+    # Opportunistic STARTTLS was used (the peer offers it).
+    assert t.tls
+    assert "SIZE=" in t.mail_params.upper()
+    wait_queue_empty(d)
+    ev = d.wait_event("delivery", result="delivered")
+    assert "127.0.0.2" in ev[0]["via"]
+    # One connection for both recipients.
+    assert peer.connections == 1
+
+
+def test_connection_reused_for_several_messages(dlv, peer):
+    d = dlv(queue_only="yes", remote_max_per_destination="1")
+    for i in range(3):
+        submit(d, ["r%d@remote.example" % i])
+    assert len(d.queue_ids()) == 3
+    r = d.cli("-q")
+    assert r.returncode == 0, r.stderr
+    peer.wait_transactions(3)
+    wait_queue_empty(d)
+    # One connection at most: it carried the three messages in turn.
+    assert peer.connections == 1
+
+
+def test_451_then_250_delivered_on_retry(dlv, peer):
+    calls = []
+
+    def rcpt(addr, p):
+        calls.append(addr)
+        return "451 4.3.0 try again later" if len(calls) == 1 else "250 2.1.5 ok"
+
+    peer.rcpt_reply = rcpt
+    d = dlv()
+    submit(d, ["later@remote.example"])
+    d.wait_event("deferred", timeout=15)
+    peer.wait_transactions(1, timeout=20)
+    wait_queue_empty(d)
+    assert len(calls) == 2
+    assert not glob.glob(os.path.join(maildir(d, ALICE), "new", "*")), "no bounce expected"
+
+
+def test_550_bounces_to_sender_with_rfc3464_report(dlv, peer):
+    peer.rcpt_reply = lambda a, p: ("550 5.1.1 no such user here" if a.startswith("nobody")
+                                    else "250 2.1.5 ok")
+    d = dlv()
+    submit(d, ["nobody@remote.example", "somebody@remote.example"])
+    box = wait_mail(d, ALICE)
+    wait_queue_empty(d)
+    assert len(peer.wait_transactions(1)[0].rcpts) == 1
+    raw = open(glob.glob(os.path.join(maildir(d, ALICE), "new", "*"))[0], "rb").read()
+    m = email.message_from_bytes(raw, policy=email.policy.default)
+    assert m["Return-Path"] == "<>"
+    assert m.get_content_type() == "multipart/report"
+    assert m.get_param("report-type") == "delivery-status"
+    assert m["Auto-Submitted"].startswith("auto-replied")
+    parts = list(m.iter_parts())
+    assert parts[0].get_content_type() == "text/plain"
+    assert parts[1].get_content_type() == "message/delivery-status"
+    assert parts[2].get_content_type() in ("message/rfc822", "text/rfc822-headers")
+    # The per-recipient fields of RFC 3464 section 2.3.
+    status = parts[1].as_bytes().decode("utf-8", "replace")
+    assert "Reporting-MTA: dns; " in status
+    assert "Final-Recipient: rfc822; nobody@remote.example" in status
+    assert "Action: failed" in status
+    assert "Status: 5.1.1" in status
+    assert "Diagnostic-Code: smtp; 550 5.1.1 no such user here" in status
+    assert "somebody@remote.example" not in status
+    assert b"Subject: delivery test" in parts[2].as_bytes()
+    # No bounce for the bounce: the report itself went out from <>.
+    ev = d.events("report", action="failed")
+    assert len(ev) == 1
+
+
+def test_null_mx_bounces_without_connecting(dlv, peer):
+    d = dlv(records=["nullmx.example. MX 0 ."])
+    submit(d, ["x@nullmx.example"])
+    box = wait_mail(d, ALICE)
+    wait_queue_empty(d)
+    raw = open(glob.glob(os.path.join(maildir(d, ALICE), "new", "*"))[0], "rb").read()
+    assert b"Status: 5.1.10" in raw
+    assert peer.connections == 0
+
+
+def test_no_such_domain_bounces(dlv, peer):
+    d = dlv()
+    submit(d, ["x@does-not-exist.example"])
+    wait_mail(d, ALICE)
+    raw = open(glob.glob(os.path.join(maildir(d, ALICE), "new", "*"))[0], "rb").read()
+    assert b"Action: failed" in raw
+    assert peer.connections == 0
+
+
+def test_implicit_mx_and_literal(dlv, peer):
+    d = dlv(records=["plain.example. A 127.0.0.2"])
+    submit(d, ["a@plain.example"])
+    submit(d, ["b@[127.0.0.2]"])
+    peer.wait_transactions(2)
+    got = sorted(r for t in peer.transactions for r in t.rcpts)
+    assert got == ["a@plain.example", "b@[127.0.0.2]"]
+    wait_queue_empty(d)
+
+
+def test_lifetime_expiry_bounces(dlv, peer):
+    peer.rcpt_reply = lambda a, p: "451 4.7.1 greylisted"
+    d = dlv(queue_lifetime="3s")
+    submit(d, ["grey@remote.example"])
+    wait_mail(d, ALICE, timeout=30)
+    wait_queue_empty(d)
+    raw = open(glob.glob(os.path.join(maildir(d, ALICE), "new", "*"))[0], "rb").read()
+    assert b"Action: failed" in raw
+    assert b"retry time exceeded" in raw
+
+
+# ---- robustness ------------------------------------------------------------
+
+@pytest.mark.parametrize("mode", ["hang", "garbage", "drop_in_data"])
+def test_bad_peer_is_a_temporary_failure(dlv, peer, mode):
+    peer.mode = mode
+    d = dlv(remote_command_timeout="2s")
+    submit(d, ["x@remote.example"])
+    d.wait_event("deferred", timeout=20)
+    assert len(d.queue_ids()) == 1
+    ev = d.events("delivery", result="deferred")
+    assert ev, d.log_tail(30)
+    # Fixed peer: delivered on a later attempt.
+    peer.mode = "normal"
+    peer.wait_transactions(1, timeout=30)
+    wait_queue_empty(d, timeout=30)
+
+
+def test_sigkill_during_delivery_loses_nothing(dlv, peer):
+    import threading
+    release = threading.Event()
+    peer.before_data_reply = lambda t, p: release.wait(30)
+    d = dlv()
+    submit(d, ["slow@remote.example"])
+    assert wait_until(lambda: len(peer.attempts) >= 1, 15)
+    ids = d.queue_ids()
+    assert len(ids) == 1
+    d.kill_all()
+    release.set()
+    peer.before_data_reply = None
+    # The message is still queued; after a restart it is delivered again
+    # (at least once) and then gone.
+    assert d.queue_ids() == ids
+    d.start()
+    d.wait_ready()
+    peer.wait_transactions(1, timeout=30)
+    wait_queue_empty(d, timeout=30)
+
+
+def test_restart_resumes_retry_schedule(dlv, peer):
+    peer.rcpt_reply = lambda a, p: "451 4.3.0 later"
+    d = dlv(queue_retry_min="1h", queue_retry_max="2h")
+    submit(d, ["x@remote.example"])
+    d.wait_event("deferred")
+    qid = d.queue_ids()[0]
+    state = os.path.join(d.spool, "state", qid)
+    assert os.path.exists(state)
+    text = open(state).read()
+    assert "attempts 1" in text
+    assert d.stop() == 0
+    peer.rcpt_reply = lambda a, p: "250 ok"
+    d.start()
+    d.wait_ready()
+    time.sleep(2)
+    # Not due for an hour: no new attempt after the restart.
+    assert len(peer.attempts) == 1
+    assert d.queue_ids() == [qid]
+
+
+# ---- queue tools -------------------------------------------------------------
+
+def test_queue_tools(dlv, peer, test_dir):
+    d = dlv(queue_only="yes")
+    submit(d, ["one@remote.example"])
+    submit(d, ["two@remote.example"])
+    submit(d, ["three@remote.example"])
+    ids = sorted(d.queue_ids())
+    assert len(ids) == 3
+    # mailq: the binary called by that name lists the queue.
+    mailq = os.path.join(test_dir, "mailq")
+    if not os.path.exists(mailq):
+        os.symlink(d.binary, mailq)
+    r = subprocess.run([mailq, "-C", d.conf], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                       timeout=20)
+    assert r.returncode == 0, r.stderr
+    out = r.stdout.decode()
+    for i in ids:
+        assert i in out
+    assert "two@remote.example" in out
+    # -M: deliver one now.
+    r = d.cli("-M", ids[0])
+    assert r.returncode == 0, r.stderr
+    assert b"completed" in r.stdout
+    assert peer.wait_transactions(1)[0].rcpts == ["one@remote.example"]
+    # -Mrm: remove one.
+    r = d.cli("-Mrm", ids[1])
+    assert r.returncode == 0, r.stderr
+    assert sorted(d.queue_ids()) == [ids[2]]
+    # -Mg: give up, bounce now.
+    r = d.cli("-Mg", ids[2])
+    assert r.returncode == 0, r.stderr
+    wait_mail(d, ALICE)
+    raw = open(glob.glob(os.path.join(maildir(d, ALICE), "new", "*"))[0], "rb").read()
+    assert b"Action: failed" in raw
+    assert b"three@remote.example" in raw
+    wait_queue_empty(d)
+    assert len(peer.transactions) == 1
+    # Unknown ids are refused.
+    r = d.cli("-M", "0000000000a-00001-00")
+    assert r.returncode != 0
+    r = d.cli("-Mrm", "not-an-id")
+    assert r.returncode == 64
+
+
+def test_mrm_without_daemon(dlv, peer):
+    d = dlv(queue_only="yes")
+    submit(d, ["x@remote.example"])
+    ids = d.queue_ids()
+    assert d.stop() == 0
+    r = d.cli("-Mrm", ids[0])
+    assert r.returncode == 0, r.stderr
+    assert d.queue_ids() == []
+    r = d.cli("-q")
+    assert r.returncode == 69
+
+
+def test_sendmail_from_unprivileged_user(dlv, test_dir):
+    d = dlv()
+    nobody = pwd.getpwnam("nobody")
+    os.chmod(d.conf, 0o644)
+    msg = b"To: alice@test.example\nSubject: from cron\n\nhello from a script\n"
+    r = subprocess.run(["setpriv", "--reuid=%d" % nobody.pw_uid, "--regid=%d" % nobody.pw_gid,
+                        "--clear-groups", d.binary, "-C", d.conf, "-t", "-i"],
+                       input=msg, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=30)
+    assert r.returncode == 0, r.stderr
+    box = wait_mail(d, ALICE)
+    m = list(box)[0]
+    assert m["Subject"] == "from cron"
+    assert m["Date"] is not None and m["Message-ID"] is not None
+    assert "nobody@" in m["From"]
+    assert "uid:%d" % nobody.pw_uid in str(m["Received"])
+    ev = d.events("queued", role="local")
+    assert ev and ev[0]["user"] == "uid:%d" % nobody.pw_uid
+
+
+def test_sendmail_name_and_recipient_args(dlv, test_dir, peer):
+    d = dlv()
+    sm = os.path.join(test_dir, "sendmail")
+    if not os.path.exists(sm):
+        os.symlink(d.binary, sm)
+    msg = b"Subject: args\n\nbody\n.\nnot reached\n"
+    r = subprocess.run([sm, "-C", d.conf, "-f", "robot@test.example", "x@remote.example"],
+                       input=msg, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=30)
+    assert r.returncode == 0, r.stderr
+    t = peer.wait_transactions(1)[0]
+    assert t.mail_from == "robot@test.example"
+    assert t.rcpts == ["x@remote.example"]
+    # Without -i a lone dot ends the message.
+    assert b"not reached" not in t.data
+    assert b"body" in t.data
+
+
+def test_sendmail_without_daemon_is_tempfail(dlv):
+    d = dlv(run=False)
+    r = subprocess.run([d.binary, "-C", d.conf, "x@test.example"], input=b"Subject: x\n\ny\n",
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=30)
+    assert r.returncode == 75
+    assert b"daemon" in r.stderr
+
+
+def test_broken_tls_falls_back_to_plain(dlv, peer):
+    # Opportunistic TLS: a peer that offers STARTTLS but cannot do it
+    # still gets the message, in plain text, and the fallback is logged.
+    peer.mode = "bad_tls"
+    d = dlv()
+    submit(d, ["x@remote.example"])
+    d.wait_event("tls_fallback", timeout=15)
+    peer.mode = "normal"
+    t = peer.wait_transactions(1, timeout=20)[0]
+    assert not t.tls
+    wait_queue_empty(d)
+
+
+def test_remote_tls_verify_refuses_unverified_peer(dlv, peer):
+    # remote_tls = verify: a self-signed certificate is not good enough;
+    # the message waits instead of going out unverified.
+    d = dlv(remote_tls="verify")
+    submit(d, ["x@remote.example"])
+    d.wait_event("deferred", timeout=20)
+    assert peer.transactions == []
+    assert len(d.queue_ids()) == 1
+
+
+def test_ipv6_mail_exchanger(dlv, cert):
+    p6 = Peer("::1", tls_cert=cert)
+    try:
+        d = dlv(records=["v6.example. MX 10 mx.v6.example.", "mx.v6.example. AAAA ::1"],
+                remote_smtp_port=str(p6.port))
+        submit(d, ["six@v6.example"])
+        t = p6.wait_transactions(1)[0]
+        assert t.rcpts == ["six@v6.example"]
+        ev = d.wait_event("delivery", result="delivered")
+        assert "[::1]" in ev[0]["via"]
+    finally:
+        p6.close()
+
+
+@pytest.mark.parametrize("mode", ["starttls", "on_connect"])
+def test_smarthost_with_tls_and_auth(dlv, peer, cert, mode):
+    peer.auth = {"relayuser": "relay secret"}
+    peer.tls_on_connect = mode == "on_connect"
+    if mode == "on_connect":
+        peer.extensions = [e for e in peer.extensions if e != "STARTTLS"]
+    # The smarthost's certificate is checked against its name: the test
+    # certificate is for mx.test.example, made trusted here.
+    d = dlv(records=["mx.test.example. A 127.0.0.2"],
+            smarthost="mx.test.example:%d" % peer.port, smarthost_tls=mode,
+            smarthost_user="relayuser", smarthost_password="relay secret",
+            tls_verify_certificates=cert.cert)
+    # Even a domain with its own MX goes to the smarthost.
+    submit(d, ["far@remote.example", "away@nowhere.example"])
+    t = peer.wait_transactions(1)[0]
+    assert sorted(t.rcpts) == ["away@nowhere.example", "far@remote.example"]
+    assert t.tls
+    assert peer.logins == ["relayuser"]
+    wait_queue_empty(d)
+    r = d.cli("-bP", "smarthost_password")
+    assert b"relay secret" not in r.stdout
+
+
+def test_smarthost_refuses_to_send_password_without_tls(dlv, peer):
+    peer.auth = {"relayuser": "pw"}
+    peer.extensions = [e for e in peer.extensions if e != "STARTTLS"]
+    peer.tls_ctx = None
+    d = dlv(smarthost="127.0.0.2:%d" % peer.port, smarthost_tls="may",
+            smarthost_user="relayuser", smarthost_password="pw")
+    submit(d, ["x@remote.example"])
+    d.wait_event("deferred", timeout=20)
+    assert peer.logins == []
+    assert peer.transactions == []
+
+
+def test_delay_warning(dlv, peer):
+    peer.rcpt_reply = lambda a, p: "451 4.3.0 not now"
+    d = dlv(delay_warning="1s", queue_lifetime="1h")
+    submit(d, ["slowpoke@remote.example"])
+    box = wait_mail(d, ALICE, timeout=30)
+    raw = open(glob.glob(os.path.join(maildir(d, ALICE), "new", "*"))[0], "rb").read()
+    assert b"Action: delayed" in raw
+    assert b"Status: 4.3.0" in raw
+    # Still queued: a warning is not a bounce; and only one is sent.
+    assert len(d.queue_ids()) == 1
+    d.wait_event("deferred", count=3, timeout=30)
+    assert len(d.events("report", action="delayed")) == 1
+
+
+def test_dsn_notify_never_and_success(dlv, peer):
+    peer.rcpt_reply = lambda a, p: ("550 5.1.1 unknown" if a.startswith("gone")
+                                    else "250 2.1.5 ok")
+    d = dlv()
+    s = smtplib.SMTP("127.0.0.1", d.sub, timeout=15)
+    s.starttls(context=client_ctx())
+    s.login(ALICE, d.passwords[ALICE])
+    s.ehlo()
+    assert s.has_extn("dsn")
+    s.sendmail(ALICE, ["gone@remote.example"], MSG, rcpt_options=["NOTIFY=NEVER"])
+    s.sendmail(ALICE, ["here@remote.example"], MSG, mail_options=["ENVID=env-42"],
+               rcpt_options=["NOTIFY=SUCCESS,FAILURE", "ORCPT=rfc822;here@remote.example"])
+    s.quit()
+    box = wait_mail(d, ALICE, timeout=20)
+    wait_queue_empty(d)
+    time.sleep(1)
+    files = glob.glob(os.path.join(maildir(d, ALICE), "new", "*"))
+    # Only the success report: NOTIFY=NEVER suppressed the bounce.
+    assert len(files) == 1
+    raw = open(files[0], "rb").read()
+    assert b"Action: relayed" in raw or b"Action: delivered" in raw
+    assert b"Original-Envelope-Id: env-42" in raw
+    assert b"Original-Recipient: rfc822;here@remote.example" in raw
+    # The peer offers no DSN: the parameters were not passed on.
+    assert "NOTIFY" not in peer.transactions[0].mail_params
