@@ -291,3 +291,25 @@ def test_lmtp_delivery_into_dovecot(auth_daemon, dovecot):
     assert [e["rcpt"] for e in ok] == [BOB]
     assert [e["rcpt"] for e in bad] == ["dave@test.example"]
     assert bad[0]["reply"].startswith("550")
+
+
+def test_maildir_delivery_readable_by_dovecot(auth_daemon, dovecot):
+    """local_delivery = maildir into the tree Dovecot serves: Dovecot's own
+    doveadm reads the message back (what an IMAP client would see)."""
+    import pwd
+    nobody = pwd.getpwnam("nobody")
+    os.chown(os.path.join(dovecot.dir, "mail"), nobody.pw_uid, nobody.pw_gid)
+    d = auth_daemon(queue_only="no", local_delivery="maildir",
+                    maildir_path=os.path.join(dovecot.dir, "mail", "%d", "%n", "Maildir"))
+    s = smtplib.SMTP("127.0.0.1", d.mx, timeout=15)
+    s.sendmail("someone@elsewhere.example", [BOB],
+               "Subject: for dovecot\r\nMessage-ID: <md-1@x>\r\n\r\nread me back\r\n")
+    s.quit()
+    d.wait_event("completed", timeout=20)
+    r = subprocess.run(["doveadm", "-c", dovecot.conf, "fetch", "-u", BOB,
+                        "hdr.subject body", "mailbox", "INBOX", "all"],
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=30)
+    assert r.returncode == 0, r.stderr.decode() + dovecot.log()
+    out = r.stdout.decode()
+    assert "for dovecot" in out
+    assert "read me back" in out
