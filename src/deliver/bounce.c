@@ -466,6 +466,49 @@ static int report_boundary(const char *queue_id, const struct buf *parts[], size
 	return 0;
 }
 
+/*
+ * The original as a body part.  The spool holds CRLF lines, but the
+ * report must hold them whatever it is given: a bare LF becomes CRLF, a
+ * bare CR a space (so that no line starts where the boundary search did
+ * not look), and a line is cut at 998 characters (RFC 5322 2.1.1) rather
+ * than split.  Ends with a line end: the CRLF before a delimiter belongs
+ * to the delimiter (RFC 2046 5.1.1).
+ */
+static int append_original(struct buf *out, const char *p, size_t n)
+{
+	int bad = 0;
+	size_t line = 0, i = 0;
+	while (i < n) {
+		size_t run = 0;
+		while (i + run < n && p[i + run] != '\r' && p[i + run] != '\n')
+			run++;
+		if (run > 0) {
+			size_t room = line < 998 ? 998 - line : 0;
+			bad |= buf_append(out, p + i, run < room ? run : room);
+			line += run;
+			i += run;
+			continue;
+		}
+		if (p[i] == '\r' && i + 1 < n && p[i + 1] == '\n') {
+			bad |= buf_puts(out, "\r\n");
+			line = 0;
+			i += 2;
+		} else if (p[i] == '\n') {
+			bad |= buf_puts(out, "\r\n");
+			line = 0;
+			i++;
+		} else {
+			if (line < 998)
+				bad |= buf_puts(out, " ");
+			line++;
+			i++;
+		}
+	}
+	if (line > 0)
+		bad |= buf_puts(out, "\r\n");
+	return bad;
+}
+
 int dlv_report_compose(const struct dlv_report *r, const char *orig, size_t orig_len,
 		       struct buf *out, struct err *e)
 {
@@ -578,12 +621,7 @@ int dlv_report_compose(const struct dlv_report *r, const char *orig, size_t orig
 	if (p3_8bit)
 		bad |= buf_puts(out, "Content-Transfer-Encoding: 8bit\r\n");
 	bad |= buf_puts(out, "\r\n");
-	if (p3len > 0)
-		bad |= buf_append(out, orig, p3len);
-	/* The CRLF before a delimiter belongs to the delimiter (RFC 2046
-	 * 5.1.1): add one line end if the original did not end with one. */
-	if (p3len > 0 && orig[p3len - 1] != '\n')
-		bad |= buf_puts(out, "\r\n");
+	bad |= append_original(out, orig, p3len);
 	bad |= buf_printf(out, "\r\n--%s--\r\n", boundary);
 	if (bad)
 		bad = err_set(e, "report: too large");

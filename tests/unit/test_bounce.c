@@ -734,6 +734,36 @@ static void test_compose_8bit_original(void **state)
 	buf_free(&out);
 }
 
+/* Whatever line ends or line lengths the original has, the report has
+ * CRLF lines of at most 998 characters (read_report checks both). */
+static void test_compose_bad_original(void **state)
+{
+	struct dlv_report_rcpt rc[] = { { "bob@example.com", NULL, DLV_FAILED, "5.1.1", NULL,
+					  NULL } };
+	struct dlv_report r = base_report(rc, 1);
+	size_t n = 3000;
+	char *m = malloc(n + 64);
+	assert_non_null(m);
+	int k = snprintf(m, 64, "Subject: x\nBare: cr\rhere\r\n\r\n");
+	memset(m + k, 'y', n - (size_t)k - 1);
+	m[n - 1] = '\n';
+	struct buf out;
+	struct err e = { "" };
+	buf_init(&out, 4 * 1024 * 1024);
+	assert_int_equal(dlv_report_compose(&r, m, n, &out, &e), 0);
+	const char *b = (const char *)buf_ptr(&out);
+	size_t len = buf_len(&out);
+	for (size_t i = 0; i < len; i++) {
+		if (b[i] == '\n')
+			assert_true(i > 0 && b[i - 1] == '\r');
+		if (b[i] == '\r')
+			assert_true(i + 1 < len && b[i + 1] == '\n');
+	}
+	assert_non_null(memmem(b, len, "Subject: x\r\nBare: cr here\r\n", 27));
+	buf_free(&out);
+	free(m);
+}
+
 static void test_compose_errors(void **state)
 {
 	struct dlv_report_rcpt rc[] = { { "bob@example.com", NULL, DLV_FAILED, "5.1.1", NULL,
@@ -785,6 +815,7 @@ int main(void)
 		cmocka_unit_test(test_compose_orcpt),
 		cmocka_unit_test(test_compose_utf8),
 		cmocka_unit_test(test_compose_8bit_original),
+		cmocka_unit_test(test_compose_bad_original),
 		cmocka_unit_test(test_compose_errors),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
