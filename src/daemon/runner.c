@@ -93,6 +93,7 @@ struct rconn {
 	struct net_smtp *c;
 	struct txn *cur;
 	bool ready;
+	bool quitting;       /* QUIT sent: takes no more work */
 	char peer[300];
 	struct rconn *next;
 };
@@ -535,12 +536,20 @@ static void job_finish(struct job *j)
 		if (!j->st.next_try || j->st.next_try > soon || expired)
 			j->st.next_try = soon;
 	}
-	j->st.giveup = false;
+	if (reports_ok)
+		j->st.giveup = false;
 	const char *outcome;
+	bool removed = true;
 	if (!pending) {
-		if (spool_remove(r->sp, j->m->id, &e) < 0)
+		if (spool_remove(r->sp, j->m->id, &e) < 0) {
+			/* Kept in the table: the next attempt finds nothing to
+			 * deliver and tries the removal again. */
+			removed = false;
+			j->st.next_try = now + c->queue_retry_min;
+			(void)spool_state_write(r->sp, j->m->id, &j->st, &e);
 			log_event(LOG_LVL_ERR, "queue_remove_failed", "id=%s error=\"%s\"", j->m->id,
 				  e.msg);
+		}
 		log_event(LOG_LVL_INFO, "completed", "id=%s delivered=%zu failed=%zu", j->m->id,
 			  n_done, n_failed);
 		outcome = "completed";
@@ -565,7 +574,7 @@ static void job_finish(struct job *j)
 	}
 	struct rmsg *m = j->m;
 	m->busy = false;
-	if (!pending)
+	if (!pending && removed)
 		msg_drop(r, m);
 	else
 		m->next_try = j->st.next_try;
@@ -893,7 +902,8 @@ static void conn_ready_cb(void *arg, struct net_smtp *c)
 	d->try_host = 0;
 	d->try_addr = 0;
 	struct txn *x = d->head;
-	if (!x) {
+	if (!x || rc->quitting) {
+		rc->quitting = true;
 		net_smtp_quit(c);
 		return;
 	}
@@ -917,6 +927,7 @@ static void conn_ready_cb(void *arg, struct net_smtp *c)
 	if (net_smtp_send(c, &m, j->fd, j->env.data_offset, j->env.data_size, &e) < 0) {
 		rc->cur = NULL;
 		txn_fail(x, 451, "4.3.0", e.msg, rc->peer);
+		rc->quitting = true;
 		net_smtp_quit(c);
 		return;
 	}
@@ -1014,7 +1025,15 @@ static void route_cb(void *arg, const struct dns_route *rt)
 	struct dest *d = arg;
 	struct runner *r = d->r;
 	d->route = 0;
-	if (rt->status == DNS_NULLMX) {
+	if (d->kind == DEST_SMARTHOST && rt->status != DNS_OK) {
+		/* The relay's name not resolving is a configuration or DNS
+		 * problem of this site, not a property of the recipients. */
+		struct buf t;
+		buf_init(&t, 4096);
+		buf_printf(&t, "smarthost %s: %s", d->key, rt->why ? rt->why : "not found");
+		dest_fail_waiting(d, 451, "4.4.3", buf_cstr(&t));
+		buf_free(&t);
+	} else if (rt->status == DNS_NULLMX) {
 		dest_fail_waiting(d, 556, "5.1.10", "the recipient domain accepts no mail (null MX)");
 	} else if (rt->status == DNS_NOTFOUND) {
 		struct buf t;
@@ -1127,7 +1146,7 @@ static void dest_pump(struct dest *d)
 	const struct conf *c = r->c;
 	/* Idle ready connections take work first. */
 	for (struct rconn *rc = d->conns; rc && d->head; rc = rc->next)
-		if (rc->ready && !rc->cur)
+		if (rc->ready && !rc->cur && !rc->quitting)
 			conn_ready_cb(rc, rc->c);
 	if (!d->head || r->stopping)
 		return;
@@ -1242,6 +1261,11 @@ struct expand_ctx {
 	size_t n;
 	bool tempfail;
 	bool overflow;
+	bool loop;
+	const char *path[RUNNER_ALIAS_DEPTH + 1]; /* the chain being expanded */
+	char **seen;         /* addresses already expanded (diamonds) */
+	size_t n_seen;
+	size_t steps;        /* expansions done: bounds the work */
 };
 
 static bool is_local(struct runner *r, const char *addr)
@@ -1285,10 +1309,29 @@ static void expand(struct expand_ctx *x, const char *addr, unsigned depth)
 		push_target(x, addr);
 		return;
 	}
+	/* An address on its own chain is a loop, and so is a chain deeper
+	 * than RUNNER_ALIAS_DEPTH: the recipient fails rather than landing in
+	 * a mailbox named after an alias. */
+	for (unsigned i = 0; i < depth; i++)
+		if (strcasecmp(x->path[i], addr) == 0)
+			x->loop = true;
+	if (depth >= RUNNER_ALIAS_DEPTH)
+		x->loop = true;
+	if (x->loop || x->overflow || x->tempfail)
+		return;
+	for (size_t i = 0; i < x->n_seen; i++)
+		if (strcasecmp(x->seen[i], addr) == 0)
+			return; /* reached before by another branch: done already */
+	if (++x->steps > RUNNER_TARGETS_MAX) {
+		x->overflow = true;
+		return;
+	}
+	x->seen = xrealloc(x->seen, (x->n_seen + 1) * sizeof(*x->seen));
+	x->seen[x->n_seen++] = str_dup(addr);
+	x->path[depth] = addr;
 	struct collect col = { NULL, 0 };
 	struct err e = { "" };
-	int n = depth < RUNNER_ALIAS_DEPTH ? auth_dir_expand(x->r->dir, addr, collect_cb, &col, &e)
-					   : 0;
+	int n = auth_dir_expand(x->r->dir, addr, collect_cb, &col, &e);
 	if (n < 0) {
 		x->tempfail = true;
 	} else if (col.n == 0) {
@@ -1351,22 +1394,25 @@ static void job_route(struct job *j)
 			add_target(j, i, a, T_SMTP);
 			continue;
 		}
-		struct expand_ctx x = { r, NULL, 0, false, false };
+		struct expand_ctx x;
+		memset(&x, 0, sizeof(x));
+		x.r = r;
 		expand(&x, a, 0);
-		if (x.tempfail) {
+		for (size_t k = 0; k < x.n_seen; k++)
+			free(x.seen[k]);
+		free(x.seen);
+		if (x.loop) {
 			size_t before = j->n_t;
 			add_target(j, i, a, T_MAILDIR);
-			j->t[before].done = true;
-			j->t[before].code = 451;
-			snprintf(j->t[before].status, sizeof(j->t[before].status), "4.3.0");
-			j->t[before].text = str_dup("alias lookup temporarily unavailable");
+			job_target_done(j, before, 550, "5.4.6", "alias loop: the address expands into itself", NULL);
+		} else if (x.tempfail) {
+			size_t before = j->n_t;
+			add_target(j, i, a, T_MAILDIR);
+			job_target_done(j, before, 451, "4.3.0", "alias lookup temporarily unavailable", NULL);
 		} else if (x.overflow) {
 			size_t before = j->n_t;
 			add_target(j, i, a, T_MAILDIR);
-			j->t[before].done = true;
-			j->t[before].code = 550;
-			snprintf(j->t[before].status, sizeof(j->t[before].status), "5.3.0");
-			j->t[before].text = str_dup("alias expands to too many addresses");
+			job_target_done(j, before, 550, "5.3.0", "alias expands to too many addresses", NULL);
 		} else {
 			for (size_t k = 0; k < x.n; k++)
 				add_target(j, i, x.out[k], is_local(r, x.out[k]) ? T_MAILDIR : T_SMTP);
@@ -1488,7 +1534,15 @@ static void job_start(struct runner *r, struct rmsg *m, int ctl_fd)
 
 static void timer_cb(evutil_socket_t fd, short what, void *arg)
 {
-	schedule(arg);
+	struct runner *r = arg;
+	/* Connections freed elsewhere may let a destination held back by
+	 * remote_max_parallel open one now. */
+	for (struct dest *d = r->dests, *next; d; d = next) {
+		next = d->next;
+		dest_pump(d);
+		dest_maybe_free(d);
+	}
+	schedule(r);
 }
 
 /* Runs schedule() from the event loop: attempts that end inside another
@@ -1613,6 +1667,10 @@ static void ctl_cb(evutil_socket_t lfd, short what, void *arg)
 		ctl_answer(fd, "error: message is being delivered, try again");
 		return;
 	}
+	if (r->stopping) {
+		ctl_answer(fd, "error: the queue runner is stopping");
+		return;
+	}
 	struct err e = { "" };
 	if (strcmp(b, "M") == 0) {
 		job_start(r, m, fd);
@@ -1683,6 +1741,22 @@ static void term_cb(evutil_socket_t fd, short what, void *arg)
 		return;
 	r->stopping = true;
 	evtimer_del(r->ev_timer);
+	/* What has not started yet is deferred now (a transaction not on a
+	 * connection, a Maildir request not sent), so that the attempts in
+	 * flight are all that is waited for. */
+	for (struct dest *d = r->dests; d; d = d->next)
+		dest_fail_waiting(d, 451, "4.3.2", "queue runner stopping");
+	if (r->lq_head) {
+		struct lreq *keep = r->md_busy ? r->lq_head : NULL;
+		if (keep) {
+			struct lreq *rest = keep->next;
+			keep->next = NULL;
+			r->lq_head = rest;
+		}
+		md_fail_all(r, "queue runner stopping");
+		if (keep)
+			r->lq_head = r->lq_tail = keep;
+	}
 	if (r->n_jobs == 0) {
 		event_base_loopbreak(r->base);
 		return;

@@ -548,3 +548,33 @@ def test_dsn_notify_never_and_success(dlv, peer):
     assert b"Original-Recipient: rfc822;here@remote.example" in raw
     # The peer offers no DSN: the parameters were not passed on.
     assert "NOTIFY" not in peer.transactions[0].mail_params
+
+
+def test_alias_loop_fails_instead_of_delivering(dlv, test_dir):
+    aliases = os.path.join(test_dir, "aliases")
+    with open(aliases, "w") as f:
+        f.write("loop1: loop2\nloop2: loop1\n")
+    os.chmod(aliases, 0o644)
+    d = dlv(aliases_file=aliases)
+    submit(d, ["loop1@test.example"])
+    # The sender hears about it; no mailbox named after an alias appears.
+    box = wait_mail(d, ALICE)
+    raw = open(glob.glob(os.path.join(maildir(d, ALICE), "new", "*"))[0], "rb").read()
+    assert b"Status: 5.4.6" in raw
+    assert not os.path.exists(os.path.join(d.dir, "mail", "test.example", "loop1"))
+    assert not os.path.exists(os.path.join(d.dir, "mail", "test.example", "loop2"))
+    ev = d.events("delivery", result="failed")
+    assert "alias loop" in ev[0]["reply"]
+
+
+def test_connection_limit_holds_then_releases(dlv, peer):
+    # remote_max_parallel = 1: the second domain waits for the first
+    # connection to end, then gets its own; nothing is left stuck.
+    d = dlv(queue_only="yes", remote_max_parallel="1",
+            records=["plain.example. A 127.0.0.2"])
+    submit(d, ["a@remote.example"])
+    submit(d, ["b@plain.example"])
+    assert d.cli("-q").returncode == 0
+    peer.wait_transactions(2, timeout=20)
+    wait_queue_empty(d)
+    assert peer.connections == 2
