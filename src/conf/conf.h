@@ -126,6 +126,7 @@ struct conf {
 	char *maildir_path;          /* template: %u address, %n local part, %d domain */
 	char *mail_user;             /* owner of the mailboxes; "" = user */
 	char *lmtp_socket;           /* unix path or host:port */
+	unsigned local_delivery_timeout; /* seconds one Maildir delivery may take */
 	char *sendmail_socket;       /* local injection socket (sendmail command) */
 	uint64_t bounce_return_size_limit;
 	struct acl **acls;           /* every `acl NAME { }` block, in file order */

@@ -496,6 +496,14 @@ const struct conf_option conf_options[] = {
 			"socket, or `host:port`.",
 	},
 	{
+		.name = "local_delivery_timeout", .type = CONF_T_TIME, .width = CONF_W_UNSIGNED,
+		.def = "10m", .min = 1, .max = 86400,
+		.off = OFF(local_delivery_timeout),
+		.help = "How long one Maildir delivery may take (a hung file system, a stuck "
+			"disk).  When it is over, the local deliveries waiting are deferred and the "
+			"local delivery process is replaced once it ends.",
+	},
+	{
 		.name = "sendmail_socket", .type = CONF_T_PATH,
 		.def = "/run/sluice/sendmail.sock",
 		.off = OFF(sendmail_socket),

@@ -142,6 +142,7 @@ struct runner {
 	struct dns *dns;
 	struct tls_ctx *tls_mx, *tls_smarthost;
 	struct event *ev_notify, *ev_ctl, *ev_dns, *ev_md, *ev_timer, *ev_term, *ev_stop, *ev_kick;
+	struct event *ev_md_timer;
 	int notify_fd, ctl_fd, md_fd;
 	struct rmsg **msgs;
 	size_t n_msgs;
@@ -642,6 +643,7 @@ static void md_read_cb(evutil_socket_t fd, short what, void *arg)
 	if (n < 0 && (errno == EAGAIN || errno == EINTR))
 		return;
 	struct lreq *q = r->lq_head;
+	evtimer_del(r->ev_md_timer);
 	if (n <= 0 || !q) {
 		log_event(LOG_LVL_ERR, "mdeliver_lost", "msg=\"local delivery process gone\"");
 		event_del(r->ev_md);
@@ -663,6 +665,23 @@ static void md_read_cb(evutil_socket_t fd, short what, void *arg)
 	free(q);
 	md_pump(r);
 	job_part_done(j);
+}
+
+/* A delivery that does not end (a hung file system): stop waiting.  The
+ * process is left to finish and exit, and the master then replaces the
+ * runner and it together; meanwhile local mail is deferred. */
+static void md_timeout_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct runner *r = arg;
+	log_event(LOG_LVL_ERR, "mdeliver_timeout", "timeout=%us msg=\"local delivery hung\"",
+		  r->c->local_delivery_timeout);
+	if (r->md_fd >= 0) {
+		event_del(r->ev_md);
+		close(r->md_fd);
+		r->md_fd = -1;
+	}
+	r->md_busy = false;
+	md_fail_all(r, "local delivery timed out");
 }
 
 static void md_pump(struct runner *r)
@@ -711,6 +730,8 @@ static void md_pump(struct runner *r)
 			continue;
 		}
 		r->md_busy = true;
+		struct timeval tv = { (time_t)r->c->local_delivery_timeout, 0 };
+		evtimer_add(r->ev_md_timer, &tv);
 		buf_free(&path);
 		buf_free(&prefix);
 	}
@@ -1911,6 +1932,7 @@ int runner_main(const struct runner_args *a)
 		event_add(r->ev_md, NULL);
 	}
 	r->ev_timer = evtimer_new(r->base, timer_cb, r);
+	r->ev_md_timer = evtimer_new(r->base, md_timeout_cb, r);
 	r->ev_kick = event_new(r->base, -1, 0, timer_cb, r);
 	r->ev_stop = evtimer_new(r->base, stop_now_cb, r);
 	r->ev_term = evsignal_new(r->base, SIGTERM, term_cb, r);

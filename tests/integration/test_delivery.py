@@ -578,3 +578,38 @@ def test_connection_limit_holds_then_releases(dlv, peer):
     peer.wait_transactions(2, timeout=20)
     wait_queue_empty(d)
     assert peer.connections == 2
+
+
+def test_hung_local_delivery_times_out_and_recovers(dlv):
+    # A local delivery process that stops answering (SIGSTOP stands for a
+    # hung file system): the message is deferred after local_delivery_timeout,
+    # and delivered once the process is replaced.
+    d = dlv(local_delivery_timeout="2s")
+    md = int(d.wait_event("runner_started")[0]["mdeliver"])
+    os.kill(md, signal.SIGSTOP)
+    try:
+        submit(d, [ALICE])
+        d.wait_event("mdeliver_timeout", timeout=15)
+        d.wait_event("deferred", timeout=15)
+        assert len(d.queue_ids()) == 1
+    finally:
+        os.kill(md, signal.SIGCONT)
+    # The old pair ends, a new one starts, the retry delivers.
+    d.wait_event("runner_started", count=2, timeout=20)
+    assert d.cli("-q").returncode == 0
+    wait_mail(d, ALICE, timeout=20)
+    wait_queue_empty(d)
+
+
+def test_bs_as_root_is_delivered(dlv):
+    # sluice -bs run by root writes the spool as its owner and wakes the
+    # runner, so the message is delivered like any other.
+    d = dlv()
+    script = ("EHLO local\r\nMAIL FROM:<root@test.example>\r\nRCPT TO:<%s>\r\nDATA\r\n"
+              "Subject: via -bs\r\n\r\nhi\r\n.\r\nQUIT\r\n" % ALICE)
+    r = d.cli("-bs", input=script.encode())
+    assert r.returncode == 0, r.stderr
+    assert b"250 2.0.0" in r.stdout
+    box = wait_mail(d, ALICE)
+    assert list(box)[0]["Subject"] == "via -bs"
+    wait_queue_empty(d)

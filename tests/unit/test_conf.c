@@ -725,6 +725,7 @@ static void test_print_all(void **state)
 		"maildir_path = /var/vmail/%d/%n\n"
 		"mail_user =\n"
 		"lmtp_socket = /run/dovecot/lmtp\n"
+		"local_delivery_timeout = 10m\n"
 		"sendmail_socket = /run/sluice/sendmail.sock\n"
 		"bounce_return_size_limit = 100K\n"
 		"listener 25 { role = mx tls = starttls tls_min_version = TLSv1 "
