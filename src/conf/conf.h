@@ -129,6 +129,7 @@ struct conf {
 	unsigned local_delivery_timeout; /* seconds one Maildir delivery may take */
 	char *sendmail_socket;       /* local injection socket (sendmail command) */
 	uint64_t bounce_return_size_limit;
+	unsigned received_headers_max; /* more Received: fields = a mail loop */
 	struct acl **acls;           /* every `acl NAME { }` block, in file order */
 	size_t n_acls;
 	struct conf_listener *listeners; /* one per entry of ports, same order */

@@ -512,6 +512,14 @@ const struct conf_option conf_options[] = {
 			"user ID in the `Received:` header field.",
 	},
 	{
+		.name = "received_headers_max", .type = CONF_T_UINT, .width = CONF_W_UNSIGNED,
+		.def = "50", .min = 1, .max = 1000,
+		.off = OFF(received_headers_max),
+		.help = "A message with more `Received:` header fields than this is taken to be "
+			"in a mail loop (RFC 5321 section 6.3): it is not delivered, and its "
+			"recipients fail with `554 5.4.6`.",
+	},
+	{
 		.name = "bounce_return_size_limit", .type = CONF_T_SIZE, .width = CONF_W_U64,
 		.def = "100K", .min = 0, .max = 64 * M,
 		.off = OFF(bounce_return_size_limit),

@@ -1507,6 +1507,29 @@ static void job_route(struct job *j)
 
 /* ---- attempts -------------------------------------------------------- */
 
+/* Received: fields in the message header (RFC 5321 6.3 loop detection). */
+static unsigned count_received(const struct job *j)
+{
+	size_t want = (size_t)j->r->c->message_header_max;
+	if ((off_t)want > j->env.data_size)
+		want = (size_t)j->env.data_size;
+	char *h = xmalloc(want + 1);
+	ssize_t got = pread(j->fd, h, want, j->env.data_offset);
+	unsigned n = 0;
+	for (ssize_t i = 0; got > 0 && i < got;) {
+		if (got - i >= 2 && h[i] == '\r' && h[i + 1] == '\n')
+			break; /* the empty line ending the header */
+		if (got - i >= 9 && strncasecmp(h + i, "Received:", 9) == 0)
+			n++;
+		const char *nl = memchr(h + i, '\n', (size_t)(got - i));
+		if (!nl)
+			break;
+		i = nl - h + 1;
+	}
+	free(h);
+	return n;
+}
+
 static void job_start(struct runner *r, struct rmsg *m, int ctl_fd)
 {
 	struct job *j = xcalloc(1, sizeof(*j));
@@ -1541,6 +1564,15 @@ static void job_start(struct runner *r, struct rmsg *m, int ctl_fd)
 	j->outstanding = 1; /* held until routing is done */
 	if (j->st.giveup) {
 		/* -Mg: no delivery, straight to the report. */
+	} else if (count_received(j) > r->c->received_headers_max) {
+		for (size_t i = 0; i < j->env.n_rcpts; i++) {
+			if (j->st.rcpts[i].status != SPOOL_RCPT_PENDING)
+				continue;
+			size_t t = j->n_t;
+			add_target(j, i, j->env.rcpts[i].addr, T_SMTP);
+			job_target_done(j, t, 554, "5.4.6",
+					"mail loop: too many Received header fields", NULL);
+		}
 	} else {
 		job_route(j);
 		md_pump(r);

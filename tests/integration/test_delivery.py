@@ -613,3 +613,19 @@ def test_bs_as_root_is_delivered(dlv):
     box = wait_mail(d, ALICE)
     assert list(box)[0]["Subject"] == "via -bs"
     wait_queue_empty(d)
+
+
+def test_mail_loop_is_not_delivered(dlv):
+    # More Received: fields than received_headers_max: a loop (RFC 5321
+    # 6.3); the message is bounced, not delivered.
+    d = dlv(received_headers_max="20")
+    hops = "".join("Received: from hop%d.example by hop%d.example; "
+                   "Sun, 29 Nov 2026 08:00:00 +0000\r\n" % (i, i + 1) for i in range(25))
+    submit(d, [ALICE], msg=hops + MSG)
+    box = wait_mail(d, ALICE)
+    wait_queue_empty(d)
+    msgs = list(box)
+    assert len(msgs) == 1
+    assert msgs[0].get_content_type() == "multipart/report"
+    raw = open(glob.glob(os.path.join(maildir(d, ALICE), "new", "*"))[0], "rb").read()
+    assert b"Status: 5.4.6" in raw
