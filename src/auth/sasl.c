@@ -537,7 +537,10 @@ static enum sasl_status scram_final(struct sasl *a)
 		buf_free(&pr);
 		return sasl_end(a, SASL_BAD_SYNTAX);
 	}
-	memcpy(a->proof, buf_ptr(&pr), SCRAM_PROOF_LEN);
+	/* pr.data, not buf_ptr(): the length is checked above, but the
+	 * compiler (-O3, _FORTIFY_SOURCE=3) sees buf_ptr's "" for an empty
+	 * buffer and refuses the copy. */
+	memcpy(a->proof, pr.data + pr.off, SCRAM_PROOF_LEN);
 	buf_wipe(&pr);
 	buf_free(&pr);
 

@@ -251,6 +251,7 @@ static void run(struct local *L)
 	struct buf in;
 	buf_init(&in, 64 * 1024);
 	struct smtp_action pending_act;
+	memset(&pending_act, 0, sizeof(pending_act));
 	const struct sasl_request *pending_req = NULL;
 	for (;;) {
 		const struct smtp_action *a;

@@ -863,10 +863,12 @@ static int sm_reply(struct sm_conn *k, struct sm_reply *rp, struct err *e)
 	for (int nl = 0;; nl++) {
 		if (nl >= SM_REPLY_LINES_MAX)
 			return err_set(e, "reply of more than %d lines", SM_REPLY_LINES_MAX);
-		const char *l;
-		size_t n;
+		const char *l = "";
+		size_t n = 0;
 		if (sm_line(k, deadline, &l, &n, e) < 0)
 			return -1;
+		if (n == 0)
+			return err_set(e, "empty reply line");
 		size_t len = n - 1;
 		if (len > 0 && l[len - 1] == '\r')
 			len--;
