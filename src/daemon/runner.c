@@ -131,6 +131,8 @@ struct rmsg {
 	char id[QUEUE_ID_LEN + 1];
 	int64_t next_try;
 	bool busy;
+	size_t idx;          /* in runner.msgs */
+	size_t hidx;         /* in runner.heap; SIZE_MAX while busy */
 };
 
 struct runner {
@@ -144,8 +146,15 @@ struct runner {
 	struct event *ev_notify, *ev_ctl, *ev_dns, *ev_md, *ev_timer, *ev_term, *ev_stop, *ev_kick;
 	struct event *ev_md_timer;
 	int notify_fd, ctl_fd, md_fd;
+	/* Every queued message: an array, a hash index by id, and a min-heap
+	 * by next attempt of those not being delivered, so that a wake-up and
+	 * a lookup cost the same with ten or a million messages queued. */
 	struct rmsg **msgs;
 	size_t n_msgs;
+	struct rmsg **hash;  /* open addressing, linear probing; cap a power of 2 */
+	size_t hash_cap;
+	struct rmsg **heap;
+	size_t n_heap;
 	struct job *jobs;
 	size_t n_jobs;
 	struct dest *dests;
@@ -194,12 +203,134 @@ static size_t max_jobs(const struct runner *r)
 
 /* ---- the message table ----------------------------------------------- */
 
+static size_t id_hash(const char *id)
+{
+	uint64_t h = 1469598103934665603ull; /* FNV-1a */
+	for (; *id; id++)
+		h = (h ^ (uint8_t)*id) * 1099511628211ull;
+	return (size_t)h;
+}
+
 static struct rmsg *msg_find(struct runner *r, const char *id)
 {
-	for (size_t i = 0; i < r->n_msgs; i++)
-		if (strcmp(r->msgs[i]->id, id) == 0)
-			return r->msgs[i];
-	return NULL;
+	if (!r->hash_cap)
+		return NULL;
+	for (size_t i = id_hash(id) & (r->hash_cap - 1);; i = (i + 1) & (r->hash_cap - 1)) {
+		if (!r->hash[i])
+			return NULL;
+		if (strcmp(r->hash[i]->id, id) == 0)
+			return r->hash[i];
+	}
+}
+
+static void hash_put(struct runner *r, struct rmsg *m)
+{
+	size_t i = id_hash(m->id) & (r->hash_cap - 1);
+	while (r->hash[i])
+		i = (i + 1) & (r->hash_cap - 1);
+	r->hash[i] = m;
+}
+
+static void hash_grow(struct runner *r)
+{
+	/* Kept at most half full. */
+	if (2 * (r->n_msgs + 1) <= r->hash_cap)
+		return;
+	size_t cap = r->hash_cap ? 2 * r->hash_cap : 1024;
+	free(r->hash);
+	r->hash = xcalloc(cap, sizeof(*r->hash));
+	r->hash_cap = cap;
+	for (size_t k = 0; k < r->n_msgs; k++)
+		hash_put(r, r->msgs[k]);
+}
+
+/* Deletion by backward shift: no tombstones. */
+static void hash_del(struct runner *r, struct rmsg *m)
+{
+	size_t mask = r->hash_cap - 1;
+	size_t i = id_hash(m->id) & mask;
+	while (r->hash[i] != m)
+		i = (i + 1) & mask;
+	r->hash[i] = NULL;
+	for (size_t j = (i + 1) & mask; r->hash[j]; j = (j + 1) & mask) {
+		size_t home = id_hash(r->hash[j]->id) & mask;
+		/* Moves back when its home is not in (i, j] cyclically. */
+		bool between = i <= j ? (home > i && home <= j) : (home > i || home <= j);
+		if (!between) {
+			r->hash[i] = r->hash[j];
+			r->hash[j] = NULL;
+			i = j;
+		}
+	}
+}
+
+static bool heap_less(const struct rmsg *a, const struct rmsg *b)
+{
+	return a->next_try < b->next_try;
+}
+
+static void heap_set(struct runner *r, size_t i, struct rmsg *m)
+{
+	r->heap[i] = m;
+	m->hidx = i;
+}
+
+static void heap_up(struct runner *r, size_t i)
+{
+	struct rmsg *m = r->heap[i];
+	while (i > 0 && heap_less(m, r->heap[(i - 1) / 2])) {
+		heap_set(r, i, r->heap[(i - 1) / 2]);
+		i = (i - 1) / 2;
+	}
+	heap_set(r, i, m);
+}
+
+static void heap_down(struct runner *r, size_t i)
+{
+	struct rmsg *m = r->heap[i];
+	for (;;) {
+		size_t c = 2 * i + 1;
+		if (c >= r->n_heap)
+			break;
+		if (c + 1 < r->n_heap && heap_less(r->heap[c + 1], r->heap[c]))
+			c++;
+		if (!heap_less(r->heap[c], m))
+			break;
+		heap_set(r, i, r->heap[c]);
+		i = c;
+	}
+	heap_set(r, i, m);
+}
+
+static void heap_push(struct runner *r, struct rmsg *m)
+{
+	r->heap = xrealloc(r->heap, (r->n_heap + 1) * sizeof(*r->heap));
+	heap_set(r, r->n_heap++, m);
+	heap_up(r, m->hidx);
+}
+
+static void heap_remove(struct runner *r, struct rmsg *m)
+{
+	if (m->hidx == SIZE_MAX)
+		return;
+	size_t i = m->hidx;
+	m->hidx = SIZE_MAX;
+	struct rmsg *last = r->heap[--r->n_heap];
+	if (i == r->n_heap)
+		return;
+	heap_set(r, i, last);
+	heap_up(r, i);
+	heap_down(r, last->hidx);
+}
+
+/* A message not being delivered gets a new next attempt time. */
+static void msg_set_next(struct runner *r, struct rmsg *m, int64_t t)
+{
+	m->next_try = t;
+	if (m->hidx != SIZE_MAX) {
+		heap_up(r, m->hidx);
+		heap_down(r, m->hidx);
+	}
 }
 
 static struct rmsg *msg_add(struct runner *r, const char *id, int64_t next_try)
@@ -207,25 +338,30 @@ static struct rmsg *msg_add(struct runner *r, const char *id, int64_t next_try)
 	struct rmsg *m = msg_find(r, id);
 	if (m) {
 		if (!m->busy && next_try < m->next_try)
-			m->next_try = next_try;
+			msg_set_next(r, m, next_try);
 		return m;
 	}
+	hash_grow(r);
 	m = xcalloc(1, sizeof(*m));
 	snprintf(m->id, sizeof(m->id), "%s", id);
 	m->next_try = next_try;
+	m->hidx = SIZE_MAX;
 	r->msgs = xrealloc(r->msgs, (r->n_msgs + 1) * sizeof(*r->msgs));
+	m->idx = r->n_msgs;
 	r->msgs[r->n_msgs++] = m;
+	hash_put(r, m);
+	heap_push(r, m);
 	return m;
 }
 
 static void msg_drop(struct runner *r, struct rmsg *m)
 {
-	for (size_t i = 0; i < r->n_msgs; i++)
-		if (r->msgs[i] == m) {
-			r->msgs[i] = r->msgs[--r->n_msgs];
-			free(m);
-			return;
-		}
+	heap_remove(r, m);
+	hash_del(r, m);
+	struct rmsg *last = r->msgs[--r->n_msgs];
+	r->msgs[m->idx] = last;
+	last->idx = m->idx;
+	free(m);
 }
 
 static int scan_one(const char *id, void *arg)
@@ -575,10 +711,12 @@ static void job_finish(struct job *j)
 	}
 	struct rmsg *m = j->m;
 	m->busy = false;
-	if (!pending && removed)
+	if (!pending && removed) {
 		msg_drop(r, m);
-	else
+	} else {
 		m->next_try = j->st.next_try;
+		heap_push(r, m);
+	}
 	free(newly_failed);
 	free(newly_done);
 	job_unlink(j);
@@ -1555,6 +1693,7 @@ static void job_start(struct runner *r, struct rmsg *m, int ctl_fd)
 		free(j);
 		return;
 	}
+	heap_remove(r, m);
 	m->busy = true;
 	j->next = r->jobs;
 	r->jobs = j;
@@ -1612,21 +1751,15 @@ static void schedule(struct runner *r)
 	if (r->stopping)
 		return;
 	int64_t now = now_s();
-	int64_t next = INT64_MAX;
-	for (size_t i = 0; i < r->n_msgs && r->n_jobs < max_jobs(r);) {
-		struct rmsg *m = r->msgs[i];
-		if (!m->busy && m->next_try <= now) {
-			size_t before = r->n_msgs;
-			job_start(r, m, -1);
-			/* job_start may finish (and drop) at once: rescan from here. */
-			if (r->n_msgs < before)
-				continue;
-		}
-		i++;
+	/* An attempt that ends at once puts its message back with a later
+	 * time; the bound only guards against a time that is not later. */
+	for (size_t k = r->n_heap; k > 0 && r->n_heap > 0 && r->n_jobs < max_jobs(r); k--) {
+		struct rmsg *m = r->heap[0];
+		if (m->next_try > now)
+			break;
+		job_start(r, m, -1);
 	}
-	for (size_t i = 0; i < r->n_msgs; i++)
-		if (!r->msgs[i]->busy && r->msgs[i]->next_try < next)
-			next = r->msgs[i]->next_try;
+	int64_t next = r->n_heap ? r->heap[0]->next_try : INT64_MAX;
 	if (next >= INT64_MAX / 2)
 		return;
 	int64_t wait = next - now;
@@ -1695,12 +1828,10 @@ static void ctl_cb(evutil_socket_t lfd, short what, void *arg)
 		return;
 	}
 	if (strcmp(b, "q") == 0) {
-		size_t k = 0;
-		for (size_t i = 0; i < r->n_msgs; i++)
-			if (!r->msgs[i]->busy) {
-				r->msgs[i]->next_try = 0;
-				k++;
-			}
+		/* Everything waiting is due now: the heap order is then any. */
+		size_t k = r->n_heap;
+		for (size_t i = 0; i < r->n_heap; i++)
+			r->heap[i]->next_try = 0;
 		char a[64];
 		snprintf(a, sizeof(a), "queue run started: %zu messages", k);
 		ctl_answer(fd, a);

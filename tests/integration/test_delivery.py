@@ -630,3 +630,29 @@ def test_mail_loop_is_not_delivered(dlv):
     assert msgs[0].get_content_type() == "multipart/report"
     raw = open(glob.glob(os.path.join(maildir(d, ALICE), "new", "*"))[0], "rb").read()
     assert b"Status: 5.4.6" in raw
+
+
+def test_queue_index_with_many_messages(dlv, peer):
+    # Many queued messages, some removed by id, then one queue run: the
+    # runner's index (hash by id, heap by next attempt) finds and delivers
+    # exactly the others.
+    d = dlv(queue_only="yes")
+    s = smtplib.SMTP("127.0.0.1", d.sub, timeout=30)
+    s.starttls(context=client_ctx())
+    s.login(ALICE, d.passwords[ALICE])
+    for i in range(150):
+        s.sendmail(ALICE, ["n%d@remote.example" % i], MSG)
+    s.quit()
+    ids = sorted(d.queue_ids())
+    assert len(ids) == 150
+    removed = ids[::7]
+    for qid in removed:
+        r = d.cli("-Mrm", qid)
+        assert r.returncode == 0, r.stderr
+    assert d.cli("-q").returncode == 0
+    want = 150 - len(removed)
+    peer.wait_transactions(want, timeout=60)
+    wait_queue_empty(d, timeout=60)
+    assert len(peer.transactions) == want
+    # -Mrm of an id already gone is refused.
+    assert d.cli("-Mrm", removed[0]).returncode != 0
