@@ -70,6 +70,7 @@ struct conf {
 	char *tls_certificate;       /* PEM file or NULL */
 	char *tls_privatekey;        /* PEM file or NULL (then the certificate file) */
 	char *spool_directory;
+	bool spool_group_sync;       /* one syncfs per commit batch */
 	char **local_domains;        /* lowercased, trailing dot removed; "@" = primary_hostname */
 	size_t n_local_domains;
 	uint64_t message_size_limit;

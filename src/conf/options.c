@@ -81,6 +81,17 @@ const struct conf_option conf_options[] = {
 			"here before they are accepted.",
 	},
 	{
+		.name = "spool_group_sync", .type = CONF_T_BOOL,
+		.def = "yes",
+		.off = OFF(spool_group_sync),
+		.help = "When several sessions finish a message in the same event-loop round, make "
+			"all their files durable with one `syncfs` of the spool's file system instead "
+			"of one `fdatasync` each, then rename them and sync the directory once.  Each "
+			"message still gets its `250` only once its own file is on disk.  `syncfs` "
+			"also writes whatever else is waiting on that file system: keep the spool on "
+			"a file system of its own, or set `no` to sync each file on its own.",
+	},
+	{
 		.name = "local_domains", .type = CONF_T_DOMAINS,
 		.def = "@", .allow_empty = true,
 		.off = OFF(local_domains), .off_n = OFF(n_local_domains),

@@ -141,6 +141,7 @@ int worker_main(const struct worker_args *a)
 	srv.base = base;
 	srv.conf = a->conf;
 	srv.spool = a->spool;
+	spool_set_group_sync(a->spool, a->conf->spool_group_sync);
 	srv.slots = a->slots;
 	srv.n_slots = a->n_slots;
 	srv.my_slot = a->my_slot;

@@ -117,7 +117,11 @@ void spool_msg_abort(struct spool_msg *m);
  */
 size_t spool_commit_batch(struct spool *sp, struct spool_msg **msgs, size_t n, bool *ok,
 			  struct err *e);
-/* Counters for tests and benchmarks: fsync calls made by this process. */
+/* Group commit with one syncfs per batch of two or more messages instead
+ * of one fdatasync per message (spool_group_sync; off by default here). */
+void spool_set_group_sync(struct spool *sp, bool on);
+/* Counters for tests and benchmarks: fsync calls made by this process
+ * (a syncfs counts as one). */
 uint64_t spool_fsync_count(void);
 
 /*

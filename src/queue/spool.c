@@ -33,6 +33,7 @@ struct spool {
 	int queuefd;
 	int corruptfd;
 	int statefd;
+	bool group_sync;  /* a batch of 2+ messages: one syncfs, not one fdatasync each */
 };
 
 struct spool_msg {
@@ -106,6 +107,11 @@ static int spool_open_sub(int dirfd, const char *dir, const char *name, bool *cr
 	if (fd < 0)
 		return err_set(e, "spool %s/%s: %s", dir, name, strerror(errno));
 	return fd;
+}
+
+void spool_set_group_sync(struct spool *sp, bool on)
+{
+	sp->group_sync = on;
 }
 
 int spool_open(const char *dir, struct spool **out, struct err *e)
@@ -302,11 +308,29 @@ size_t spool_commit_batch(struct spool *sp, struct spool_msg **msgs, size_t n, b
 		first_err = false;                 \
 	} while (0)
 
+	size_t live = 0;
+	for (size_t i = 0; i < n; i++) {
+		ok[i] = false;
+		if (spool_msg_flush(msgs[i]) == 0)
+			live++;
+	}
+	/* Every file's data must be on disk before its rename.  One syncfs
+	 * flushes them all (and anything else dirty on that file system) in
+	 * one journal commit, where N fdatasyncs make N; it reports writeback
+	 * errors since Linux 5.8, and on failure each file is synced on its
+	 * own so that the failure lands on the right message. */
+	bool synced = false;
+	if (sp->group_sync && live >= 2) {
+		atomic_fetch_add(&spool_fsyncs, 1);
+		synced = syncfs(sp->tmpfd) == 0;
+	}
+	for (size_t i = 0; i < n && !synced; i++) {
+		struct spool_msg *m = msgs[i];
+		if (!m->failed && spool_fdatasync(m->fd) < 0)
+			spool_msg_fail(m, "fsync", errno);
+	}
 	for (size_t i = 0; i < n; i++) {
 		struct spool_msg *m = msgs[i];
-		ok[i] = false;
-		if (spool_msg_flush(m) == 0 && spool_fdatasync(m->fd) < 0)
-			spool_msg_fail(m, "fsync", errno);
 		if (!m->failed) {
 			int fd = m->fd;
 			m->fd = -1;

@@ -672,6 +672,7 @@ static void test_print_all(void **state)
 		"tls_certificate = /etc/sluice/cert.pem\n"
 		"tls_privatekey = /etc/sluice/cert.pem\n"
 		"spool_directory = /var/spool/sluice\n"
+		"spool_group_sync = yes\n"
 		"local_domains = mx.example.org : example.org\n"
 		"message_size_limit = 50M\n"
 		"recipients_max = 1000\n"

@@ -488,6 +488,39 @@ static void test_write_error(void **state)
 	assert_true(file_exists(fx, "queue", id1));
 }
 
+/* spool_group_sync: a batch of two or more shares one syncfs for the
+ * data of all its files, then one directory fsync; a single message still
+ * gets its own fdatasync.  Every message is committed either way. */
+static void test_group_commit_syncfs(void **state)
+{
+	struct fx *fx = *state;
+	struct spool_env env = make_env(1);
+	struct err e = { "" };
+	spool_set_group_sync(fx->sp, true);
+	static const size_t sizes[] = { 1, 2, 5, 32 };
+	for (size_t t = 0; t < sizeof(sizes) / sizeof(sizes[0]); t++) {
+		size_t n = sizes[t];
+		struct spool_msg *msgs[32];
+		bool ok[32];
+		char ids[32][QUEUE_ID_LEN + 1];
+		for (size_t i = 0; i < n; i++) {
+			assert_int_equal(spool_msg_begin(fx->sp, &env, 5000000, &msgs[i], &e), 0);
+			assert_int_equal(spool_msg_write(msgs[i], "body\r\n", 6, &e), 0);
+			strcpy(ids[i], spool_msg_id(msgs[i]));
+		}
+		uint64_t before = spool_fsync_count();
+		assert_int_equal(spool_commit_batch(fx->sp, msgs, n, ok, &e), n);
+		/* One sync for the data (an fdatasync or the syncfs), one for
+		 * the directory, whatever n; per file it would be n + 1. */
+		assert_int_equal(spool_fsync_count() - before, 2);
+		for (size_t i = 0; i < n; i++) {
+			assert_true(ok[i]);
+			assert_true(file_exists(fx, "queue", ids[i]));
+		}
+	}
+	spool_set_group_sync(fx->sp, false);
+}
+
 static void test_group_commit(void **state)
 {
 	struct fx *fx = *state;
@@ -899,6 +932,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_buffering, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_write_error, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_group_commit, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_group_commit_syncfs, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_recover, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_list, setup, teardown),
 		cmocka_unit_test(test_parse_errors),
