@@ -502,6 +502,64 @@ static void conn_timer_cb(evutil_socket_t fd, short what, void *arg)
 	conn_run(c);
 }
 
+/*
+ * Lingering close.  close() on a socket with unread input makes the kernel
+ * send a reset, and a reset can destroy the last reply (a 421 after too
+ * many errors, the 221 to a pipelined QUIT) before the client reads it.
+ * So the write side is shut first, and what the client still sends is
+ * read and dropped until it closes too, for at most NET_LINGER_MS and
+ * NET_LINGER_BYTES.  The session (and its slot) is already gone by then.
+ */
+#define NET_LINGER_MS 2000
+#define NET_LINGER_BYTES (256 * 1024)
+
+struct net_linger {
+	struct event *ev;
+	int fd;
+	size_t drained;
+};
+
+static void linger_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct net_linger *lg = arg;
+	if (what & EV_READ) {
+		char b[4096];
+		for (int k = 0; k < 16; k++) {
+			ssize_t n = recv(fd, b, sizeof(b), MSG_DONTWAIT);
+			if (n > 0) {
+				lg->drained += (size_t)n;
+				if (lg->drained < NET_LINGER_BYTES)
+					continue;
+			} else if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
+				return; /* more later */
+			}
+			break; /* EOF, error, or enough */
+		}
+	}
+	event_free(lg->ev);
+	close(lg->fd);
+	free(lg);
+}
+
+static void linger_close(struct net_server *srv, int fd)
+{
+	struct net_linger *lg = srv->stopping ? NULL : calloc(1, sizeof(*lg));
+	if (!lg || shutdown(fd, SHUT_WR) < 0) {
+		free(lg);
+		close(fd);
+		return;
+	}
+	lg->fd = fd;
+	lg->ev = event_new(srv->base, fd, EV_READ | EV_PERSIST, linger_cb, lg);
+	struct timeval tv = { NET_LINGER_MS / 1000, (NET_LINGER_MS % 1000) * 1000 };
+	if (!lg->ev || event_add(lg->ev, &tv) < 0) {
+		if (lg->ev)
+			event_free(lg->ev);
+		free(lg);
+		close(fd);
+	}
+}
+
 static void conn_free(struct net_conn *c)
 {
 	struct net_server *srv = c->srv;
@@ -517,7 +575,7 @@ static void conn_free(struct net_conn *c)
 	event_free(c->ev_timer);
 	tls_conn_free(c->tls);
 	smtp_session_free(c->s);
-	close(c->fd);
+	linger_close(srv, c->fd);
 	free(c);
 	__atomic_sub_fetch(&srv->slots[srv->my_slot], 1, __ATOMIC_RELAXED);
 	srv->n_conns--;
