@@ -5,7 +5,7 @@
 #
 # usage: bench/run.sh [path/to/sluice]      (default: build/sluice)
 # environment: QUICK=1      one run per figure and fewer messages (< 2 min)
-#              BENCH_PORT   first of three loopback ports (default 24025)
+#              BENCH_PORT   first of six loopback ports (default 24025)
 #              BENCH_RUNS   runs per figure, the median is kept (default 3)
 #
 # Needs root (Debian packages, a cgroup per server, Postfix's own users).
@@ -22,6 +22,9 @@ port0=${BENCH_PORT:-24025}
 port_sluice=$port0
 port_postfix=$((port0 + 1))
 port_sink=$((port0 + 2))
+port_relay_sink=$((port0 + 3))
+port_sluice_tls=$((port0 + 4))
+port_postfix_tls=$((port0 + 5))
 load_timeout=300 # seconds, per smtp-source run
 [ "$quick" = 1 ] && load_timeout=60
 
@@ -62,9 +65,9 @@ need_pkgs() {
 	esac
 	[ $rc = 0 ] || die "apt-get install failed"
 }
-need_pkgs postfix procps iproute2
+need_pkgs postfix procps iproute2 strace gcc libc6-dev libssl-dev openssl
 
-for b in smtp-source smtp-sink postfix postconf; do
+for b in smtp-source smtp-sink postfix postconf strace cc openssl; do
 	command -v $b >/dev/null 2>&1 || die "$b not found after installing postfix"
 done
 
@@ -196,24 +199,56 @@ port_free() {
 	! ss -ltn "sport = :$1" 2>/dev/null | grep -q LISTEN
 }
 
-for p in $port_sluice $port_postfix $port_sink; do
+for p in $port_sluice $port_postfix $port_sink $port_relay_sink $port_sluice_tls $port_postfix_tls; do
 	port_free $p || die "port $p is in use (set BENCH_PORT)"
 done
+
+
+# ---------------------------------------------------------------- tools
+# The load clients of workloads c and d are small C programs (a Python loop
+# would be the bottleneck on two cores shared with the server).
+bin="$work/bin"
+mkdir -p "$bin"
+cc -O2 -o "$bin/idle_client" "$top/bench/idle_client.c" || die "cannot compile bench/idle_client.c"
+cc -O2 -o "$bin/tls_client" "$top/bench/tls_client.c" -lssl -lcrypto || die "cannot compile bench/tls_client.c"
+# Idle sessions need a descriptor each, in the servers and in the client.
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null
+[ "$(ulimit -n)" = unlimited ] || [ "$(ulimit -n)" -ge 10100 ] || say "descriptor limit $(ulimit -n): too low for 10,000 idle sessions"
+
+# One certificate for both servers' implicit-TLS listeners: RSA 2048,
+# self-signed, the common case on port 465.
+openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=bench.test \
+	-keyout "$work/key.pem" -out "$work/cert.pem" >/dev/null 2>&1 || die "openssl req failed"
+chmod 644 "$work/cert.pem" "$work/key.pem" # a throw-away key, read by unprivileged workers
 
 # ---------------------------------------------------------------- servers
 user=nobody
 sluice_dir="$work/sluice"
 mkdir -p "$sluice_dir"
 chmod 755 "$sluice_dir"
-sed -e "s|@DIR@|$sluice_dir|g" -e "s|@PORT@|$port_sluice|g" -e "s|@USER@|$user|g" \
+cp "$work/cert.pem" "$work/key.pem" "$sluice_dir/"
+echo "@fwd.test rcpt@relay.test" > "$sluice_dir/virtual"
+chmod 644 "$sluice_dir/virtual"
+sed -e "s|@DIR@|$sluice_dir|g" -e "s|@PORT@|$port_sluice|g" -e "s|@TLSPORT@|$port_sluice_tls|g" \
+	-e "s|@SINKPORT@|$port_relay_sink|g" -e "s|@USER@|$user|g" \
 	"$conf/sluice.conf.in" > "$sluice_dir/sluice.conf"
-"$sluice" -C "$sluice_dir/sluice.conf" -bV >/dev/null || die "sluice refuses the benchmark configuration"
+# Variants: group commit off (the "before" of spool_group_sync), and
+# delivery on (relay, workload e).
+sed -e 's/^spool_group_sync = .*//' "$sluice_dir/sluice.conf" > "$sluice_dir/sluice-nogs.conf"
+echo "spool_group_sync = no" >> "$sluice_dir/sluice-nogs.conf"
+sed -e 's/^queue_only = yes/queue_only = no/' "$sluice_dir/sluice.conf" > "$sluice_dir/sluice-relay.conf"
+for c in sluice sluice-nogs sluice-relay; do
+	"$sluice" -C "$sluice_dir/$c.conf" -bV >/dev/null || die "sluice refuses the benchmark configuration $c.conf"
+done
 sluice_pid=""
-sluice_start() {
-	spawn_in sluice "$sluice" -C "$sluice_dir/sluice.conf" -bdf
+sluice_conf=sluice
+sluice_start() { # [configuration name]
+	sluice_conf=${1:-sluice}
+	spawn_in sluice "$sluice" -C "$sluice_dir/$sluice_conf.conf" -bdf
 	sluice_pid=$spawned
 	pids_to_stop="$pids_to_stop $sluice_pid"
 	wait_port $port_sluice || die "sluice does not listen on $port_sluice (log: $sluice_dir/sluice.log)"
+	wait_port $port_sluice_tls || die "sluice does not listen on $port_sluice_tls"
 }
 sluice_stop() {
 	local i
@@ -226,43 +261,103 @@ sluice_stop() {
 	wait "$sluice_pid" 2>/dev/null
 	pids_to_stop=$(echo "$pids_to_stop" | tr ' ' '\n' | grep -vx "$sluice_pid" | tr '\n' ' ')
 	for i in $(seq 1 100); do
-		port_free $port_sluice && return 0
+		port_free $port_sluice && port_free $port_sluice_tls && return 0
 		sleep 0.1
 	done
 	die "sluice still listens on $port_sluice after stopping"
 }
-sluice_start
+# Restarts sluice on an empty spool with configuration $1.
+sluice_fresh() {
+	[ -n "$sluice_pid" ] && sluice_stop
+	rm -rf "$sluice_dir/spool"
+	sluice_start "${1:-sluice}"
+}
+sluice_fresh sluice
 
 pf="$work/postfix"
 postfix_etc_new="$pf/etc"
 mkdir -p "$postfix_etc_new" "$pf/queue" "$pf/data"
 chown postfix "$pf/data"
-sed -e "s|@DIR@|$pf|g" "$conf/postfix-main.cf.in" > "$postfix_etc_new/main.cf"
-sed -e "s|@PORT@|$port_postfix|g" "$conf/postfix-master.cf.in" > "$postfix_etc_new/master.cf"
+cp "$work/cert.pem" "$work/key.pem" "$pf/"
+chmod 600 "$pf/key.pem"
+sed -e "s|@DIR@|$pf|g" -e "s|@SINKPORT@|$port_relay_sink|g" "$conf/postfix-main.cf.in" > "$postfix_etc_new/main.cf"
+sed -e "s|@PORT@|$port_postfix|g" -e "s|@TLSPORT@|$port_postfix_tls|g" -e "s|@DIR@|$pf|g" \
+	"$conf/postfix-master.cf.in" > "$postfix_etc_new/master.cf"
 [ -f /etc/postfix/dynamicmaps.cf ] && cp /etc/postfix/dynamicmaps.cf "$postfix_etc_new/"
 [ -d /etc/postfix/dynamicmaps.cf.d ] && cp -r /etc/postfix/dynamicmaps.cf.d "$postfix_etc_new/"
 postfix_etc=$postfix_etc_new
 postfix -c "$postfix_etc" check >/dev/null 2>&1 # creates the queue directories
 run_in postfix postfix -c "$postfix_etc" start >/dev/null 2>&1
 wait_port $port_postfix || die "Postfix does not listen on $port_postfix (log: $pf/maillog)"
+wait_port $port_postfix_tls || die "Postfix does not listen on $port_postfix_tls (log: $pf/maillog)"
 postfix_pid=$(tr -d ' ' < "$pf/queue/pid/master.pid" 2>/dev/null)
 
-mkdir -p "$work/sink"
 spawn_in sink smtp-sink -u nobody -h bench.test 127.0.0.1:$port_sink 1024
 sink_pid=$spawned
 pids_to_stop="$pids_to_stop $sink_pid"
 wait_port $port_sink || die "smtp-sink does not listen on $port_sink"
+# The relay target counts what it receives (-c: "sess=.. quit=.. mesg=N"
+# after each message).  Its name differs from the servers' so that neither
+# takes it for a mail loop.
+spawn_in relaysink smtp-sink -c -u nobody -h sink.test 127.0.0.1:$port_relay_sink 1024 > "$work/relaysink.out"
+relaysink_pid=$spawned
+pids_to_stop="$pids_to_stop $relaysink_pid"
+wait_port $port_relay_sink || die "smtp-sink does not listen on $port_relay_sink"
+sink_received() {
+	tr '\r' '\n' < "$work/relaysink.out" | awk -F'mesg=' 'NF > 1 { n = $2 + 0 } END { print n + 0 }'
+}
 
 # Messages now in each server's queue: a check that what got 250 is there.
 queued() {
 	case $1 in
-	sluice) find "$sluice_dir/spool/queue" -type f 2>/dev/null | wc -l ;;
+	sluice*) find "$sluice_dir/spool/queue" -type f 2>/dev/null | wc -l ;;
 	postfix) find "$pf/queue/hold" "$pf/queue/incoming" "$pf/queue/active" "$pf/queue/deferred" -type f 2>/dev/null | wc -l ;;
 	*) echo 0 ;;
 	esac
 }
 
-# ---------------------------------------------------------------- workloads
+root_of() {
+	case $1 in
+	sluice*) echo "$sluice_pid" ;;
+	postfix) echo "$postfix_pid" ;;
+	*) echo "$sink_pid" ;;
+	esac
+}
+cg_of() { case $1 in sluice*) echo sluice ;; *) echo "$1" ;; esac; }
+
+# Every process of server $1: its cgroup, or its process tree.
+server_pids() {
+	local cg
+	cg=$(cg_of "$1")
+	if [ -n "$cgdir" ]; then
+		cat "$cgdir/$cg/cgroup.procs"
+		return
+	fi
+	ps -e -o pid=,ppid= | awk -v r="$(root_of "$1")" '
+		{ parent[$1] = $2 }
+		END { want[r] = 1; changed = 1
+		      while (changed) { changed = 0
+		          for (p in parent) if (!(p in want) && (parent[p] in want)) { want[p] = 1; changed = 1 } }
+		      for (p in want) print p }'
+}
+
+# PSS in KiB summed over every process of server $1.
+pss_kib() {
+	server_pids "$1" | sed 's|.*|/proc/&/smaps_rollup|' | xargs cat 2>/dev/null |
+		awk '$1 == "Pss:" { s += $2 } END { print s + 0 }'
+}
+
+# ---------------------------------------------------------------- results
+runs=${BENCH_RUNS:-3}
+[ "$quick" = 1 ] && runs=1
+results="$work/results" # lines: server workload run metric value
+: > "$results"
+record() { # server workload run metric value
+	echo "$*" >> "$results"
+	say "$*"
+}
+
+# ---------------------------------------------------------------- a, b, f: accept
 # name size sessions messages(full) messages(quick)
 workloads="
 a-1k-s1    1024    1  3000  1000
@@ -270,53 +365,38 @@ a-1k-s20   1024    20 20000 5000
 a-100k-s1  102400  1  1000  300
 a-100k-s20 102400  20 3000  1000
 "
-runs=${BENCH_RUNS:-3}
-[ "$quick" = 1 ] && runs=1
 
-results="$work/results" # lines: server workload run msgs_per_s cpu_s_per_1000
-: > "$results"
-
-# One smtp-source run; appends a result line.  -d keeps each session open
-# for its share of the messages, so the figure is messages, not connections.
+# One smtp-source run; records msg/s and CPU s/1000 msg.  -d keeps each
+# session open for its share of the messages, so the figure is messages,
+# not connections.
 load() { # server port workload size sessions count run
 	local server=$1 port=$2 wl=$3 size=$4 sess=$5 count=$6 run=$7
-	local root=$sluice_pid
-	[ "$server" = postfix ] && root=$postfix_pid
-	[ "$server" = sink ] && root=$sink_pid
-	local q0 c0 t0 t1 c1 q1 rc
+	local q0 c0 t0 t1 c1 q1 rc cg
+	cg=$(cg_of "$server")
 	q0=$(queued "$server")
-	c0=$(cpu_usec "$server" "$root")
+	c0=$(cpu_usec "$cg" "$(root_of "$server")")
 	t0=$(date +%s%N)
 	timeout "$load_timeout" smtp-source -4 -d -s "$sess" -m "$count" -l "$size" -M bench.client \
 		-f sender@example.org -t rcpt@bench.test 127.0.0.1:"$port" < /dev/null > "$work/source.out" 2>&1
 	rc=$?
 	t1=$(date +%s%N)
-	c1=$(cpu_usec "$server" "$root")
+	c1=$(cpu_usec "$cg" "$(root_of "$server")")
 	q1=$(queued "$server")
 	if [ $rc != 0 ]; then
 		say "$server $wl run $run: smtp-source failed (exit $rc): $(tail -n 3 "$work/source.out" | tr '\n' ' ')"
-		echo "$server $wl $run FAIL FAIL" >> "$results"
+		record "$server" "$wl" "$run" msg/s FAIL
 		return
 	fi
 	if [ "$server" != sink ] && [ $((q1 - q0)) -lt "$count" ]; then
 		say "$server $wl run $run: only $((q1 - q0)) of $count messages are in the queue"
 	fi
-	awk -v s="$server" -v w="$wl" -v r="$run" -v n="$count" -v t0="$t0" -v t1="$t1" -v c0="$c0" -v c1="$c1" \
-		'BEGIN { dt = (t1 - t0) / 1e9; printf "%s %s %s %.1f %.3f\n", s, w, r, n / dt, (c1 - c0) / 1e6 * 1000 / n }' \
-		>> "$results"
-	say "$(tail -n 1 "$results")"
+	record "$server" "$wl" "$run" msg/s "$(awk -v n="$count" -v t0="$t0" -v t1="$t1" 'BEGIN { printf "%.1f", n / ((t1 - t0) / 1e9) }')"
+	record "$server" "$wl" "$run" cpu-s/1000msg "$(awk -v n="$count" -v c0="$c0" -v c1="$c1" 'BEGIN { printf "%.3f", (c1 - c0) / 1e6 * 1000 / n }')"
 }
 
 # Each run starts from an empty queue on every server, so that a figure does
 # not depend on how much earlier runs left behind: sluice is restarted on
 # an empty spool, Postfix's queue is emptied with postsuper.
-reset_queues() {
-	sluice_stop
-	rm -rf "$sluice_dir/spool"
-	sluice_start
-	postsuper -c "$postfix_etc" -d ALL >/dev/null 2>&1
-}
-
 start=$(date +%s)
 while read -r wl size sess full qk; do
 	[ -n "$wl" ] || continue
@@ -324,15 +404,163 @@ while read -r wl size sess full qk; do
 	[ "$quick" = 1 ] && count=$qk
 	for run in $(seq 1 "$runs"); do
 		# Servers take turns within each run, so that noise on the
-		# shared machine spreads over all of them.
-		reset_queues
+		# shared machine spreads over all of them.  sluice-nogs is
+		# sluice with spool_group_sync = no (one fdatasync per message).
+		sluice_fresh sluice
+		postsuper -c "$postfix_etc" -d ALL >/dev/null 2>&1
 		load sluice $port_sluice "$wl" "$size" "$sess" "$count" "$run"
+		sluice_fresh sluice-nogs
+		load sluice-nogs $port_sluice "$wl" "$size" "$sess" "$count" "$run"
 		load postfix $port_postfix "$wl" "$size" "$sess" "$count" "$run"
 		load sink $port_sink "$wl" "$size" "$sess" "$count" "$run"
 	done
 done <<WORKLOADS
 $workloads
 WORKLOADS
+
+# ---------------------------------------------------------------- group commit: syscall counts
+# strace -c on every sluice process (attached after start, so the workers
+# and the runner are all traced) while 1,000 1 KB messages arrive over 20
+# sessions; once with spool_group_sync = no, once with yes.
+fsync_count() { # config name -> records fsync calls per 1000 messages
+	local cfg=$1 n=1000 pids spid i
+	sluice_fresh "$cfg"
+	pids=$(server_pids sluice | sed 's/^/-p /' | tr '\n' ' ')
+	strace -f -c -e trace=fdatasync,fsync,syncfs -o "$work/strace.$cfg" $pids 2>/dev/null &
+	spid=$!
+	pids_to_stop="$pids_to_stop $spid"
+	sleep 1 # attached
+	timeout "$load_timeout" smtp-source -4 -d -s 20 -m $n -l 1024 -M bench.client \
+		-f sender@example.org -t rcpt@bench.test 127.0.0.1:"$port_sluice" < /dev/null > "$work/source.out" 2>&1 ||
+		say "smtp-source failed under strace ($cfg)"
+	sleep 0.5
+	kill -INT "$spid" 2>/dev/null
+	for i in $(seq 1 50); do kill -0 "$spid" 2>/dev/null || break; sleep 0.1; done
+	kill -KILL "$spid" 2>/dev/null
+	wait "$spid" 2>/dev/null
+	pids_to_stop=$(echo "$pids_to_stop" | tr ' ' '\n' | grep -vx "$spid" | tr '\n' ' ')
+	for sc in fdatasync fsync syncfs; do
+		record "$cfg" a-1k-s20 1 "$sc/1000msg" \
+			"$(awk -v s="$sc" -v n=$n '$NF == s { c = $4 } END { printf "%d", (c + 0) * 1000 / n }' "$work/strace.$cfg")"
+	done
+}
+fsync_count sluice-nogs
+fsync_count sluice
+
+# ---------------------------------------------------------------- e: relay
+# Accept on the server's port, deliver by SMTP to smtp-sink; from the first
+# message sent until the sink has received the last one.  CPU is the whole
+# server tree (accept + queue + delivery).
+relay_count=10000
+[ "$quick" = 1 ] && relay_count=2000
+relay_timeout=$load_timeout
+relay() { # server port run
+	local server=$1 port=$2 run=$3 n=$relay_count r0 r1 c0 c1 t0 t1 cg i
+	cg=$(cg_of "$server")
+	r0=$(sink_received)
+	c0=$(cpu_usec "$cg" "$(root_of "$server")")
+	t0=$(date +%s%N)
+	timeout "$relay_timeout" smtp-source -4 -d -s 20 -m "$n" -l 1024 -M bench.client \
+		-f sender@example.org -t rcpt@fwd.test 127.0.0.1:"$port" < /dev/null > "$work/source.out" 2>&1 ||
+		say "$server relay run $run: smtp-source failed: $(tail -n 2 "$work/source.out" | tr '\n' ' ')"
+	for i in $(seq 1 $((relay_timeout * 20))); do
+		r1=$(sink_received)
+		[ $((r1 - r0)) -ge "$n" ] && break
+		[ $(( ($(date +%s%N) - t0) / 1000000000 )) -ge "$relay_timeout" ] && break
+		sleep 0.05
+	done
+	t1=$(date +%s%N)
+	c1=$(cpu_usec "$cg" "$(root_of "$server")")
+	if [ $((r1 - r0)) -lt "$n" ]; then
+		say "$server relay run $run: the sink got $((r1 - r0)) of $n messages in ${relay_timeout}s"
+		record "$server" e-relay-1k-s20 "$run" msg/s FAIL
+		return
+	fi
+	record "$server" e-relay-1k-s20 "$run" msg/s "$(awk -v n="$n" -v t0="$t0" -v t1="$t1" 'BEGIN { printf "%.1f", n / ((t1 - t0) / 1e9) }')"
+	record "$server" e-relay-1k-s20 "$run" cpu-s/1000msg "$(awk -v n="$n" -v c0="$c0" -v c1="$c1" 'BEGIN { printf "%.3f", (c1 - c0) / 1e6 * 1000 / n }')"
+}
+for run in $(seq 1 "$runs"); do
+	sluice_fresh sluice-relay
+	postsuper -c "$postfix_etc" -d ALL >/dev/null 2>&1
+	relay sluice $port_sluice "$run"
+	relay postfix $port_postfix "$run"
+done
+
+# ---------------------------------------------------------------- c: TLS
+# New TLS sessions per second on the implicit-TLS port, one message each,
+# full handshake every time (no resumption), 16 client processes.
+tls_count=5000
+tls_secs=30
+[ "$quick" = 1 ] && { tls_count=1500; tls_secs=15; }
+tls() { # server port run
+	local server=$1 port=$2 run=$3 c0 c1 out ok cg
+	cg=$(cg_of "$server")
+	c0=$(cpu_usec "$cg" "$(root_of "$server")")
+	out=$(timeout $((tls_secs + 30)) "$bin/tls_client" 127.0.0.1 "$port" 16 "$tls_count" "$tls_secs" rcpt@bench.test)
+	c1=$(cpu_usec "$cg" "$(root_of "$server")")
+	say "$server tls run $run: $out"
+	ok=$(echo "$out" | sed -n 's/.*ok=\([0-9]*\).*/\1/p')
+	if [ -z "$ok" ] || [ "$ok" = 0 ] || echo "$out" | grep -qv 'failed=0 '; then
+		say "$server tls run $run: failed sessions"
+		[ -z "$ok" ] || [ "$ok" = 0 ] && { record "$server" c-tls-465 "$run" sessions/s FAIL; return; }
+	fi
+	record "$server" c-tls-465 "$run" sessions/s "$(echo "$out" | awk -F'[ =]' '{ printf "%.1f", $2 / $6 }')"
+	record "$server" c-tls-465 "$run" cpu-ms/session "$(awk -v n="$ok" -v c0="$c0" -v c1="$c1" 'BEGIN { printf "%.3f", (c1 - c0) / 1e3 / n }')"
+}
+for run in $(seq 1 "$runs"); do
+	sluice_fresh sluice
+	postsuper -c "$postfix_etc" -d ALL >/dev/null 2>&1
+	tls sluice $port_sluice_tls "$run"
+	tls postfix $port_postfix_tls "$run"
+done
+
+# ---------------------------------------------------------------- d: idle sessions
+# PSS of every process of the server, before and while N sessions that
+# have been greeted sit idle; sources 127.0.0.1-16.  Postfix runs one smtpd
+# per session: 10,000 of them are started only when the memory they would
+# take (measured at 1,000) fits three times in what is available.
+idle_sizes="1000 10000"
+[ "$quick" = 1 ] && idle_sizes="1000"
+idle() { # server port n
+	local server=$1 port=$2 n=$3 p0 p1 st cpid i
+	p0=$(pss_kib "$server")
+	rm -f "$work/idle.status"
+	"$bin/idle_client" 127.0.0.1 "$port" "$n" 16 120 300 "$work/idle.status" &
+	cpid=$!
+	pids_to_stop="$pids_to_stop $cpid"
+	for i in $(seq 1 1300); do
+		[ -f "$work/idle.status" ] && break
+		kill -0 "$cpid" 2>/dev/null || break
+		sleep 0.1
+	done
+	sleep 1 # let forked processes settle
+	p1=$(pss_kib "$server")
+	st=$(cat "$work/idle.status" 2>/dev/null)
+	kill -TERM "$cpid" 2>/dev/null
+	wait "$cpid" 2>/dev/null
+	pids_to_stop=$(echo "$pids_to_stop" | tr ' ' '\n' | grep -vx "$cpid" | tr '\n' ' ')
+	say "$server idle $n: PSS ${p0} KiB -> ${p1} KiB; $st"
+	record "$server" "d-idle-$n" 1 pss-mib-total "$(awk -v p="$p1" 'BEGIN { printf "%.1f", p / 1024 }')"
+	record "$server" "d-idle-$n" 1 pss-kib/session "$(awk -v a="$p0" -v b="$p1" -v n="$n" 'BEGIN { printf "%.1f", (b - a) / n }')"
+	for k in greeted refused failed; do
+		record "$server" "d-idle-$n" 1 "$k" "$(echo "$st" | sed -n "s/.*$k=\([0-9]*\).*/\1/p")"
+	done
+	# Sessions close; give the server time to reap before the next size.
+	sleep 2
+}
+for n in $idle_sizes; do
+	sluice_fresh sluice
+	idle sluice $port_sluice "$n"
+	if [ "$n" -gt 1000 ]; then
+		per=$(awk '$1 == "postfix" && $2 == "d-idle-1000" && $4 == "pss-kib/session" { print int($5) }' "$results")
+		avail=$(awk '$1 == "MemAvailable:" { print $2 }' /proc/meminfo)
+		if [ -z "$per" ] || [ $((per * n * 3)) -gt "$avail" ]; then
+			say "Postfix with $n idle sessions skipped: about $((${per:-0} * n / 1024)) MiB needed, $((avail / 1024)) MiB available"
+			continue
+		fi
+	fi
+	idle postfix $port_postfix "$n"
+done
 elapsed=$(($(date +%s) - start))
 
 # ---------------------------------------------------------------- table
@@ -342,7 +570,7 @@ out="$top/bench/results/latest.txt"
 	echo "sluice benchmark, $(date -u '+%Y-%m-%d %H:%M UTC'), $( [ "$quick" = 1 ] && echo "QUICK=1 (1 run per figure)" || echo "median of $runs runs")"
 	echo "machine: $(nproc) cores, $(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo), kernel $(uname -r)"
 	echo "peers: Postfix $(postconf -d -h mail_version 2>/dev/null), smtp-sink (stores nothing); CPU: $cpu_method"
-	echo "loads took ${elapsed}s; workload a-SIZE-sN = accept SIZE messages over N concurrent sessions (smtp-source -d)"
+	echo "loads took ${elapsed}s"
 	echo
 	awk '
 	function median(key,   n, i, j, t, v) {
@@ -352,24 +580,48 @@ out="$top/bench/results/latest.txt"
 		return v[int((n + 1) / 2)]
 	}
 	function ratio(a, b) { return (a == "-" || b == "-" || b + 0 == 0) ? "-" : sprintf("%.2f", a / b) }
-	$4 != "FAIL" {
-		k = $1 SUBSEP $2 SUBSEP "r"; cnt[k]++; val[k, cnt[k]] = $4
-		k = $1 SUBSEP $2 SUBSEP "c"; cnt[k]++; val[k, cnt[k]] = $5
-		if (!($2 in seen)) { seen[$2] = 1; order[++nw] = $2 }
+	function m(s, w, x) { return median(s SUBSEP w SUBSEP x) }
+	$5 != "FAIL" {
+		k = $1 SUBSEP $2 SUBSEP $4; cnt[k]++; val[k, cnt[k]] = $5
+		if (!(($2, $4) in seen)) { seen[$2, $4] = 1; order[++nr] = $2 SUBSEP $4 }
 	}
 	END {
-		printf "%-11s | %10s %10s %8s %10s %8s | %12s %12s %8s\n", "workload", "sluice", "postfix", "s/pf", "smtp-sink", "s/sink", "sluice CPU", "postfix CPU", "s/pf"
-		printf "%-11s | %10s %10s %8s %10s %8s | %12s %12s %8s\n", "", "msg/s", "msg/s", "", "msg/s", "", "s/1000 msg", "s/1000 msg", ""
-		for (i = 1; i <= nw; i++) {
-			w = order[i]
-			sr = median("sluice" SUBSEP w SUBSEP "r"); pr = median("postfix" SUBSEP w SUBSEP "r"); kr = median("sink" SUBSEP w SUBSEP "r")
-			sc = median("sluice" SUBSEP w SUBSEP "c"); pc = median("postfix" SUBSEP w SUBSEP "c")
-			printf "%-11s | %10s %10s %8s %10s %8s | %12s %12s %8s\n", w, sr, pr, ratio(sr, pr), kr, ratio(sr, kr), sc, pc, ratio(sc, pc)
+		f = "%-15s %-16s | %10s %10s %6s | %10s %6s\n"
+		printf f, "workload", "figure", "sluice", "postfix", "s/pf", "smtp-sink", "s/sink"
+		for (i = 1; i <= nr; i++) {
+			split(order[i], a, SUBSEP); w = a[1]; x = a[2]
+			if (x ~ /^(greeted|refused|failed)$/ || x ~ /\/1000msg$/ && x !~ /^cpu/) continue
+			s = m("sluice", w, x); p = m("postfix", w, x); k = m("sink", w, x)
+			if (s == "-" && p == "-") continue
+			printf f, w, x, s, p, ratio(s, p), k, ratio(s, k)
+		}
+		print ""
+		print "group commit (sluice only): spool_group_sync = no -> yes"
+		g = "%-15s %-16s | %10s %10s %6s\n"
+		printf g, "workload", "figure", "no", "yes", "yes/no"
+		for (i = 1; i <= nr; i++) {
+			split(order[i], a, SUBSEP); w = a[1]; x = a[2]
+			n0 = m("sluice-nogs", w, x); y = (x ~ /\/1000msg$/ && x !~ /^cpu/) ? m("sluice", w, x) : m("sluice", w, x)
+			if (n0 == "-") continue
+			printf g, w, x, n0, y, ratio(y, n0)
+		}
+		print ""
+		print "idle sessions (d): greeted / refused / failed of N"
+		for (i = 1; i <= nr; i++) {
+			split(order[i], a, SUBSEP); w = a[1]; x = a[2]
+			if (x != "greeted") continue
+			for (j = 1; j <= 2; j++) {
+				sv = j == 1 ? "sluice" : "postfix"
+				if (m(sv, w, "greeted") == "-") continue
+				printf "  %-15s %-8s %s / %s / %s\n", w, sv, m(sv, w, "greeted"), m(sv, w, "refused"), m(sv, w, "failed")
+			}
 		}
 	}' "$results"
 	echo
-	echo "s/pf = sluice / Postfix (throughput: higher is better for sluice; CPU: lower is better)."
+	echo "s/pf = sluice / Postfix (msg/s, sessions/s: higher is better for sluice; CPU, PSS: lower is better)."
 	echo "s/sink = sluice / smtp-sink ceiling.  Figures are comparable only within one run."
+	echo "a-SIZE-sN: accept SIZE messages over N sessions; e-relay: accept + deliver by SMTP to smtp-sink, end to end;"
+	echo "c-tls-465: new implicit-TLS sessions, one message each; d-idle-N: N greeted idle sessions (PSS of all processes)."
 	if grep -q FAIL "$results"; then
 		echo "failed runs (left out of the medians):"
 		grep FAIL "$results" | awk '{ print "  " $1 " " $2 " run " $3 }'
