@@ -113,7 +113,8 @@ int mdeliver_send(int sock, int fd, off_t off, off_t len, const char *path, cons
 /* ---- ipc: memory shared between the master and its workers ----------- */
 
 #define IPC_MAX_SLOTS 1024
-/* Anonymous shared mapping of n counters, inherited across fork. */
+/* Anonymous shared mapping of n counters, inherited across fork, and
+ * after them the number of slots ever used (slots[n]). */
 uint32_t *ipc_slots_new(size_t n);
 void ipc_slots_free(uint32_t *slots, size_t n);
 

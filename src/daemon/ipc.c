@@ -5,9 +5,12 @@
 
 #include "daemon.h"
 
+/* One more word after the n counters: how many slots have ever been used
+ * (set by the master before it forks a worker into a slot), so that
+ * counting sessions at each accept reads a handful of words, not n. */
 uint32_t *ipc_slots_new(size_t n)
 {
-	void *p = mmap(NULL, n * sizeof(uint32_t), PROT_READ | PROT_WRITE,
+	void *p = mmap(NULL, (n + 1) * sizeof(uint32_t), PROT_READ | PROT_WRITE,
 		       MAP_SHARED | MAP_ANONYMOUS, -1, 0);
 	return p == MAP_FAILED ? NULL : p;
 }
@@ -15,5 +18,5 @@ uint32_t *ipc_slots_new(size_t n)
 void ipc_slots_free(uint32_t *slots, size_t n)
 {
 	if (slots)
-		munmap(slots, n * sizeof(uint32_t));
+		munmap(slots, (n + 1) * sizeof(uint32_t));
 }

@@ -224,6 +224,8 @@ static int spawn(struct master *m, struct gen *g)
 	if (slot >= IPC_MAX_SLOTS)
 		return -1;
 	m->slots[slot] = 0;
+	if (__atomic_load_n(&m->slots[IPC_MAX_SLOTS], __ATOMIC_RELAXED) < slot + 1)
+		__atomic_store_n(&m->slots[IPC_MAX_SLOTS], (uint32_t)(slot + 1), __ATOMIC_RELEASE);
 	pid_t pid = fork();
 	if (pid < 0) {
 		log_event(LOG_LVL_ERR, "fork_failed", "error=\"%s\"", strerror(errno));

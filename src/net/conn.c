@@ -61,8 +61,12 @@ static void body_abort(struct net_conn *c);
 
 static uint32_t total_sessions(const struct net_server *srv)
 {
+	/* slots[n_slots] holds how many slots are in use at all. */
+	size_t used = __atomic_load_n(&srv->slots[srv->n_slots], __ATOMIC_ACQUIRE);
+	if (used > srv->n_slots)
+		used = srv->n_slots;
 	uint32_t n = 0;
-	for (size_t i = 0; i < srv->n_slots; i++)
+	for (size_t i = 0; i < used; i++)
 		n += __atomic_load_n(&srv->slots[i], __ATOMIC_RELAXED);
 	return n;
 }

@@ -112,7 +112,8 @@ struct net_server {
 	bool stopping;
 	uint64_t next_session;
 	/* Session counts of every worker, in memory shared with the master
-	 * (smtp_accept_max is global; a dead worker's slot is zeroed). */
+	 * (smtp_accept_max is global; a dead worker's slot is zeroed);
+	 * slots[n_slots] is how many of them have ever been used. */
 	uint32_t *slots;
 	size_t n_slots;
 	size_t my_slot;
