@@ -3,6 +3,7 @@ malformed commands, limits, timeouts."""
 import re
 import smtplib
 import subprocess
+import time
 
 import pytest
 
@@ -339,3 +340,31 @@ def test_smtp_accept_max(start_daemon):
         b.close()
     # Once they are gone, new sessions are accepted again.
     assert wait_until(lambda: Client(d.mx).greeting.code == 220, 5)
+
+
+def test_slow_clients_do_not_hold_the_workers(start_daemon):
+    """Clients trickling one byte at a time (more of them than there are
+    workers) do not hold a worker: a normal client is served meanwhile,
+    and each trickler is still answered correctly at the end."""
+    d = start_daemon()
+    slow = [Client(d.mx) for _ in range(6)]
+    line = b"EHLO slow.example\r\n"
+    try:
+        for i in range(len(line) - 1):
+            for c in slow:
+                c.send(line[i:i + 1])
+            if i == 5:
+                # In the middle of the trickle, a whole transaction.
+                s = smtplib.SMTP("127.0.0.1", d.mx, timeout=10)
+                assert s.sendmail("a@elsewhere.example", ["alice@test.example"],
+                                  "Subject: t\r\n\r\nx\r\n") == {}
+                s.quit()
+            time.sleep(0.05)
+        for c in slow:
+            c.send(line[-1:])
+            r = c.reply()
+            assert r.code == 250, r
+    finally:
+        for c in slow:
+            c.close()
+    assert len(d.queue_ids()) == 1
