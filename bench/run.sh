@@ -1,12 +1,15 @@
 #!/bin/bash
-# `make bench`: runs the same loads against sluice, Postfix and smtp-sink on
-# loopback, in turn, and prints one table (also written to
+# `make bench`: runs the same loads against sluice, Postfix, Exim, OpenSMTPD
+# and smtp-sink on loopback, in turn, and prints one table (also written to
 # bench/results/latest.txt).  See docs/performance.md for the method.
 #
 # usage: bench/run.sh [path/to/sluice]      (default: build/sluice)
 # environment: QUICK=1      one run per figure and fewer messages (< 2 min)
-#              BENCH_PORT   first of six loopback ports (default 24025)
+#              BENCH_PORT   first of eight loopback ports (default 24025)
 #              BENCH_RUNS   runs per figure, the median is kept (default 3)
+#              BENCH_TMP    where the work directory is made (default /tmp)
+#              BENCH_PEERS  "exim opensmtpd" (default): the extra peers of
+#                           the accept workloads (a); "" leaves them out
 #
 # Needs root (Debian packages, a cgroup per server, Postfix's own users).
 # Every process it starts is stopped by its pid on exit; temporary files
@@ -25,6 +28,9 @@ port_sink=$((port0 + 2))
 port_relay_sink=$((port0 + 3))
 port_sluice_tls=$((port0 + 4))
 port_postfix_tls=$((port0 + 5))
+port_exim=$((port0 + 6))
+port_opensmtpd=$((port0 + 7))
+peers=${BENCH_PEERS-exim opensmtpd}
 load_timeout=300 # seconds, per smtp-source run
 [ "$quick" = 1 ] && load_timeout=60
 
@@ -72,16 +78,18 @@ for b in smtp-source smtp-sink postfix postconf strace cc openssl; do
 done
 
 # ---------------------------------------------------------------- workspace
-work=$(mktemp -d /tmp/sluice-bench.XXXXXX) || die "mktemp failed"
+work=$(mktemp -d "${BENCH_TMP:-/tmp}/sluice-bench.XXXXXX") || die "mktemp failed"
 chmod 755 "$work" # Postfix's and sluice's unprivileged users must reach it
 cgroot=""
 cgdir=""
 pids_to_stop=""
 postfix_etc=""
 postfix_pid=""
+made_users=""
 
 cleanup() {
 	local p
+	peer_stop_all
 	if [ -n "$postfix_etc" ]; then
 		postfix -c "$postfix_etc" stop >/dev/null 2>&1
 		if [ -n "$postfix_pid" ]; then
@@ -107,7 +115,9 @@ cleanup() {
 		rmdir "$cgdir" 2>/dev/null
 	fi
 	rm -rf "$work"
+	for p in $made_users; do userdel "$p" 2>/dev/null; done
 }
+peer_stop_all() { :; } # replaced once the peers are set up
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
@@ -199,7 +209,7 @@ port_free() {
 	! ss -ltn "sport = :$1" 2>/dev/null | grep -q LISTEN
 }
 
-for p in $port_sluice $port_postfix $port_sink $port_relay_sink $port_sluice_tls $port_postfix_tls; do
+for p in $port_sluice $port_postfix $port_sink $port_relay_sink $port_sluice_tls $port_postfix_tls $port_exim $port_opensmtpd; do
 	port_free $p || die "port $p is in use (set BENCH_PORT)"
 done
 
@@ -307,11 +317,14 @@ sink_received() {
 	tr '\r' '\n' < "$work/relaysink.out" | awk -F'mesg=' 'NF > 1 { n = $2 + 0 } END { print n + 0 }'
 }
 
+
 # Messages now in each server's queue: a check that what got 250 is there.
 queued() {
 	case $1 in
 	sluice*) find "$sluice_dir/spool/queue" -type f 2>/dev/null | wc -l ;;
 	postfix) find "$pf/queue/hold" "$pf/queue/incoming" "$pf/queue/active" "$pf/queue/deferred" -type f 2>/dev/null | wc -l ;;
+	exim) find "$exim_dir/spool/input" -type f -name '*-D' 2>/dev/null | wc -l ;;
+	opensmtpd) find "$os_dir/var_spool/smtpd/queue" -type f -name message 2>/dev/null | wc -l ;;
 	*) echo 0 ;;
 	esac
 }
@@ -320,6 +333,8 @@ root_of() {
 	case $1 in
 	sluice*) echo "$sluice_pid" ;;
 	postfix) echo "$postfix_pid" ;;
+	exim) echo "$exim_pid" ;;
+	opensmtpd) echo "$opensmtpd_pid" ;;
 	*) echo "$sink_pid" ;;
 	esac
 }
@@ -345,6 +360,166 @@ server_pids() {
 pss_kib() {
 	server_pids "$1" | sed 's|.*|/proc/&/smaps_rollup|' | xargs cat 2>/dev/null |
 		awk '$1 == "Pss:" { s += $2 } END { print s + 0 }'
+}
+
+# ---------------------------------------------------------------- Exim, OpenSMTPD
+# Neither can be installed next to Postfix (Debian's packages conflict), so
+# their packages are fetched with apt-get download, unpacked with dpkg -x
+# under the work directory and run from there, with configuration files from
+# bench/conf/.  They take part in the accept workloads (a) only.  A peer that
+# cannot be fetched or started is left out with a message; the rest of the
+# benchmark runs as before.
+#   Exim: the daemon-light binary, -C bench/conf/exim.conf -bdf -oX PORT; it
+#   drops to its compiled-in user Debian-exim (not a trusted -C file).
+#   OpenSMTPD: its queue (/var/spool/smtpd), chroot (/var/lib/opensmtpd/empty)
+#   and control socket (/run/smtpd.sock) paths are compiled in, so smtpd runs
+#   in a mount namespace of its own (unshare -m) where work directories are
+#   bind-mounted on /var/spool, /var/lib and /run; nothing outside the work
+#   directory is touched.  It runs with its delivery agents paused (-P mda
+#   -P mta): accepted messages stay queued, as with sluice's queue_only.
+# Users the binaries need (Debian-exim; opensmtpd, opensmtpq) are created as
+# system users when missing and removed again on exit.
+peer_root="$work/peers/root"
+peer_lib="$peer_root/usr/lib/x86_64-linux-gnu"
+exim_bin="$peer_root/usr/sbin/exim4"
+osmtpd_bin="$peer_root/usr/sbin/smtpd"
+exim_dir="$work/exim"
+os_dir="$work/opensmtpd"
+peer_pids=""
+exim_pid=""
+opensmtpd_pid=""
+peer_has() { case " $peers " in *" $1 "*) return 0 ;; esac; return 1; }
+peer_drop() { # name reason
+	say "$1 left out: $2"
+	peers=$(echo " $peers " | sed "s/ $1 / /" | tr -s ' ')
+	peers=${peers# }
+	peers=${peers% }
+}
+need_user() {
+	id "$1" >/dev/null 2>&1 && return 0
+	useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin "$1" || return 1
+	made_users="$made_users $1"
+}
+if [ -n "$peers" ]; then
+	mkdir -p "$work/peers/debs" "$peer_root"
+	chmod 755 "$work/peers" "$work/peers/debs"
+	debs=""
+	peer_has exim && debs="$debs exim4-daemon-light exim4-base exim4-config"
+	peer_has opensmtpd && debs="$debs opensmtpd"
+	# Libraries the binaries link against that a Postfix system may lack.
+	for p in libidn12; do
+		dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || debs="$debs $p"
+	done
+	say "fetching:$debs"
+	if ! (cd "$work/peers/debs" && apt-get download $debs >/dev/null 2>&1); then
+		apt-get update -qq >/dev/null 2>&1
+		(cd "$work/peers/debs" && apt-get download $debs >/dev/null 2>&1) || {
+			peer_drop exim "apt-get download failed"
+			peer_drop opensmtpd "apt-get download failed"
+		}
+	fi
+	for d in "$work/peers/debs"/*.deb; do
+		[ -f "$d" ] && dpkg -x "$d" "$peer_root"
+	done
+	for p in exim opensmtpd; do
+		peer_has $p || continue
+		b=$exim_bin
+		[ $p = opensmtpd ] && b=$osmtpd_bin
+		if [ ! -x "$b" ]; then peer_drop $p "no binary $b in the packages"; continue; fi
+		miss=$(LD_LIBRARY_PATH="$peer_lib" ldd "$b" 2>&1 | awk '/not found/ { print $1 }' | tr '\n' ' ')
+		[ -z "$miss" ] || peer_drop $p "missing libraries: $miss"
+	done
+fi
+if peer_has exim; then
+	need_user Debian-exim || peer_drop exim "cannot create user Debian-exim"
+fi
+if peer_has opensmtpd; then
+	{ need_user opensmtpd && need_user opensmtpq; } || peer_drop opensmtpd "cannot create users opensmtpd, opensmtpq"
+	command -v unshare >/dev/null 2>&1 || peer_drop opensmtpd "no unshare(1)"
+fi
+if peer_has exim; then
+	mkdir -p "$exim_dir"
+	chmod 755 "$exim_dir"
+	sed -e "s|@DIR@|$exim_dir|g" -e "s|@PORT@|$port_exim|g" "$conf/exim.conf.in" > "$exim_dir/exim.conf"
+	LD_LIBRARY_PATH="$peer_lib" "$exim_bin" -C "$exim_dir/exim.conf" -bV >/dev/null 2>&1 ||
+		peer_drop exim "it refuses bench/conf/exim.conf"
+fi
+if peer_has opensmtpd; then
+	mkdir -p "$os_dir/var_lib/opensmtpd/empty" "$os_dir/run"
+	chmod 755 "$os_dir" "$os_dir/var_lib" "$os_dir/var_lib/opensmtpd" "$os_dir/run"
+	chmod 711 "$os_dir/var_lib/opensmtpd/empty"
+	sed -e "s|@PORT@|$port_opensmtpd|g" -e "s|@SINKPORT@|$port_relay_sink|g" \
+		"$conf/opensmtpd.conf.in" > "$os_dir/smtpd.conf"
+	LD_LIBRARY_PATH="$peer_lib" "$osmtpd_bin" -n -f "$os_dir/smtpd.conf" >/dev/null 2>&1 ||
+		peer_drop opensmtpd "it refuses bench/conf/opensmtpd.conf"
+fi
+peer_port() { case $1 in exim) echo "$port_exim" ;; opensmtpd) echo "$port_opensmtpd" ;; esac; }
+peer_start() { # name -> 0 when it listens
+	local p=$1
+	case $p in
+	exim)
+		rm -rf "$exim_dir/spool"
+		mkdir -p "$exim_dir/spool"
+		chown Debian-exim "$exim_dir" "$exim_dir/spool"
+		spawn_in exim env LD_LIBRARY_PATH="$peer_lib" "$exim_bin" -C "$exim_dir/exim.conf" -bdf -oX "$port_exim" \
+			>> "$exim_dir/stderr" 2>&1
+		exim_pid=$spawned ;;
+	opensmtpd)
+		rm -rf "$os_dir/var_spool"
+		mkdir -p "$os_dir/var_spool"
+		chmod 755 "$os_dir/var_spool"
+		spawn_in opensmtpd env LD_LIBRARY_PATH="$peer_lib" unshare -m sh -c '
+			mount --make-rprivate / 2>/dev/null
+			mount --bind "$1/var_spool" /var/spool && mount --bind "$1/var_lib" /var/lib &&
+			mount --bind "$1/run" /run && exec "$2" -d -f "$1/smtpd.conf" -P mda -P mta' sh "$os_dir" "$osmtpd_bin" \
+			>> "$os_dir/stderr" 2>&1
+		opensmtpd_pid=$spawned ;;
+	esac
+	peer_pids="$peer_pids $spawned"
+	wait_port "$(peer_port $p)"
+}
+peer_stop() { # name
+	local p=$1 pid i
+	pid=$(root_of "$p")
+	[ -n "$pid" ] || return 0
+	kill -TERM "$pid" 2>/dev/null
+	for i in $(seq 1 100); do
+		kill -0 "$pid" 2>/dev/null || break
+		sleep 0.1
+	done
+	kill -KILL "$pid" 2>/dev/null
+	wait "$pid" 2>/dev/null
+	peer_pids=$(echo "$peer_pids" | tr ' ' '\n' | grep -vx "$pid" | tr '\n' ' ')
+	# Children left behind in the cgroup (connection handlers): by pid.
+	if [ -n "$cgdir" ] && [ -f "$cgdir/$p/cgroup.procs" ]; then
+		for i in $(cat "$cgdir/$p/cgroup.procs"); do kill -KILL "$i" 2>/dev/null; done
+	fi
+	case $p in exim) exim_pid="" ;; opensmtpd) opensmtpd_pid="" ;; esac
+	for i in $(seq 1 100); do
+		port_free "$(peer_port "$p")" && return 0
+		sleep 0.1
+	done
+	say "$p still listens on $(peer_port "$p") after stopping"
+}
+peer_stop_all() {
+	local p
+	for p in exim opensmtpd; do peer_stop $p; done
+}
+# Restarts peer $1 on an empty queue; drops it from the run if it does not come up.
+peer_fresh() {
+	peer_stop "$1"
+	peer_start "$1" && return 0
+	peer_stop "$1"
+	peer_drop "$1" "does not listen on $(peer_port "$1") (stderr: $(tail -n 3 "$work/$1/stderr" 2>/dev/null | tr '\n' ' '))"
+	return 1
+}
+for p in $peers; do peer_fresh $p; done
+say "extra peers: ${peers:-none}"
+peer_version() {
+	case $1 in
+	exim) LD_LIBRARY_PATH="$peer_lib" "$exim_bin" -C "$exim_dir/exim.conf" -bV 2>/dev/null | awk '/^Exim version/ { print "Exim " $3; exit }' ;;
+	opensmtpd) LD_LIBRARY_PATH="$peer_lib" "$osmtpd_bin" -h 2>&1 | awk '/^version:/ { print $2 " " $3; exit }' ;;
+	esac
 }
 
 # ---------------------------------------------------------------- results
@@ -412,11 +587,18 @@ while read -r wl size sess full qk; do
 		sluice_fresh sluice-nogs
 		load sluice-nogs $port_sluice "$wl" "$size" "$sess" "$count" "$run"
 		load postfix $port_postfix "$wl" "$size" "$sess" "$count" "$run"
+		# QUICK keeps the extra peers to the 1 KB loads (time budget).
+		these=$peers
+		[ "$quick" = 1 ] && case $wl in a-1k-*) ;; *) these="" ;; esac
+		for p in $these; do
+			peer_fresh $p && load $p "$(peer_port $p)" "$wl" "$size" "$sess" "$count" "$run"
+		done
 		load sink $port_sink "$wl" "$size" "$sess" "$count" "$run"
 	done
 done <<WORKLOADS
 $workloads
 WORKLOADS
+peer_stop_all
 
 # ---------------------------------------------------------------- group commit: syscall counts
 # strace -c on every sluice process (attached after start, so the workers
@@ -569,7 +751,9 @@ out="$top/bench/results/latest.txt"
 {
 	echo "sluice benchmark, $(date -u '+%Y-%m-%d %H:%M UTC'), $( [ "$quick" = 1 ] && echo "QUICK=1 (1 run per figure)" || echo "median of $runs runs")"
 	echo "machine: $(nproc) cores, $(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo), kernel $(uname -r)"
-	echo "peers: Postfix $(postconf -d -h mail_version 2>/dev/null), smtp-sink (stores nothing); CPU: $cpu_method"
+	pv=""
+	for p in $peers; do pv="$pv, $(peer_version $p) (accept only)"; done
+	echo "peers: Postfix $(postconf -d -h mail_version 2>/dev/null)$pv, smtp-sink (stores nothing); CPU: $cpu_method"
 	echo "loads took ${elapsed}s"
 	echo
 	awk '
@@ -586,14 +770,15 @@ out="$top/bench/results/latest.txt"
 		if (!(($2, $4) in seen)) { seen[$2, $4] = 1; order[++nr] = $2 SUBSEP $4 }
 	}
 	END {
-		f = "%-15s %-16s | %10s %10s %6s | %10s %6s\n"
-		printf f, "workload", "figure", "sluice", "postfix", "s/pf", "smtp-sink", "s/sink"
+		f = "%-15s %-16s | %10s %10s %6s | %10s %6s | %10s %6s | %10s %6s\n"
+		printf f, "workload", "figure", "sluice", "postfix", "s/pf", "exim", "s/ex", "opensmtpd", "s/os", "smtp-sink", "s/sink"
 		for (i = 1; i <= nr; i++) {
 			split(order[i], a, SUBSEP); w = a[1]; x = a[2]
 			if (x ~ /^(greeted|refused|failed)$/ || x ~ /\/1000msg$/ && x !~ /^cpu/) continue
 			s = m("sluice", w, x); p = m("postfix", w, x); k = m("sink", w, x)
+			e = m("exim", w, x); o = m("opensmtpd", w, x)
 			if (s == "-" && p == "-") continue
-			printf f, w, x, s, p, ratio(s, p), k, ratio(s, k)
+			printf f, w, x, s, p, ratio(s, p), e, ratio(s, e), o, ratio(s, o), k, ratio(s, k)
 		}
 		print ""
 		print "group commit (sluice only): spool_group_sync = no -> yes"
@@ -619,6 +804,7 @@ out="$top/bench/results/latest.txt"
 	}' "$results"
 	echo
 	echo "s/pf = sluice / Postfix (msg/s, sessions/s: higher is better for sluice; CPU, PSS: lower is better)."
+	echo "s/ex, s/os = sluice / Exim, sluice / OpenSMTPD (accept workloads only; OpenSMTPD does not fsync its queue)."
 	echo "s/sink = sluice / smtp-sink ceiling.  Figures are comparable only within one run."
 	echo "a-SIZE-sN: accept SIZE messages over N sessions; e-relay: accept + deliver by SMTP to smtp-sink, end to end;"
 	echo "c-tls-465: new implicit-TLS sessions, one message each; d-idle-N: N greeted idle sessions (PSS of all processes)."
