@@ -42,37 +42,6 @@ bool dlv_report_wanted(const char *sender, unsigned notify, enum dlv_action acti
 
 /* ---- text hygiene --------------------------------------------------------- */
 
-/* Length of a well-formed UTF-8 sequence at s[0..n) (RFC 3629), or 0. */
-static size_t report_utf8_len(const unsigned char *s, size_t n)
-{
-	unsigned char c = s[0];
-	size_t len;
-	unsigned char lo = 0x80, hi = 0xBF;
-	if (c >= 0xC2 && c <= 0xDF) {
-		len = 2;
-	} else if (c >= 0xE0 && c <= 0xEF) {
-		len = 3;
-		if (c == 0xE0)
-			lo = 0xA0;
-		else if (c == 0xED)
-			hi = 0x9F;
-	} else if (c >= 0xF0 && c <= 0xF4) {
-		len = 4;
-		if (c == 0xF0)
-			lo = 0x90;
-		else if (c == 0xF4)
-			hi = 0x8F;
-	} else {
-		return 0;
-	}
-	if (n < len || s[1] < lo || s[1] > hi)
-		return 0;
-	for (size_t i = 2; i < len; i++)
-		if (s[i] < 0x80 || s[i] > 0xBF)
-			return 0;
-	return len;
-}
-
 static bool report_has_8bit(const void *p, size_t n)
 {
 	const unsigned char *s = p;
@@ -103,7 +72,7 @@ static int report_clean(struct buf *out, const char *s, bool utf8)
 				return -1;
 			i++;
 		} else {
-			size_t l = utf8 ? report_utf8_len(p + i, n - i) : 0;
+			size_t l = utf8 ? str_utf8_seq(p + i, n - i) : 0;
 			if (l == 0) {
 				if (buf_append(out, "?", 1) < 0)
 					return -1;

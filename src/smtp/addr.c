@@ -25,49 +25,13 @@ struct scan {
 };
 
 /*
- * Length of the well-formed UTF-8 sequence at s[0..n) (RFC 3629: no
- * overlong forms, no surrogates, nothing above U+10FFFF), or 0.
- */
-static size_t utf8_seq(const unsigned char *s, size_t n)
-{
-	unsigned char c = s[0];
-	size_t len;
-	unsigned char lo = 0x80, hi = 0xBF;
-	if (c >= 0xC2 && c <= 0xDF) {
-		len = 2;
-	} else if (c >= 0xE0 && c <= 0xEF) {
-		len = 3;
-		if (c == 0xE0)
-			lo = 0xA0;
-		else if (c == 0xED)
-			hi = 0x9F;
-	} else if (c >= 0xF0 && c <= 0xF4) {
-		len = 4;
-		if (c == 0xF0)
-			lo = 0x90;
-		else if (c == 0xF4)
-			hi = 0x8F;
-	} else {
-		return 0;
-	}
-	if (n < len)
-		return 0;
-	if (s[1] < lo || s[1] > hi)
-		return 0;
-	for (size_t k = 2; k < len; k++)
-		if (s[k] < 0x80 || s[k] > 0xBF)
-			return 0;
-	return len;
-}
-
-/*
  * Consumes one non-ASCII character at the cursor.  Valid UTF-8 without
  * SMTPUTF8 is remembered rather than refused at once, so that a syntax
  * error elsewhere still takes precedence over the 553 5.6.7 reply.
  */
 static enum smtp_path_error take_utf8(struct scan *sc)
 {
-	size_t l = utf8_seq(sc->p + sc->i, sc->n - sc->i);
+	size_t l = str_utf8_seq(sc->p + sc->i, sc->n - sc->i);
 	if (l == 0)
 		return SMTP_PATH_BAD_UTF8;
 	sc->non_ascii = true;

@@ -28,37 +28,6 @@ static bool is_digit(unsigned char c)
 	return c >= '0' && c <= '9';
 }
 
-/* Well-formed UTF-8 sequence length at s[0..n) (RFC 3629), or 0. */
-static size_t utf8_seq(const unsigned char *s, size_t n)
-{
-	unsigned char c = s[0];
-	size_t len;
-	unsigned char lo = 0x80, hi = 0xBF;
-	if (c >= 0xC2 && c <= 0xDF) {
-		len = 2;
-	} else if (c >= 0xE0 && c <= 0xEF) {
-		len = 3;
-		if (c == 0xE0)
-			lo = 0xA0;
-		else if (c == 0xED)
-			hi = 0x9F;
-	} else if (c >= 0xF0 && c <= 0xF4) {
-		len = 4;
-		if (c == 0xF0)
-			lo = 0x90;
-		else if (c == 0xF4)
-			hi = 0x8F;
-	} else {
-		return 0;
-	}
-	if (n < len || s[1] < lo || s[1] > hi)
-		return 0;
-	for (size_t k = 2; k < len; k++)
-		if (s[k] < 0x80 || s[k] > 0xBF)
-			return 0;
-	return len;
-}
-
 void smtp_parse_cmd(const char *line, size_t n, struct smtp_cmd *out)
 {
 	size_t i = 0;
@@ -96,7 +65,7 @@ static size_t scan_value(const unsigned char *p, size_t n, bool utf8, bool *ok)
 		if ((c >= 33 && c <= 60) || (c >= 62 && c <= 126)) {
 			i++;
 		} else if (c >= 0x80 && utf8) {
-			size_t l = utf8_seq(p + i, n - i);
+			size_t l = str_utf8_seq(p + i, n - i);
 			if (l == 0) {
 				*ok = false;
 				return i;

@@ -76,6 +76,9 @@ void *xrealloc(void *p, size_t n);            /* aborts on ENOMEM */
 bool str_eq_nocase(const char *a, size_t alen, const char *b); /* ASCII */
 bool str_has_prefix_nocase(const char *s, size_t n, const char *prefix);
 void str_lower(char *s); /* ASCII only */
+/* Length of the well-formed UTF-8 sequence at p[0..n) (RFC 3629: no
+ * overlong forms, no surrogates, nothing above U+10FFFF), or 0. */
+size_t str_utf8_seq(const void *p, size_t n);
 /* Appends p[0..n) to out, escaping anything outside printable ASCII (space is kept),
  * backslash, quote and '=' as \xHH, cut at maxlen source bytes (with "...").
  * For client text in logs. */
