@@ -13,16 +13,11 @@
 
 #include "daemon.h"
 
-void worker_policy(const struct conf *c, const struct conf_listener *l, bool tls_available,
-		   struct smtp_policy *p)
+/* What every listener shares: the name, the local domains, the limits. */
+static void policy_common(const struct conf *c, struct smtp_policy *p)
 {
 	memset(p, 0, sizeof(*p));
-	p->role = l->role == CONF_ROLE_SUBMISSION ? SMTP_ROLE_SUBMISSION : SMTP_ROLE_MX;
 	p->hostname = c->primary_hostname;
-	p->tls_available = tls_available && l->tls != CONF_TLS_NONE;
-	p->tls_on_connect = l->tls == CONF_TLS_ON_CONNECT;
-	p->tls_required = l->tls_required;
-	p->auth_required = l->auth_required;
 	p->local_domains = (const char *const *)c->local_domains;
 	p->n_local_domains = c->n_local_domains;
 	p->line_max = c->smtp_line_max;
@@ -31,6 +26,17 @@ void worker_policy(const struct conf *c, const struct conf_listener *l, bool tls
 	p->errors_max = c->smtp_max_errors;
 	p->data_line_max = c->message_line_max;
 	p->header_max = c->message_header_max;
+}
+
+void worker_policy(const struct conf *c, const struct conf_listener *l, bool tls_available,
+		   struct smtp_policy *p)
+{
+	policy_common(c, p);
+	p->role = l->role == CONF_ROLE_SUBMISSION ? SMTP_ROLE_SUBMISSION : SMTP_ROLE_MX;
+	p->tls_available = tls_available && l->tls != CONF_TLS_NONE;
+	p->tls_on_connect = l->tls == CONF_TLS_ON_CONNECT;
+	p->tls_required = l->tls_required;
+	p->auth_required = l->auth_required;
 	bool backend = c->auth_backend && strcmp(c->auth_backend, "none") != 0;
 	p->auth_mechs = backend && l->auth ? c->auth_mechanisms : 0;
 	/* On the MX port only: an authenticated user's typo to a local
@@ -46,17 +52,8 @@ void worker_policy(const struct conf *c, const struct conf_listener *l, bool tls
 
 void worker_policy_local(const struct conf *c, struct smtp_policy *p)
 {
-	memset(p, 0, sizeof(*p));
+	policy_common(c, p);
 	p->role = SMTP_ROLE_LOCAL;
-	p->hostname = c->primary_hostname;
-	p->local_domains = (const char *const *)c->local_domains;
-	p->n_local_domains = c->n_local_domains;
-	p->line_max = c->smtp_line_max;
-	p->message_max = c->message_size_limit;
-	p->rcpt_max = c->recipients_max;
-	p->errors_max = c->smtp_max_errors;
-	p->data_line_max = c->message_line_max;
-	p->header_max = c->message_header_max;
 	/* Scripts and cron omit them more often than mail clients do. */
 	p->add_missing_headers = true;
 }
