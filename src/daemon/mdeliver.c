@@ -95,7 +95,6 @@ int mdeliver_main(int sock)
 {
 	log_set_process("mdeliver");
 	char *m = xmalloc(MDELIVER_MSG_MAX);
-	unsigned seq = 0;
 	for (;;) {
 		struct iovec iov = { m, MDELIVER_MSG_MAX };
 		union {
@@ -133,7 +132,6 @@ int mdeliver_main(int sock)
 		buf_init(&name, 4096);
 		struct err e = { "" };
 		bool temp = true;
-		(void)seq;
 		if (maildir_deliver(path, prefix, h.prefix_len, fd, (off_t)h.off, (off_t)h.len, host,
 				    &name, &temp, &e) == 0) {
 			struct buf t;

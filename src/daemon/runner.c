@@ -22,6 +22,7 @@
  * expanded into several mailboxes is retried as a whole.
  */
 #include <arpa/inet.h>
+#include <ctype.h>
 #include <errno.h>
 #include <event2/event.h>
 #include <fcntl.h>
@@ -397,7 +398,7 @@ static int send_report(struct job *j, enum dlv_action action, const size_t *rcpt
 	struct runner *r = j->r;
 	const struct conf *c = r->c;
 	struct dlv_report_rcpt *rr = xcalloc(n, sizeof(*rr));
-	struct buf orcpt[n ? n : 1];
+	struct buf *orcpt = xcalloc(n ? n : 1, sizeof(*orcpt));
 	for (size_t k = 0; k < n; k++) {
 		size_t i = rcpts[k];
 		buf_init(&orcpt[k], 4096);
@@ -507,6 +508,7 @@ static int send_report(struct job *j, enum dlv_action action, const size_t *rcpt
 		log_event(LOG_LVL_ERR, "report_failed", "id=%s error=\"%s\"", j->m->id, e.msg);
 	for (size_t k = 0; k < n; k++)
 		buf_free(&orcpt[k]);
+	free(orcpt);
 	buf_free(&envid);
 	buf_free(&mid);
 	buf_free(&out);
@@ -560,7 +562,6 @@ static void job_finish(struct job *j)
 	size_t *newly_failed = xcalloc(n + 1, sizeof(size_t)), n_failed = 0;
 	size_t *newly_done = xcalloc(n + 1, sizeof(size_t)), n_done = 0;
 	size_t pending = 0;
-	bool any_tried = false;
 	for (size_t i = 0; i < n; i++) {
 		struct spool_rcpt_state *rs = &j->st.rcpts[i];
 		if (rs->status != SPOOL_RCPT_PENDING)
@@ -582,7 +583,6 @@ static void job_finish(struct job *j)
 		}
 		if (!any)
 			temp = true;
-		any_tried |= any;
 		free(rs->last);
 		rs->last = why ? str_dup(why) : NULL;
 		if (temp) {
@@ -699,7 +699,6 @@ static void job_finish(struct job *j)
 			  (long long)(j->st.next_try - now));
 		outcome = "deferred";
 	}
-	(void)any_tried;
 	if (j->ctl_fd >= 0) {
 		struct buf a;
 		buf_init(&a, 256);
@@ -1648,23 +1647,41 @@ static void job_route(struct job *j)
 /* Received: fields in the message header (RFC 5321 6.3 loop detection). */
 static unsigned count_received(const struct job *j)
 {
-	size_t want = (size_t)j->r->c->message_header_max;
-	if ((off_t)want > j->env.data_size)
-		want = (size_t)j->env.data_size;
-	char *h = xmalloc(want + 1);
-	ssize_t got = pread(j->fd, h, want, j->env.data_offset);
+	/* Read in blocks up to the empty line that ends the header (never
+	 * past message_header_max), matching "Received:" at each line start. */
+	static const char pat[] = "received:";
+	off_t off = j->env.data_offset;
+	off_t end = off + (j->env.data_size < (off_t)j->r->c->message_header_max
+				   ? j->env.data_size
+				   : (off_t)j->r->c->message_header_max);
 	unsigned n = 0;
-	for (ssize_t i = 0; got > 0 && i < got;) {
-		if (got - i >= 2 && h[i] == '\r' && h[i + 1] == '\n')
-			break; /* the empty line ending the header */
-		if (got - i >= 9 && strncasecmp(h + i, "Received:", 9) == 0)
-			n++;
-		const char *nl = memchr(h + i, '\n', (size_t)(got - i));
-		if (!nl)
+	size_t col = 0;
+	bool match = true;
+	char b[16384];
+	while (off < end) {
+		size_t want = (size_t)(end - off) < sizeof(b) ? (size_t)(end - off) : sizeof(b);
+		ssize_t got = pread(j->fd, b, want, off);
+		if (got <= 0)
 			break;
-		i = nl - h + 1;
+		off += got;
+		for (ssize_t i = 0; i < got; i++) {
+			char c = b[i];
+			if (c == '\n') {
+				col = 0;
+				match = true;
+				continue;
+			}
+			if (col == 0 && c == '\r')
+				return n;
+			if (match && col < sizeof(pat) - 1) {
+				if (tolower((unsigned char)c) != pat[col])
+					match = false;
+				else if (col == sizeof(pat) - 2)
+					n++;
+			}
+			col++;
+		}
 	}
-	free(h);
 	return n;
 }
 

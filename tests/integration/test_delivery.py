@@ -330,6 +330,11 @@ def test_restart_resumes_retry_schedule(dlv, peer):
     peer.rcpt_reply = lambda a, p: "250 ok"
     d.start()
     d.wait_ready()
+    # The new runner read the queue and its state, and chose to wait.
+    def runner_starts():
+        return [e for e in d.events("runner_started") if "queued" in e]
+    assert wait_until(lambda: len(runner_starts()) == 2, 10)
+    assert runner_starts()[-1]["queued"] == "1"
     time.sleep(2)
     # Not due for an hour: no new attempt after the restart.
     assert len(peer.attempts) == 1
