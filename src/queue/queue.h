@@ -135,6 +135,9 @@ int spool_queue_dirfd(const struct spool *sp);
 
 /* Reads the envelope of queued message id. */
 int spool_read_env(struct spool *sp, const char *id, struct spool_env *out, struct err *e);
+/* A decimal number of n bytes (digits only) up to max: the number syntax
+ * of the envelope and state files. */
+int spool_parse_number(const char *p, size_t n, uint64_t max, uint64_t *out);
 /* Parses an envelope from a file's first bytes (for recovery and fuzzing). */
 int spool_parse_env(const char *text, size_t n, struct spool_env *out, struct err *e);
 /* Opens the queued file read-only, positioned at the message data. */

@@ -234,7 +234,7 @@ int spool_format_env(const struct spool_env *env, struct buf *out, struct err *e
 
 /* ---- parsing ------------------------------------------------------------ */
 
-static int parse_u64(const char *p, size_t n, uint64_t max, uint64_t *out)
+int spool_parse_number(const char *p, size_t n, uint64_t max, uint64_t *out)
 {
 	if (n == 0 || n > 20)
 		return -1;
@@ -243,7 +243,7 @@ static int parse_u64(const char *p, size_t n, uint64_t max, uint64_t *out)
 		if (p[i] < '0' || p[i] > '9')
 			return -1;
 		unsigned d = (unsigned)(p[i] - '0');
-		if (v > (max - d) / 10)
+		if (d > max || v > (max - d) / 10)
 			return -1;
 		v = v * 10 + d;
 	}
@@ -295,7 +295,7 @@ static int parse_line(const char *line, size_t len, struct spool_env *out, unsig
 			return err_set(e, "spool envelope line %zu: bad id", lineno);
 		return 0;
 	case 1: /* received */
-		if (parse_u64(v, vlen, INT64_MAX, &num) < 0)
+		if (spool_parse_number(v, vlen, INT64_MAX, &num) < 0)
 			return err_set(e, "spool envelope line %zu: bad received time", lineno);
 		out->received = (int64_t)num;
 		return 0;
@@ -351,7 +351,7 @@ static int parse_line(const char *line, size_t len, struct spool_env *out, unsig
 			return err_set(e, "spool envelope line %zu: bad ret", lineno);
 		return 0;
 	case 12: /* size */
-		if (parse_u64(v, vlen, UINT64_MAX, &num) < 0)
+		if (spool_parse_number(v, vlen, UINT64_MAX, &num) < 0)
 			return err_set(e, "spool envelope line %zu: bad size", lineno);
 		out->size_declared = num;
 		return 0;
@@ -364,7 +364,7 @@ static int parse_line(const char *line, size_t len, struct spool_env *out, unsig
 		size_t nlen = (size_t)(s2 - s1 - 1);
 		const char *o = s2 + 1;
 		size_t olen = vlen - (size_t)(o - v);
-		if (alen == 0 || parse_u64(s1 + 1, nlen, SPOOL_NOTIFY_MAX, &num) < 0 ||
+		if (alen == 0 || spool_parse_number(s1 + 1, nlen, SPOOL_NOTIFY_MAX, &num) < 0 ||
 		    memchr(o, ' ', olen))
 			return err_set(e, "spool envelope line %zu: bad rcpt", lineno);
 		char *addr = xtext_get(v, alen);

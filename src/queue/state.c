@@ -102,19 +102,9 @@ int spool_state_format(const struct spool_state *st, struct buf *out, struct err
 /* A decimal number as the writer prints it: no sign, no leading zero. */
 static int state_number(const char *p, size_t n, uint64_t max, uint64_t *out)
 {
-	if (n == 0 || n > 20 || (n > 1 && p[0] == '0'))
+	if (n > 1 && p[0] == '0')
 		return -1;
-	uint64_t v = 0;
-	for (size_t i = 0; i < n; i++) {
-		if (p[i] < '0' || p[i] > '9')
-			return -1;
-		unsigned d = (unsigned)(p[i] - '0');
-		if (d > max || v > (max - d) / 10)
-			return -1;
-		v = v * 10 + d;
-	}
-	*out = v;
-	return 0;
+	return spool_parse_number(p, n, max, out);
 }
 
 /* "<key> <value>" with value a number up to max. */
