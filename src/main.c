@@ -199,7 +199,7 @@ static int remove_offline(const struct conf *c, const char *id)
 	if (spool_read_env(sp, id, &env, &e) < 0) {
 		fprintf(stderr, "sluice: %s: no such message (%s)\n", id, e.msg);
 		r = 1;
-	} else if (spool_remove(sp, id, &e) < 0) {
+	} else if (spool_remove(sp, id, true, &e) < 0) {
 		fprintf(stderr, "sluice: %s\n", e.msg);
 		r = 1;
 	} else {

@@ -678,7 +678,7 @@ static void job_finish(struct job *j)
 	const char *outcome;
 	bool removed = true;
 	if (!pending) {
-		if (spool_remove(r->sp, j->m->id, &e) < 0) {
+		if (spool_remove(r->sp, j->m->id, false, &e) < 0) {
 			/* Kept in the table: the next attempt finds nothing to
 			 * deliver and tries the removal again. */
 			removed = false;
@@ -1876,7 +1876,7 @@ static void ctl_cb(evutil_socket_t lfd, short what, void *arg)
 	if (strcmp(b, "M") == 0) {
 		job_start(r, m, fd);
 	} else if (strcmp(b, "Mrm") == 0) {
-		if (spool_remove(r->sp, id, &e) < 0) {
+		if (spool_remove(r->sp, id, true, &e) < 0) {
 			ctl_answer(fd, "error: cannot remove");
 			return;
 		}

@@ -123,6 +123,8 @@ void spool_set_group_sync(struct spool *sp, bool on);
 /* Counters for tests and benchmarks: fsync calls made by this process
  * (a syncfs counts as one). */
 uint64_t spool_fsync_count(void);
+/* fsync(2), counted by spool_fsync_count. */
+int spool_fsync(int fd);
 
 /*
  * Writes env as envelope text (through the blank line) to out; fails if a
@@ -193,9 +195,13 @@ int spool_state_read(struct spool *sp, const char *id, size_t n_rcpts, struct sp
 /* Writes state/<id> durably (see above). */
 int spool_state_write(struct spool *sp, const char *id, const struct spool_state *st,
 		      struct err *e);
-/* Removes a message that is done: queue/<id>, then state/<id>, then fsyncs
- * both directories.  A missing file is not an error. */
-int spool_remove(struct spool *sp, const char *id, struct err *e);
+/* Removes a message that is done: queue/<id>, then state/<id>.  A missing
+ * file is not an error.  durable fsyncs both directories afterwards: an
+ * administrator's removal must stay removed.  After a delivery it is not
+ * needed: a removal lost in a crash only means the message is delivered
+ * once more (delivery is at least once), and the two directory syncs per
+ * message were the largest part of the queue runner's cost. */
+int spool_remove(struct spool *sp, const char *id, bool durable, struct err *e);
 /* The open state/ directory, for reading relative to it (never by path). */
 int spool_state_dirfd(const struct spool *sp);
 

@@ -72,7 +72,7 @@ uint64_t spool_fsync_count(void)
 	return (uint64_t)atomic_load(&spool_fsyncs);
 }
 
-static int spool_fsync(int fd)
+int spool_fsync(int fd)
 {
 	atomic_fetch_add(&spool_fsyncs, 1);
 	return fsync(fd);

@@ -336,7 +336,7 @@ int spool_state_write(struct spool *sp, const char *id, const struct spool_state
 	const char *what = NULL;
 	if (fs_write_all(fd, buf_ptr(&text), buf_len(&text)) < 0)
 		what = "write";
-	else if (fsync(fd) < 0)
+	else if (spool_fsync(fd) < 0)
 		what = "fsync";
 	int er = errno;
 	if (close(fd) < 0 && !what) {
@@ -352,12 +352,12 @@ int spool_state_write(struct spool *sp, const char *id, const struct spool_state
 		unlinkat(dfd, tmp, 0);
 		return err_set(e, "spool state %s: %s: %s", id, what, strerror(er));
 	}
-	if (fsync(dfd) < 0)
+	if (spool_fsync(dfd) < 0)
 		return err_set(e, "spool state directory: fsync: %s", strerror(errno));
 	return 0;
 }
 
-int spool_remove(struct spool *sp, const char *id, struct err *e)
+int spool_remove(struct spool *sp, const char *id, bool durable, struct err *e)
 {
 	if (!queue_id_valid(id))
 		return err_set(e, "spool: invalid queue id");
@@ -368,9 +368,11 @@ int spool_remove(struct spool *sp, const char *id, struct err *e)
 		return err_set(e, "spool %s: remove: %s", id, strerror(errno));
 	if (unlinkat(spool_state_dirfd(sp), id, 0) < 0 && errno != ENOENT)
 		return err_set(e, "spool state %s: remove: %s", id, strerror(errno));
-	if (fsync(spool_queue_dirfd(sp)) < 0)
+	if (!durable)
+		return 0;
+	if (spool_fsync(spool_queue_dirfd(sp)) < 0)
 		return err_set(e, "spool queue directory: fsync: %s", strerror(errno));
-	if (fsync(spool_state_dirfd(sp)) < 0)
+	if (spool_fsync(spool_state_dirfd(sp)) < 0)
 		return err_set(e, "spool state directory: fsync: %s", strerror(errno));
 	return 0;
 }

@@ -458,14 +458,20 @@ static void test_state_files(void **state)
 
 	/* done: both files go; twice is fine */
 	assert_int_equal(spool_state_write(fx->sp, id, &st, &e), 0);
-	assert_int_equal(spool_remove(fx->sp, id, &e), 0);
+	uint64_t syncs = spool_fsync_count();
+	assert_int_equal(spool_remove(fx->sp, id, true, &e), 0);
+	/* an administrator's removal syncs queue/ and state/ */
+	assert_int_equal(spool_fsync_count() - syncs, 2);
 	assert_false(file_exists(fx, "queue", id));
 	assert_false(file_exists(fx, "state", id));
-	assert_int_equal(spool_remove(fx->sp, id, &e), 0);
-	assert_int_equal(spool_remove(fx->sp, "bad/id", &e), -1);
-	/* a message never tried has no state file: removal still works */
+	assert_int_equal(spool_remove(fx->sp, id, true, &e), 0);
+	assert_int_equal(spool_remove(fx->sp, "bad/id", true, &e), -1);
+	/* a message never tried has no state file: removal still works; the
+	 * removal after a delivery syncs nothing */
 	put_message(fx, 1700000000000001LL, id);
-	assert_int_equal(spool_remove(fx->sp, id, &e), 0);
+	syncs = spool_fsync_count();
+	assert_int_equal(spool_remove(fx->sp, id, false, &e), 0);
+	assert_int_equal(spool_fsync_count(), syncs);
 	assert_false(file_exists(fx, "queue", id));
 	size_t n = 9;
 	assert_int_equal(spool_count(fx->sp, &n, &e), 0);
