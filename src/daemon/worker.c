@@ -171,6 +171,10 @@ int worker_main(const struct worker_args *a)
 		l->policy.clock_s = worker_clock;
 	}
 	struct err e = { "" };
+	/* After the chroot and the uid change: the thread inherits them. */
+	if (spool_thread_start(a->spool, &e) < 0)
+		log_event(LOG_LVL_WARN, "spool_thread", "error=\"%s\" commits run in the event loop",
+			  e.msg);
 	if (net_server_start(&srv, &e) < 0) {
 		log_event(LOG_LVL_ERR, "worker_failed", "error=\"%s\"", e.msg);
 		return 1;
@@ -185,6 +189,7 @@ int worker_main(const struct worker_args *a)
 	event_free(sigterm);
 	event_free(sigint);
 	net_server_free(&srv);
+	spool_thread_stop(a->spool);
 	authc_free(srv.authc);
 	rate_free(rates);
 	free(srv.listeners);

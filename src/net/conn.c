@@ -600,41 +600,35 @@ static void conn_close(struct net_conn *c, const char *why)
 	if (c->tstate == T_TLS)
 		tls_conn_shutdown(c->tls);
 	if (c->commit_wait)
-		return; /* still on the commit list: freed by commit_cb, which
+		return; /* still on the commit list: freed by commit_finish, which
 			 * finds c->msg NULL (discarded above, never acknowledged) */
 	conn_free(c);
 }
 
-static void commit_cb(evutil_socket_t fd, short what, void *arg)
+/* A group commit: the sessions (cs), their messages (ms) and outcomes. */
+struct commit_job {
+	struct net_conn **cs;
+	struct spool_msg **ms;
+	bool *ok;
+	size_t *at; /* cs[i]'s index in ms, or n */
+	size_t n, nm;
+};
+
+static void commit_job_free(struct commit_job *j)
 {
-	struct net_server *srv = arg;
-	size_t n = 0;
-	for (struct net_conn *c = srv->commit_head; c; c = c->commit_next)
-		n++;
-	if (n == 0)
-		return;
-	struct net_conn **cs = xcalloc(n, sizeof(*cs));
-	struct spool_msg **ms = xcalloc(n, sizeof(*ms));
-	bool *ok = xcalloc(n, sizeof(*ok));
-	size_t *at = xcalloc(n, sizeof(*at)); /* cs[i]'s index in ms, or n */
-	size_t i = 0, nm = 0;
-	for (struct net_conn *c = srv->commit_head; c; c = c->commit_next, i++) {
-		cs[i] = c;
-		at[i] = n;
-		/* A session closed while waiting had its message discarded. */
-		if (c->msg) {
-			at[i] = nm;
-			ms[nm++] = c->msg;
-		}
-		c->msg = NULL;
-	}
-	srv->commit_head = NULL;
-	struct err e = { "" };
-	if (nm > 0)
-		spool_commit_batch(srv->spool, ms, nm, ok, &e);
-	for (i = 0; i < n; i++) {
-		struct net_conn *c = cs[i];
-		bool done = at[i] < n && ok[at[i]];
+	free(j->cs);
+	free(j->ms);
+	free(j->ok);
+	free(j->at);
+	free(j);
+}
+
+/* Tells each session of a finished batch its outcome. */
+static void commit_finish(struct net_server *srv, struct commit_job *j, const struct err *e)
+{
+	for (size_t i = 0; i < j->n; i++) {
+		struct net_conn *c = j->cs[i];
+		bool done = j->at[i] < j->n && j->ok[j->at[i]];
 		c->commit_wait = false;
 		if (c->closed) {
 			conn_free(c);
@@ -673,17 +667,68 @@ static void commit_cb(evutil_socket_t fd, short what, void *arg)
 					    MSG_DONTWAIT | MSG_NOSIGNAL);
 		} else {
 			log_event(LOG_LVL_ERR, "commit_failed", "session=%s id=%s error=\"%s\"", c->sid,
-				  c->qid, e.msg);
+				  c->qid, e->msg);
 		}
 		/* 250 only now: spool_commit_batch said this message is durable. */
 		smtp_session_commit_done(c->s, done, c->qid);
 		drain_actions(c);
 		conn_run(c);
 	}
-	free(cs);
-	free(ms);
-	free(ok);
-	free(at);
+	commit_job_free(j);
+}
+
+static void commit_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct net_server *srv = arg;
+	if (srv->commit_inflight)
+		return; /* commit_done_cb starts the next batch */
+	size_t n = 0;
+	for (struct net_conn *c = srv->commit_head; c; c = c->commit_next)
+		n++;
+	if (n == 0)
+		return;
+	struct commit_job *j = xcalloc(1, sizeof(*j));
+	j->cs = xcalloc(n, sizeof(*j->cs));
+	j->ms = xcalloc(n, sizeof(*j->ms));
+	j->ok = xcalloc(n, sizeof(*j->ok));
+	j->at = xcalloc(n, sizeof(*j->at));
+	j->n = n;
+	size_t i = 0;
+	for (struct net_conn *c = srv->commit_head; c; c = c->commit_next, i++) {
+		j->cs[i] = c;
+		j->at[i] = n;
+		/* A session closed while waiting had its message discarded. */
+		if (c->msg) {
+			j->at[i] = j->nm;
+			j->ms[j->nm++] = c->msg;
+		}
+		c->msg = NULL;
+	}
+	srv->commit_head = NULL;
+	/* With the spool's thread the loop goes on serving sessions while the
+	 * batch syncs; the sessions that end their data meanwhile wait on
+	 * commit_head for the next batch. */
+	if (j->nm > 0 && spool_commit_submit(srv->spool, j->ms, j->nm, j->ok)) {
+		srv->commit_inflight = j;
+		return;
+	}
+	struct err e = { "" };
+	if (j->nm > 0)
+		spool_commit_batch(srv->spool, j->ms, j->nm, j->ok, &e);
+	commit_finish(srv, j, &e);
+}
+
+static void commit_done_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct net_server *srv = arg;
+	size_t committed = 0;
+	struct err e = { "" };
+	if (!srv->commit_inflight || !spool_commit_collect(srv->spool, &committed, &e))
+		return;
+	struct commit_job *j = srv->commit_inflight;
+	srv->commit_inflight = NULL;
+	commit_finish(srv, j, &e);
+	commit_cb(-1, 0, srv);
 }
 
 /* SCRAM server nonce: 18 random bytes, base64 (never contains ','). */
@@ -799,7 +844,7 @@ static void stop_timer_cb(evutil_socket_t fd, short what, void *arg)
 	while (c) {
 		struct net_conn *next = c->next;
 		/* A session waiting for its commit is only marked closed here
-		 * (its message discarded) and freed by commit_cb. */
+		 * (its message discarded) and freed by commit_finish. */
 		conn_close(c, "shutdown timeout");
 		c = next;
 	}
@@ -835,6 +880,11 @@ int net_server_start(struct net_server *srv, struct err *e)
 	 * Activated from session callbacks, it still runs after every session
 	 * made ready in the same loop round, so they share one commit. */
 	srv->commit_ev = event_new(srv->base, -1, 0, commit_cb, srv);
+	if (spool_commit_fd(srv->spool) >= 0) {
+		srv->commit_done_ev = event_new(srv->base, spool_commit_fd(srv->spool),
+						EV_READ | EV_PERSIST, commit_done_cb, srv);
+		event_add(srv->commit_done_ev, NULL);
+	}
 	for (size_t i = 0; i < srv->n_listeners; i++) {
 		struct net_listener *l = &srv->listeners[i];
 		l->server = srv;
@@ -883,6 +933,15 @@ void net_server_stop(struct net_server *srv)
 
 void net_server_free(struct net_server *srv)
 {
+	if (srv->commit_inflight) {
+		/* Durable or not, its sessions are closed below without a reply. */
+		size_t committed;
+		struct err e = { "" };
+		spool_commit_wait(srv->spool);
+		(void)spool_commit_collect(srv->spool, &committed, &e);
+		commit_job_free(srv->commit_inflight);
+		srv->commit_inflight = NULL;
+	}
 	while (srv->conns) {
 		struct net_conn *c = srv->conns;
 		c->commit_wait = false;
@@ -895,6 +954,8 @@ void net_server_free(struct net_server *srv)
 			evconnlistener_free(srv->listeners[i].ev);
 	if (srv->commit_ev)
 		event_free(srv->commit_ev);
+	if (srv->commit_done_ev)
+		event_free(srv->commit_done_ev);
 	if (srv->stop_timer)
 		event_free(srv->stop_timer);
 	buf_free(&srv->rbuf);

@@ -120,6 +120,8 @@ struct net_server {
 	struct net_conn *conns;       /* every session of this worker */
 	struct net_conn *commit_head; /* sessions waiting for group commit */
 	struct event *commit_ev;
+	struct commit_job *commit_inflight; /* the batch the spool's thread is syncing */
+	struct event *commit_done_ev;       /* on spool_commit_fd */
 	struct event *stop_timer;
 	struct buf rbuf;              /* read buffer reused by every session */
 	struct authc *authc;          /* NULL when no auth process runs */

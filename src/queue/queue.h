@@ -117,6 +117,26 @@ void spool_msg_abort(struct spool_msg *m);
  */
 size_t spool_commit_batch(struct spool *sp, struct spool_msg **msgs, size_t n, bool *ok,
 			  struct err *e);
+/*
+ * The file-system thread (fsthread.c), started by each worker: it runs the
+ * group commits, so that the event loop keeps serving other sessions while
+ * the disk syncs, and a batch fills while the previous one is on its way.
+ * Without it (sendmail -bs, tests) everything runs in the caller.
+ */
+int spool_thread_start(struct spool *sp, struct err *e);
+/* Finishes a batch in flight and stops the thread. */
+void spool_thread_stop(struct spool *sp);
+/* Readable when a submitted batch is done; -1 when no thread runs. */
+int spool_commit_fd(const struct spool *sp);
+/* Hands msgs[0..n) to the thread, which runs spool_commit_batch on them.
+ * false, and nothing taken, while the previous batch is in flight.  msgs
+ * and ok must stay valid until collected. */
+bool spool_commit_submit(struct spool *sp, struct spool_msg **msgs, size_t n, bool *ok);
+/* true once the submitted batch is done: ok[] is filled, the messages are
+ * freed, *committed counts the durable ones and e has the first error. */
+bool spool_commit_collect(struct spool *sp, size_t *committed, struct err *e);
+/* Waits until a submitted batch is done (for shutdown). */
+void spool_commit_wait(struct spool *sp);
 /* Group commit with one syncfs per batch of two or more messages instead
  * of one fdatasync per message (spool_group_sync; off by default here). */
 void spool_set_group_sync(struct spool *sp, bool on);

@@ -15,7 +15,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "queue.h"
+#include "spool_int.h"
 
 /* Message bytes are written in blocks of this size, not per call. */
 #define SPOOL_BLOCK (64 * 1024)
@@ -26,15 +26,6 @@
 #define SPOOL_CREATE_TRIES 8
 /* Numbered names tried in corrupt/ when the plain name is taken. */
 #define SPOOL_SET_ASIDE_TRIES 100
-
-struct spool {
-	int dirfd;
-	int tmpfd;
-	int queuefd;
-	int corruptfd;
-	int statefd;
-	bool group_sync;  /* a batch of 2+ messages: one syncfs, not one fdatasync each */
-};
 
 struct spool_msg {
 	struct spool *sp;
@@ -149,6 +140,7 @@ void spool_close(struct spool *sp)
 {
 	if (!sp)
 		return;
+	spool_thread_stop(sp);
 	int fds[] = { sp->dirfd, sp->tmpfd, sp->queuefd, sp->corruptfd, sp->statefd };
 	for (size_t i = 0; i < sizeof(fds) / sizeof(fds[0]); i++)
 		if (fds[i] >= 0)

@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -575,6 +576,70 @@ static void test_group_commit(void **state)
 	assert_int_equal(spool_fsync_count(), before);
 }
 
+/* Waits (at most 10 s) for the thread's eventfd. */
+static bool wait_commit_fd(int fd)
+{
+	struct pollfd p = { .fd = fd, .events = POLLIN };
+	return poll(&p, 1, 10000) == 1;
+}
+
+/* The file-system thread: a batch handed over is committed by the thread
+ * and reported through its descriptor; one batch is in flight at a time,
+ * while the caller goes on starting messages; stopping the thread with a
+ * batch in flight still finishes it. */
+static void test_commit_thread(void **state)
+{
+	struct fx *fx = *state;
+	struct spool_env env = make_env(1);
+	struct err e = { "" };
+	struct spool_msg *msgs[4], *more[2];
+	bool ok[4], ok2[2];
+	char ids[4][QUEUE_ID_LEN + 1];
+
+	/* Without the thread nothing is handed over. */
+	assert_int_equal(spool_commit_fd(fx->sp), -1);
+	assert_false(spool_commit_submit(fx->sp, msgs, 0, ok));
+
+	assert_int_equal(spool_thread_start(fx->sp, &e), 0);
+	int fd = spool_commit_fd(fx->sp);
+	assert_true(fd >= 0);
+	for (size_t i = 0; i < 4; i++) {
+		assert_int_equal(spool_msg_begin(fx->sp, &env, 5000000, &msgs[i], &e), 0);
+		assert_int_equal(spool_msg_write(msgs[i], "body\r\n", 6, &e), 0);
+		strcpy(ids[i], spool_msg_id(msgs[i]));
+	}
+	uint64_t before = spool_fsync_count();
+	assert_true(spool_commit_submit(fx->sp, msgs, 4, ok));
+	/* The loop goes on: new messages start while the batch is out, and a
+	 * second batch waits for the first to be collected. */
+	for (size_t i = 0; i < 2; i++) {
+		assert_int_equal(spool_msg_begin(fx->sp, &env, 5000000, &more[i], &e), 0);
+		assert_int_equal(spool_msg_write(more[i], "next\r\n", 6, &e), 0);
+	}
+	assert_false(spool_commit_submit(fx->sp, more, 2, ok2));
+	assert_true(wait_commit_fd(fd));
+	size_t committed = 0;
+	assert_true(spool_commit_collect(fx->sp, &committed, &e));
+	assert_int_equal(committed, 4);
+	/* the thread's syncs are counted: one per file, one for queue/ */
+	assert_int_equal(spool_fsync_count() - before, 5);
+	for (size_t i = 0; i < 4; i++) {
+		assert_true(ok[i]);
+		assert_true(file_exists(fx, "queue", ids[i]));
+	}
+	/* collected once: nothing more to collect */
+	assert_false(spool_commit_collect(fx->sp, &committed, &e));
+
+	/* A batch in flight when the thread stops is finished first. */
+	size_t before_q = count_entries(fx, "queue");
+	assert_true(spool_commit_submit(fx->sp, more, 2, ok2));
+	spool_thread_stop(fx->sp);
+	assert_int_equal(spool_commit_fd(fx->sp), -1);
+	assert_true(ok2[0] && ok2[1]);
+	assert_int_equal(count_entries(fx, "queue"), before_q + 2);
+	assert_int_equal(count_entries(fx, "tmp"), 0);
+}
+
 /* ---- recovery -------------------------------------------------------------- */
 
 static void test_recover(void **state)
@@ -933,6 +998,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_write_error, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_group_commit, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_group_commit_syncfs, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_commit_thread, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_recover, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_list, setup, teardown),
 		cmocka_unit_test(test_parse_errors),
