@@ -76,6 +76,7 @@ struct conf {
 	uint64_t message_size_limit;
 	unsigned recipients_max;
 	unsigned smtp_accept_max;
+	unsigned smtp_connect_backlog; /* listen(2) queue of each listening socket */
 	unsigned smtp_receive_timeout; /* seconds */
 	unsigned smtp_max_errors;
 	unsigned smtp_line_max;

@@ -122,12 +122,23 @@ const struct conf_option conf_options[] = {
 			"connections get a 421 reply and are closed.",
 	},
 	{
+		.name = "smtp_connect_backlog", .type = CONF_T_UINT, .width = CONF_W_UNSIGNED,
+		.def = "1024", .min = 1, .max = 65535,
+		.off = OFF(smtp_connect_backlog),
+		.help = "How many connections the kernel may hold for each listening socket before "
+			"the server accepts them (the listen(2) backlog; Linux caps it at "
+			"net.core.somaxconn).  A burst larger than this is met by the kernel, not by "
+			"a 421: clients may wait for a greeting that never comes.",
+	},
+	{
 		.name = "smtp_receive_timeout", .type = CONF_T_TIME, .width = CONF_W_UNSIGNED,
 		.def = "5m", .min = 1, .max = 86400,
 		.off = OFF(smtp_receive_timeout),
 		.help = "How long the server waits for the client's next command or the next part of "
 			"the message text before closing the connection with a 421 reply.  RFC 5321 "
-			"section 4.5.3.2 recommends at least 5 minutes.",
+			"section 4.5.3.2 recommends at least 5 minutes.  Only progress restarts the "
+			"clock: a line completed or 4 KiB received, so a client that sends a command "
+			"one byte at a time must still finish it within this time.",
 	},
 	{
 		.name = "smtp_max_errors", .type = CONF_T_UINT, .width = CONF_W_UNSIGNED,

@@ -160,7 +160,8 @@ static struct gen *gen_build(struct master *m, struct conf *c, struct err *e)
 			const char *addr = c->local_interfaces[j];
 			int k = find_sock(m, addr, c->listeners[i].port);
 			if (k < 0) {
-				int fd = listen_bind(addr, c->listeners[i].port, 1024, e);
+				int fd = listen_bind(addr, c->listeners[i].port,
+						     (int)c->smtp_connect_backlog, e);
 				if (fd < 0) {
 					/* Close what this attempt bound; keep the old ones. */
 					while (m->n_socks > nbound_before) {

@@ -18,6 +18,9 @@
 #include "net.h"
 
 #define NET_READ_CHUNK (16 * 1024)
+/* Bytes without a line end that count as progress for the receive timer
+ * (a line of message text longer than this is legal, if unusual). */
+#define NET_PROGRESS_BYTES 4096
 
 enum tstate { T_PLAIN, T_HANDSHAKE, T_TLS };
 
@@ -38,6 +41,7 @@ struct net_conn {
 	char sid[40];
 	char ip[INET6_ADDRSTRLEN];
 	char luser[32];                 /* "uid:N" on the sendmail socket */
+	size_t partial;                 /* bytes read since the receive timer was last restarted */
 	struct spool_msg *msg;
 	bool msg_failed;
 	char qid[QUEUE_ID_LEN + 1];
@@ -451,7 +455,15 @@ static void conn_run(struct net_conn *c)
 			}
 			got = (size_t)r;
 		}
-		arm_timer(c);
+		/* Progress restarts the clock: a completed line, or a good part
+		 * of one.  Single bytes do not, so a client that dribbles a
+		 * command one byte at a time must still finish it within
+		 * smtp_receive_timeout. */
+		c->partial += got;
+		if (c->partial >= NET_PROGRESS_BYTES || memchr(buf, '\n', got)) {
+			c->partial = 0;
+			arm_timer(c);
+		}
 		smtp_session_feed(c->s, buf, got);
 		drain_actions(c);
 	}
@@ -761,7 +773,14 @@ static void accept_cb(struct evconnlistener *lev, evutil_socket_t fd, struct soc
 	struct net_server *srv = l->server;
 	char ip[INET6_ADDRSTRLEN];
 	format_ip(sa, ip, sizeof(ip));
-	if (srv->stopping || total_sessions(srv) >= srv->conf->smtp_accept_max) {
+	/* Take the slot first, then count: two workers that accept the last
+	 * free slot at the same instant each see the other's increment (the
+	 * fence orders each one's add before its reads), so at most one of
+	 * them keeps it.  Counting first let both through. */
+	__atomic_add_fetch(&srv->slots[srv->my_slot], 1, __ATOMIC_RELAXED);
+	__atomic_thread_fence(__ATOMIC_SEQ_CST);
+	if (srv->stopping || total_sessions(srv) > srv->conf->smtp_accept_max) {
+		__atomic_sub_fetch(&srv->slots[srv->my_slot], 1, __ATOMIC_RELAXED);
 		log_event(LOG_LVL_WARN, "refused_connection",
 			  "client=%s port=%u reason=smtp_accept_max limit=%u", ip, l->port,
 			  srv->conf->smtp_accept_max);
@@ -795,6 +814,7 @@ static void accept_cb(struct evconnlistener *lev, evutil_socket_t fd, struct soc
 		struct ucred cred;
 		socklen_t cl = sizeof(cred);
 		if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &cl) < 0) {
+			__atomic_sub_fetch(&srv->slots[srv->my_slot], 1, __ATOMIC_RELAXED);
 			close(fd);
 			free(c);
 			return;
@@ -814,8 +834,7 @@ static void accept_cb(struct evconnlistener *lev, evutil_socket_t fd, struct soc
 	if (srv->conns)
 		srv->conns->prev = c;
 	srv->conns = c;
-	srv->n_conns++;
-	__atomic_add_fetch(&srv->slots[srv->my_slot], 1, __ATOMIC_RELAXED);
+	srv->n_conns++; /* its slot was taken above */
 	log_event(LOG_LVL_INFO, "connect", "session=%s client=%s port=%u role=%s tls=%s", c->sid,
 		  c->ip, l->port, smtp_role_name(l->policy.role),
 		  l->policy.tls_on_connect ? "on_connect" : "no");
@@ -888,7 +907,9 @@ int net_server_start(struct net_server *srv, struct err *e)
 	for (size_t i = 0; i < srv->n_listeners; i++) {
 		struct net_listener *l = &srv->listeners[i];
 		l->server = srv;
-		l->ev = evconnlistener_new(srv->base, accept_cb, l, LEV_OPT_CLOSE_ON_FREE, -1, l->fd);
+		/* 0: the master already called listen() with smtp_connect_backlog; -1
+		 * would make libevent call it again with 128. */
+		l->ev = evconnlistener_new(srv->base, accept_cb, l, LEV_OPT_CLOSE_ON_FREE, 0, l->fd);
 		if (!l->ev)
 			return err_set(e, "cannot listen on port %u", l->port);
 		evconnlistener_set_error_cb(l->ev, accept_error_cb);

@@ -2,6 +2,7 @@
 malformed commands, limits, timeouts."""
 import re
 import smtplib
+import socket
 import subprocess
 import time
 
@@ -248,6 +249,45 @@ def test_idle_timeout_in_data(start_daemon):
     assert d.tmp_files() == []
 
 
+def test_dribbled_command_is_cut_off(start_daemon):
+    """Single bytes do not restart the receive timer: a client that sends
+    a command one byte at a time gets the 421 timeout before the line is
+    complete, instead of holding the session for as long as it likes."""
+    d = start_daemon(smtp_receive_timeout="3s")
+    with Client(d.mx) as c:
+        c.ehlo()
+        line = b"NOOP and a long argument sent one byte at a time\r\n"
+        started = time.monotonic()
+        got = None
+        for ch in line:
+            try:
+                c.send(bytes([ch]))
+            except OSError:
+                break
+            try:
+                got = c.reply(timeout=0.4)
+            except socket.timeout:
+                got = None
+            if got is not None or time.monotonic() - started > 15:
+                break
+        assert got is not None, "no reply within 15 s of dribbling"
+        assert got.code == 421 and got.enhanced == "4.4.2", got
+        # cut within the timeout (plus margin), well before the line ended
+        assert time.monotonic() - started < 6
+        assert c.wait_closed(3)
+
+
+def test_receive_timer_restarts_on_progress(start_daemon):
+    """Complete lines restart the timer: a client that sends a command
+    every 2 s on a 3 s timeout is never cut off."""
+    d = start_daemon(smtp_receive_timeout="3s")
+    with Client(d.mx) as c:
+        c.ehlo()
+        for _ in range(4):
+            time.sleep(2)
+            assert c.cmd("NOOP").code == 250
+
+
 def test_quit(daemon):
     with Client(daemon.mx) as c:
         r = c.cmd("QUIT")
@@ -340,6 +380,62 @@ def test_smtp_accept_max(start_daemon):
         b.close()
     # Once they are gone, new sessions are accepted again.
     assert wait_until(lambda: Client(d.mx).greeting.code == 220, 5)
+
+
+def test_listen_backlog_is_smtp_connect_backlog(start_daemon):
+    """The listening socket's queue is smtp_connect_backlog (ss shows a
+    listener's backlog in Send-Q), not a library's default of 128."""
+    d = start_daemon(smtp_connect_backlog="777")
+    out = subprocess.run(["ss", "-ltnH", "sport = :%d" % d.mx], capture_output=True,
+                         text=True, check=True).stdout.split()
+    assert out and out[0] == "LISTEN", out
+    assert out[2] == "777", out
+
+
+def test_connection_burst_gets_replies(start_daemon):
+    """A burst of connections far beyond smtp_accept_max (and beyond
+    libevent's default listen queue of 128): every one gets either a
+    greeting or a 421 and none waits without a reply; no more sessions
+    are greeted than the limit allows, whichever worker accepts them."""
+    import selectors
+    import socket as socketmod
+    limit, total = 40, 600
+    d = start_daemon(smtp_accept_max=str(limit), smtp_workers="2",
+                     smtp_connect_backlog="1024")
+    wait_until(lambda: len(d.events("disconnect")) >= len(d.events("connect")), 3)
+    sel = selectors.DefaultSelector()
+    socks = []
+    try:
+        for _ in range(total):
+            s = socketmod.socket(socketmod.AF_INET, socketmod.SOCK_STREAM)
+            s.setblocking(False)
+            s.connect_ex(("127.0.0.1", d.mx))
+            socks.append(s)
+            sel.register(s, selectors.EVENT_READ, bytearray())
+        first = {}
+        deadline = time.monotonic() + 20
+        while len(first) < total and time.monotonic() < deadline:
+            for key, _ in sel.select(timeout=0.5):
+                buf = key.data
+                try:
+                    chunk = key.fileobj.recv(512)
+                except BlockingIOError:
+                    continue
+                except OSError:
+                    chunk = b""
+                buf += chunk
+                if b"\r\n" in buf or not chunk:
+                    first[key.fileobj.fileno()] = bytes(buf[:3])
+                    sel.unregister(key.fileobj)
+        greeted = sum(1 for v in first.values() if v == b"220")
+        refused = sum(1 for v in first.values() if v == b"421")
+        assert len(first) == total, "%d of %d got no reply" % (total - len(first), total)
+        assert greeted + refused == total, (greeted, refused, total)
+        assert greeted <= limit, greeted
+        assert greeted >= 1 and refused >= total - limit
+    finally:
+        for s in socks:
+            s.close()
 
 
 def test_slow_clients_do_not_hold_the_workers(start_daemon):
