@@ -77,6 +77,7 @@ struct conf {
 	unsigned recipients_max;
 	unsigned smtp_accept_max;
 	unsigned smtp_connect_backlog; /* listen(2) queue of each listening socket */
+	unsigned smtp_accept_max_per_host; /* 0 = no limit */
 	unsigned smtp_receive_timeout; /* seconds */
 	unsigned smtp_max_errors;
 	unsigned smtp_line_max;

@@ -122,6 +122,16 @@ const struct conf_option conf_options[] = {
 			"connections get a 421 reply and are closed.",
 	},
 	{
+		.name = "smtp_accept_max_per_host", .type = CONF_T_UINT, .width = CONF_W_UNSIGNED,
+		.def = "0", .min = 0, .max = 1000000,
+		.off = OFF(smtp_accept_max_per_host),
+		.help = "The most SMTP connections handled at once from one client address (an IPv6 "
+			"address counts by its /64), over all listeners and workers; 0, the default, "
+			"sets no limit.  Further connections from that address get `421 4.7.0` and are "
+			"closed.  Without it, one client can take every place of smtp_accept_max; 10 to "
+			"50 suits a server on the Internet.  The sendmail socket is not counted.",
+	},
+	{
 		.name = "smtp_connect_backlog", .type = CONF_T_UINT, .width = CONF_W_UNSIGNED,
 		.def = "1024", .min = 1, .max = 65535,
 		.off = OFF(smtp_connect_backlog),

@@ -43,6 +43,7 @@ struct worker_args {
 	uint32_t *slots;
 	size_t n_slots;
 	size_t my_slot;
+	struct net_hosts *hosts;     /* sessions per client address, shared */
 	bool drop_privileges;
 	uid_t uid;
 	gid_t gid;
@@ -113,6 +114,7 @@ int mdeliver_send(int sock, int fd, off_t off, off_t len, const char *path, cons
 /* ---- ipc: memory shared between the master and its workers ----------- */
 
 #define IPC_MAX_SLOTS 1024
+_Static_assert(IPC_MAX_SLOTS == NET_HOST_SLOTS, "one set of per-address rows per worker slot");
 /* Anonymous shared mapping of n counters, inherited across fork, and
  * after them the number of slots ever used (slots[n]). */
 uint32_t *ipc_slots_new(size_t n);

@@ -62,6 +62,7 @@ struct master {
 	size_t n_socks;
 	struct spool *spool;
 	uint32_t *slots;
+	struct net_hosts *hosts;
 	struct child *children;
 	size_t n_children;
 	size_t want_workers;
@@ -225,6 +226,7 @@ static int spawn(struct master *m, struct gen *g)
 	if (slot >= IPC_MAX_SLOTS)
 		return -1;
 	m->slots[slot] = 0;
+	net_hosts_clear_slot(m->hosts, slot);
 	if (__atomic_load_n(&m->slots[IPC_MAX_SLOTS], __ATOMIC_RELAXED) < slot + 1)
 		__atomic_store_n(&m->slots[IPC_MAX_SLOTS], (uint32_t)(slot + 1), __ATOMIC_RELEASE);
 	pid_t pid = fork();
@@ -236,7 +238,7 @@ static int spawn(struct master *m, struct gen *g)
 		struct worker_args a = {
 			.conf = g->conf, .listeners = g->wl, .n_listeners = g->n_wl,
 			.spool = m->spool, .slots = m->slots, .n_slots = IPC_MAX_SLOTS,
-			.my_slot = slot, .drop_privileges = g->drop, .uid = g->uid, .gid = g->gid,
+			.my_slot = slot, .hosts = m->hosts, .drop_privileges = g->drop, .uid = g->uid, .gid = g->gid,
 			.authd_tag = auth_configured(g->conf) ? m->authd_tag : NULL,
 			.notify_fd = m->notify_wr, .local_fd = m->local_fd,
 		};
@@ -562,6 +564,7 @@ static void reap(struct master *m)
 			/* Sessions of a dead worker are gone: free its share of
 			 * smtp_accept_max. */
 			m->slots[ch.slot] = 0;
+			net_hosts_clear_slot(m->hosts, ch.slot);
 			if (WIFSIGNALED(st))
 				log_event(ch.retiring || m->stopping ? LOG_LVL_INFO : LOG_LVL_ERR,
 					  "worker_exit", "worker=%ld signal=%d", (long)pid,
@@ -773,7 +776,8 @@ int master_run(const struct daemon_opts *o, struct conf *c)
 		e.msg[0] = 0;
 	}
 	m.slots = ipc_slots_new(IPC_MAX_SLOTS);
-	if (!m.slots) {
+	m.hosts = net_hosts_new();
+	if (!m.slots || !m.hosts) {
 		fprintf(stderr, "sluice: cannot map shared memory\n");
 		return 1;
 	}
@@ -900,6 +904,7 @@ int master_run(const struct daemon_opts *o, struct conf *c)
 	free(m.children);
 	spool_close(m.spool);
 	ipc_slots_free(m.slots, IPC_MAX_SLOTS);
+	net_hosts_free(m.hosts);
 	gen_free(m.cur);
 	return 0;
 }

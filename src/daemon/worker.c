@@ -142,6 +142,7 @@ int worker_main(const struct worker_args *a)
 	srv.slots = a->slots;
 	srv.n_slots = a->n_slots;
 	srv.my_slot = a->my_slot;
+	srv.hosts = a->hosts;
 	srv.on_empty = on_empty;
 	if (a->authd_tag)
 		srv.authc = authc_new(base, a->authd_tag, 30);

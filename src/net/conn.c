@@ -42,6 +42,8 @@ struct net_conn {
 	char ip[INET6_ADDRSTRLEN];
 	char luser[32];                 /* "uid:N" on the sendmail socket */
 	size_t partial;                 /* bytes read since the receive timer was last restarted */
+	bool host_counted;              /* counted in srv->hosts under host_bucket */
+	uint32_t host_bucket[NET_HOST_ROWS];
 	struct spool_msg *msg;
 	bool msg_failed;
 	char qid[QUEUE_ID_LEN + 1];
@@ -592,6 +594,8 @@ static void conn_free(struct net_conn *c)
 	tls_conn_free(c->tls);
 	smtp_session_free(c->s);
 	linger_close(srv, c->fd);
+	if (c->host_counted)
+		net_hosts_release(srv->hosts, srv->my_slot, c->host_bucket);
 	free(c);
 	__atomic_sub_fetch(&srv->slots[srv->my_slot], 1, __ATOMIC_RELAXED);
 	srv->n_conns--;
@@ -795,6 +799,31 @@ static void accept_cb(struct evconnlistener *lev, evutil_socket_t fd, struct soc
 		close(fd);
 		return;
 	}
+	uint32_t hb[NET_HOST_ROWS] = { 0 };
+	bool host_counted = false;
+	unsigned per_host = srv->conf->smtp_accept_max_per_host;
+	if (per_host && srv->hosts && !l->local && net_hosts_key(srv->hosts, sa, hb)) {
+		size_t used = __atomic_load_n(&srv->slots[srv->n_slots], __ATOMIC_ACQUIRE);
+		if (!net_hosts_take(srv->hosts, srv->my_slot, used, hb, per_host)) {
+			__atomic_sub_fetch(&srv->slots[srv->my_slot], 1, __ATOMIC_RELAXED);
+			log_event(LOG_LVL_WARN, "refused_connection",
+				  "client=%s port=%u reason=smtp_accept_max_per_host limit=%u", ip,
+				  l->port, per_host);
+			if (!l->policy.tls_on_connect) {
+				struct buf m;
+				buf_init(&m, 1024);
+				buf_printf(&m,
+					   "421 4.7.0 %s Too many connections from your address, "
+					   "try again later\r\n",
+					   srv->conf->primary_hostname);
+				(void)!send(fd, buf_ptr(&m), buf_len(&m), MSG_NOSIGNAL | MSG_DONTWAIT);
+				buf_free(&m);
+			}
+			close(fd);
+			return;
+		}
+		host_counted = true;
+	}
 	evutil_make_socket_nonblocking(fd);
 	int one = 1;
 	if (!l->local)
@@ -803,6 +832,8 @@ static void accept_cb(struct evconnlistener *lev, evutil_socket_t fd, struct soc
 	c->srv = srv;
 	c->l = l;
 	c->fd = fd;
+	c->host_counted = host_counted;
+	memcpy(c->host_bucket, hb, sizeof(hb));
 	snprintf(c->ip, sizeof(c->ip), "%s", ip);
 	snprintf(c->sid, sizeof(c->sid), "%lx.%llx", (unsigned long)getpid(),
 		 (unsigned long long)++srv->next_session);

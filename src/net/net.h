@@ -87,6 +87,33 @@ int net_message_begin(struct spool *sp, const struct smtp_policy *p,
 /* Appends the header fields named by what (SMTP_ADD_*) for message qid. */
 void net_missing_headers(struct buf *out, unsigned what, const char *qid, const char *hostname);
 
+/* ---- sessions per client address (hostcount.c) ---------------------- */
+
+#include <sys/socket.h>
+
+#define NET_HOST_SLOTS 1024   /* = IPC_MAX_SLOTS: one set of rows per worker slot */
+#define NET_HOST_ROWS 2
+#define NET_HOST_BUCKETS 4096
+
+/* Shared by the master and its workers (one mapping made before forking). */
+struct net_hosts {
+	uint64_t key[2 * NET_HOST_ROWS]; /* random: clients cannot aim at a bucket */
+	uint32_t counts[];               /* [slot][row][bucket] */
+};
+
+struct net_hosts *net_hosts_new(void);
+void net_hosts_free(struct net_hosts *h);
+/* A dead worker's sessions are gone: the master zeroes its rows. */
+void net_hosts_clear_slot(struct net_hosts *h, size_t slot);
+/* The buckets of a client address; false for other families (unix). */
+bool net_hosts_key(const struct net_hosts *h, const struct sockaddr *sa,
+		   uint32_t bucket[NET_HOST_ROWS]);
+/* Counts one more session of that address for worker my_slot; false (and
+ * nothing counted) if the address would then have more than limit. */
+bool net_hosts_take(struct net_hosts *h, size_t my_slot, size_t used_slots,
+		    const uint32_t bucket[NET_HOST_ROWS], unsigned limit);
+void net_hosts_release(struct net_hosts *h, size_t my_slot, const uint32_t bucket[NET_HOST_ROWS]);
+
 /* ---- connections ----------------------------------------------------- */
 
 /* What a worker knows about one listening port. */
@@ -117,6 +144,7 @@ struct net_server {
 	uint32_t *slots;
 	size_t n_slots;
 	size_t my_slot;
+	struct net_hosts *hosts;      /* sessions per client address, NULL = not counted */
 	struct net_conn *conns;       /* every session of this worker */
 	struct net_conn *commit_head; /* sessions waiting for group commit */
 	struct event *commit_ev;

@@ -382,6 +382,45 @@ def test_smtp_accept_max(start_daemon):
     assert wait_until(lambda: Client(d.mx).greeting.code == 220, 5)
 
 
+def test_smtp_accept_max_per_host(start_daemon):
+    """smtp_accept_max_per_host counts one address's sessions over all
+    workers: the next gets 421 4.7.0, another address is still served, and
+    a place freed is taken again."""
+    d = start_daemon(smtp_accept_max_per_host="3", smtp_workers="2")
+    wait_until(lambda: len(d.events("disconnect")) >= len(d.events("connect")), 3)
+    held = []
+    try:
+        for _ in range(3):
+            c = Client(d.mx)
+            assert c.greeting.code == 220, c.greeting
+            held.append(c)
+        for _ in range(3):  # whichever worker takes it
+            extra = Client(d.mx, greet=False)
+            try:
+                r = extra.reply()
+                assert r.code == 421 and r.enhanced == "4.7.0", r
+                assert extra.wait_closed(3)
+            finally:
+                extra.close()
+        other = Client(d.mx, source="127.0.0.2")
+        try:
+            assert other.greeting.code == 220
+            assert other.cmd("NOOP").code == 250
+        finally:
+            other.close()
+        held.pop().close()
+        assert wait_until(lambda: len(d.events("disconnect")) >= len(d.events("connect")) - 3, 3)
+        again = Client(d.mx)
+        held.append(again)
+        assert again.greeting.code == 220
+        refused = d.events("refused_connection")
+        assert len(refused) == 3, refused
+        assert all(e.get("reason") == "smtp_accept_max_per_host" for e in refused), refused
+    finally:
+        for c in held:
+            c.close()
+
+
 def test_listen_backlog_is_smtp_connect_backlog(start_daemon):
     """The listening socket's queue is smtp_connect_backlog (ss shows a
     listener's backlog in Send-Q), not a library's default of 128."""

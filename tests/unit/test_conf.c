@@ -677,6 +677,7 @@ static void test_print_all(void **state)
 		"message_size_limit = 50M\n"
 		"recipients_max = 1000\n"
 		"smtp_accept_max = 10000\n"
+		"smtp_accept_max_per_host = 0\n"
 		"smtp_connect_backlog = 1024\n"
 		"smtp_receive_timeout = 5m\n"
 		"smtp_max_errors = 20\n"
