@@ -98,8 +98,10 @@ void spool_close(struct spool *sp);
  */
 int spool_recover(struct spool *sp, size_t counts[3], struct err *e);
 
-/* Starts a message: allocates the id and creates its file in tmp/, writing
- * the envelope (env->id is filled in).  */
+/* Starts a message: allocates the id (env->id is filled in) and buffers the
+ * envelope.  Its file tmp/<id> is created when the first 64 KiB block is
+ * written, or by the commit: a small message costs the event loop no
+ * file-system call at all. */
 int spool_msg_begin(struct spool *sp, struct spool_env *env, int64_t now_us,
 		    struct spool_msg **out, struct err *e);
 const char *spool_msg_id(const struct spool_msg *m);

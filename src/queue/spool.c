@@ -22,14 +22,13 @@
 /* Bound on the envelope text built in memory (the reader's limit is
  * enforced by spool_format_env). */
 #define SPOOL_ENV_BUF_MAX (2 * 1024 * 1024)
-/* File name clashes in tmp/ are retried with the next sequence number. */
-#define SPOOL_CREATE_TRIES 8
 /* Numbered names tried in corrupt/ when the plain name is taken. */
 #define SPOOL_SET_ASIDE_TRIES 100
 
 struct spool_msg {
 	struct spool *sp;
-	int fd;
+	int fd;           /* -1 until the file is created (first full block, or the commit) */
+	bool created;     /* tmp/<id> is ours */
 	char id[QUEUE_ID_LEN + 1];
 	struct buf out;   /* pending bytes, flushed in SPOOL_BLOCK pieces */
 	bool failed;      /* a write failed: the commit must fail */
@@ -157,9 +156,28 @@ static void spool_msg_fail(struct spool_msg *m, const char *what, int er)
 	m->failed = true;
 }
 
+/* The file is made only when bytes must go to it: a message that fits in
+ * one block is created, written and synced in one go by the commit, which
+ * may run in the file-system thread, and the event loop never waits for
+ * the directory or the inode allocator.  The id was allocated at begin
+ * (it is in the Received header already); O_EXCL still guards it. */
+static int spool_msg_create(struct spool_msg *m)
+{
+	if (m->fd >= 0)
+		return 0;
+	m->fd = openat(m->sp->tmpfd, m->id, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC | O_NOFOLLOW,
+		       0600);
+	if (m->fd < 0) {
+		spool_msg_fail(m, "create", errno);
+		return -1;
+	}
+	m->created = true;
+	return 0;
+}
+
 static int spool_msg_flush(struct spool_msg *m)
 {
-	if (m->failed)
+	if (m->failed || spool_msg_create(m) < 0)
 		return -1;
 	if (buf_len(&m->out) > 0) {
 		if (fs_write_all(m->fd, buf_ptr(&m->out), buf_len(&m->out)) < 0) {
@@ -182,6 +200,8 @@ static int spool_msg_put(struct spool_msg *m, const void *p, size_t n)
 		size_t have = buf_len(&m->out);
 		if (have == 0 && n >= SPOOL_BLOCK) {
 			size_t whole = n - n % SPOOL_BLOCK;
+			if (spool_msg_create(m) < 0)
+				return -1;
 			if (fs_write_all(m->fd, c, whole) < 0) {
 				spool_msg_fail(m, "write", errno);
 				return -1;
@@ -207,20 +227,11 @@ int spool_msg_begin(struct spool *sp, struct spool_env *env, int64_t now_us,
 		    struct spool_msg **out, struct err *e)
 {
 	*out = NULL;
-	int fd = -1;
 	char id[QUEUE_ID_LEN + 1];
-	for (int i = 0; i < SPOOL_CREATE_TRIES; i++) {
-		int64_t t;
-		unsigned seq;
-		spool_id_next(now_us, &t, &seq);
-		queue_id_make(id, t, (long)getpid(), seq);
-		fd = openat(sp->tmpfd, id, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC | O_NOFOLLOW,
-			    0600);
-		if (fd >= 0 || errno != EEXIST)
-			break;
-	}
-	if (fd < 0)
-		return err_set(e, "spool tmp/%s: create: %s", id, strerror(errno));
+	int64_t t;
+	unsigned seq;
+	spool_id_next(now_us, &t, &seq);
+	queue_id_make(id, t, (long)getpid(), seq);
 
 	memcpy(env->id, id, sizeof(id));
 	/* An unset arrival time would make the message look decades old. */
@@ -228,7 +239,7 @@ int spool_msg_begin(struct spool *sp, struct spool_env *env, int64_t now_us,
 		env->received = now_us / 1000000;
 	struct spool_msg *m = xcalloc(1, sizeof(*m));
 	m->sp = sp;
-	m->fd = fd;
+	m->fd = -1;
 	memcpy(m->id, id, sizeof(id));
 	buf_init(&m->out, SPOOL_BLOCK);
 
@@ -270,7 +281,8 @@ void spool_msg_abort(struct spool_msg *m)
 {
 	if (!m)
 		return;
-	unlinkat(m->sp->tmpfd, m->id, 0);
+	if (m->created)
+		unlinkat(m->sp->tmpfd, m->id, 0);
 	spool_msg_free(m);
 }
 
@@ -333,7 +345,8 @@ size_t spool_commit_batch(struct spool *sp, struct spool_msg **msgs, size_t n, b
 			spool_msg_fail(m, "rename into queue", errno);
 		if (m->failed) {
 			NOTE_ERR("%s", m->err.msg);
-			unlinkat(sp->tmpfd, m->id, 0);
+			if (m->created)
+				unlinkat(sp->tmpfd, m->id, 0);
 			continue;
 		}
 		ok[i] = true;
