@@ -2,7 +2,7 @@
  * epoll loop, many sessions; each session's fate is classified and summed
  * into one "key=value ..." status line.
  *
- * usage: abuse_client MODE HOST PORT N NSRC WINDOW T LIMIT STATUS [INTERVAL_MS]
+ * usage: abuse_client MODE HOST PORT N NSRC WINDOW T LIMIT STATUS [INTERVAL_MS [LINE_MS]]
  *
  *   MODE   flood  open N sessions; a session greeted 220 is held (and
  *                 watched) until SIGTERM or LIMIT; one that gets a 421 must
@@ -10,9 +10,13 @@
  *          idle   open N sessions, send nothing; a greeted session is
  *                 watched until the server sends its 421 and closes it.
  *          slow   open N sessions; once greeted, each sends
- *                 "EHLO slow.example\r\n" then "NOOP\r\n" forever, one byte
- *                 every INTERVAL_MS, until LIMIT.
- *   NSRC   sources 127.0.0.1 .. 127.0.0.NSRC in turn
+ *                 "EHLO slow.test\r\n" (16 bytes) then "NOOP\r\n" forever,
+ *                 one byte every INTERVAL_MS, until the server closes it or
+ *                 LIMIT.  With LINE_MS (>= 0), the EHLO line is instead sent
+ *                 whole LINE_MS after the greeting, and only the NOOPs are
+ *                 dribbled.  Ends once the server has closed every session.
+ *   NSRC   sources 127.0.0.F .. 127.0.0.(F+NSRC-1) in turn, F being the
+ *          environment's ABUSE_SRC_FIRST (default 1)
  *   WINDOW most sessions waiting for their first reply at any time
  *   T      seconds a session may wait for its first reply (and, after a
  *          421, for the server's close) before it counts as hung
@@ -23,13 +27,16 @@
  * Figures: greeted, refused (421 as first reply), refused_enh (of them, with
  * an enhanced status code "421 4."), refused_closed (closed by the server
  * within T after the 421), refused_open (421, no close within T),
+ * refused_432 / refused_470 (of them "421 4.3.2" / "421 4.7.0"),
  * noreply_closed (closed with no reply at all), other (another first
  * reply), hung (no reply, no close within T), failed (socket or connect
  * error), max_421_ms (connect to 421), then per mode: cut_421 (greeted
  * sessions that got a 421 later), cut_enh (of them "421 4.4.2"),
  * cut_closed (greeted sessions the server closed), cut_min_ms/cut_max_ms
- * (greeting to close), replies (final replies after the greeting), sent
- * (bytes sent), open (greeted sessions still open at the end).
+ * (greeting to close), line_min_ms/line_max_ms (last complete line sent,
+ * or the greeting if none, to close), replies (final replies after the
+ * greeting), sent (bytes sent), open (greeted sessions still open at the
+ * end).
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -58,17 +65,17 @@ struct sess {
 	bool cut421, cut_enh;
 	unsigned short len;
 	unsigned sent;
-	double t0, t_greet, t_reply;
+	double t0, t_greet, t_reply, t_line;
 	char line[LINE_KEEP];
 };
 
-static const char slow_script[] = "EHLO slow.example\r\n";
+static const char slow_script[] = "EHLO slow.test\r\n";
 static const char slow_repeat[] = "NOOP\r\n";
 
 static struct {
-	long greeted, refused, refused_enh, refused_closed, refused_open, noreply_closed, other, hung,
-		failed, cut_421, cut_enh, cut_closed, replies, sent, open;
-	double max_421, cut_min, cut_max;
+	long greeted, refused, refused_enh, refused_432, refused_470, refused_closed, refused_open,
+		noreply_closed, other, hung, failed, cut_421, cut_enh, cut_closed, replies, sent, open;
+	double max_421, cut_min, cut_max, line_min, line_max;
 } f;
 
 static double now(void)
@@ -89,14 +96,17 @@ static void status(const char *path, const char *phase, double secs)
 	if (!o)
 		return;
 	fprintf(o,
-		"phase=%s greeted=%ld refused=%ld refused_enh=%ld refused_closed=%ld refused_open=%ld "
-		"noreply_closed=%ld other=%ld hung=%ld failed=%ld max_421_ms=%.0f cut_421=%ld "
-		"cut_enh=%ld cut_closed=%ld cut_min_ms=%.0f cut_max_ms=%.0f replies=%ld sent=%ld "
-		"open=%ld seconds=%.1f\n",
-		phase, f.greeted, f.refused, f.refused_enh, f.refused_closed, f.refused_open,
-		f.noreply_closed, f.other, f.hung, f.failed, f.max_421 * 1000, f.cut_421, f.cut_enh,
-		f.cut_closed, f.cut_closed ? f.cut_min * 1000 : 0, f.cut_max * 1000, f.replies, f.sent,
-		f.open, secs);
+		"phase=%s greeted=%ld refused=%ld refused_enh=%ld refused_432=%ld refused_470=%ld "
+		"refused_closed=%ld refused_open=%ld noreply_closed=%ld other=%ld hung=%ld failed=%ld "
+		"max_421_ms=%.0f cut_421=%ld cut_enh=%ld cut_closed=%ld cut_min_ms=%.0f "
+		"cut_max_ms=%.0f line_min_ms=%.0f line_max_ms=%.0f replies=%ld sent=%ld open=%ld "
+		"seconds=%.1f\n",
+		phase, f.greeted, f.refused, f.refused_enh, f.refused_432, f.refused_470,
+		f.refused_closed, f.refused_open, f.noreply_closed, f.other, f.hung, f.failed,
+		f.max_421 * 1000, f.cut_421, f.cut_enh, f.cut_closed,
+		f.cut_closed ? f.cut_min * 1000 : 0, f.cut_max * 1000,
+		f.cut_closed ? f.line_min * 1000 : 0, f.line_max * 1000, f.replies, f.sent, f.open,
+		secs);
 	fclose(o);
 	rename(tmp, path);
 }
@@ -119,6 +129,7 @@ static void on_line(int ep, struct sess *c, double t)
 		if (c->len >= 3 && memcmp(c->line, "220", 3) == 0) {
 			c->st = S_GREETED;
 			c->t_greet = t;
+			c->t_line = t;
 			f.greeted++;
 			f.open++;
 		} else if (code421) {
@@ -126,6 +137,10 @@ static void on_line(int ep, struct sess *c, double t)
 			f.refused++;
 			if (c->len >= 6 && memcmp(c->line + 3, " 4.", 3) == 0)
 				f.refused_enh++;
+			if (c->len >= 9 && memcmp(c->line + 3, " 4.3.2", 6) == 0)
+				f.refused_432++;
+			if (c->len >= 9 && memcmp(c->line + 3, " 4.7.0", 6) == 0)
+				f.refused_470++;
 			if (t - c->t0 > f.max_421)
 				f.max_421 = t - c->t0;
 		} else {
@@ -159,12 +174,16 @@ static void on_eof(int ep, struct sess *c, double t)
 		f.refused_closed++;
 		break;
 	case S_GREETED: {
-		double d = t - c->t_greet;
+		double d = t - c->t_greet, dl = t - c->t_line;
 		f.open--;
 		if (f.cut_closed == 0 || d < f.cut_min)
 			f.cut_min = d;
 		if (d > f.cut_max)
 			f.cut_max = d;
+		if (f.cut_closed == 0 || dl < f.line_min)
+			f.line_min = dl;
+		if (dl > f.line_max)
+			f.line_max = dl;
 		f.cut_closed++;
 		break;
 	}
@@ -205,9 +224,9 @@ static void on_readable(int ep, struct sess *c, double t)
 
 int main(int argc, char **argv)
 {
-	if (argc != 10 && argc != 11) {
+	if (argc < 10 || argc > 12) {
 		fprintf(stderr, "usage: abuse_client flood|idle|slow HOST PORT N NSRC WINDOW T LIMIT STATUS "
-				"[INTERVAL_MS]\n");
+				"[INTERVAL_MS [LINE_MS]]\n");
 		return 2;
 	}
 	enum mode mode;
@@ -229,9 +248,13 @@ int main(int argc, char **argv)
 	double tmax = atof(argv[7]);
 	double limit = atof(argv[8]);
 	const char *path = argv[9];
-	long interval_ms = argc == 11 ? atol(argv[10]) : 1000;
+	long interval_ms = argc >= 11 ? atol(argv[10]) : 1000;
+	long line_ms = argc >= 12 ? atol(argv[11]) : -1;
+	const char *first_env = getenv("ABUSE_SRC_FIRST");
+	int src_first = first_env && *first_env ? atoi(first_env) : 1;
 	if (port <= 0 || port > 65535 || n <= 0 || n > 200000 || nsrc < 1 || nsrc > 250 ||
-	    window < 1 || tmax <= 0 || limit <= 0 || limit > 3600 || interval_ms < 1) {
+	    window < 1 || tmax <= 0 || limit <= 0 || limit > 3600 || interval_ms < 1 ||
+	    line_ms > 3600000 || src_first < 1 || src_first + nsrc - 1 > 254) {
 		fprintf(stderr, "abuse_client: bad arguments\n");
 		return 2;
 	}
@@ -284,7 +307,8 @@ int main(int argc, char **argv)
 			int one = 1;
 			setsockopt(c->fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof one);
 			struct sockaddr_in src = { .sin_family = AF_INET };
-			src.sin_addr.s_addr = htonl(0x7f000001u + (uint32_t)(next % nsrc));
+			src.sin_addr.s_addr =
+				htonl(0x7f000000u + (uint32_t)src_first + (uint32_t)(next % nsrc));
 			struct epoll_event ev = { .events = EPOLLIN | EPOLLRDHUP, .data.u64 = (uint64_t)next };
 			if (bind(c->fd, (struct sockaddr *)&src, sizeof src) != 0 ||
 			    (connect(c->fd, (struct sockaddr *)&dst, sizeof dst) != 0 && errno != EINPROGRESS) ||
@@ -346,11 +370,28 @@ int main(int argc, char **argv)
 				if (c->st != S_GREETED)
 					continue;
 				size_t n1 = sizeof slow_script - 1, n2 = sizeof slow_repeat - 1;
+				if (line_ms >= 0 && c->sent < n1) {
+					/* The whole line at once: it must restart the
+					 * server's receive timer. */
+					if (t - c->t_greet < line_ms / 1000.0)
+						continue;
+					ssize_t w = send(c->fd, slow_script + c->sent, n1 - c->sent,
+							 MSG_NOSIGNAL | MSG_DONTWAIT);
+					if (w > 0) {
+						c->sent += (unsigned)w;
+						f.sent += w;
+						if (c->sent == n1)
+							c->t_line = now();
+					}
+					continue;
+				}
 				char b = c->sent < n1 ? slow_script[c->sent]
 						      : slow_repeat[(c->sent - n1) % n2];
 				if (send(c->fd, &b, 1, MSG_NOSIGNAL | MSG_DONTWAIT) == 1) {
 					c->sent++;
 					f.sent++;
+					if (b == '\n')
+						c->t_line = now();
 				}
 			}
 		}
@@ -358,8 +399,9 @@ int main(int argc, char **argv)
 			opened = true;
 			status(path, "open", now() - t0);
 		}
-		/* idle: done once the server has closed every greeted session. */
-		if (mode == M_IDLE && opened && f.open == 0)
+		/* idle, slow: done once the server has closed every greeted
+		 * session. */
+		if (mode != M_FLOOD && opened && f.open == 0)
 			break;
 	}
 	if (!opened)
