@@ -53,6 +53,7 @@ fuzz: test-deps $(FUZZ_BUILD)/build.ninja
 QUICK ?= 0
 bench: build
 	@QUICK=$(QUICK) bench/run.sh $(BUILD)/sluice
+	@QUICK=$(QUICK) bench/abuse.sh $(BUILD)/sluice
 
 clean:
 	rm -rf $(BUILD) $(TEST_BUILD) $(FUZZ_BUILD) run

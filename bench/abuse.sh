@@ -476,7 +476,7 @@ idle_n=10000
 idle_timeout=10
 if [ "$quick" = 1 ]; then
 	idle_n=2000
-	idle_timeout=8
+	idle_timeout=4
 fi
 idle_margin=5
 write_conf idle $((idle_n + 2000)) ${idle_timeout}s

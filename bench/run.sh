@@ -578,8 +578,8 @@ record() { # server workload run metric value
 # ---------------------------------------------------------------- a, b, f: accept
 # name size sessions messages(full) messages(quick)
 workloads="
-a-1k-s1    1024    1  3000  1000
-a-1k-s20   1024    20 20000 5000
+a-1k-s1    1024    1  3000  600
+a-1k-s20   1024    20 20000 4000
 a-100k-s1  102400  1  1000  300
 a-100k-s20 102400  20 3000  1000
 "
@@ -723,7 +723,7 @@ done
 # full handshake every time (no resumption), 16 client processes.
 tls_count=5000
 tls_secs=30
-[ "$quick" = 1 ] && { tls_count=1500; tls_secs=15; }
+[ "$quick" = 1 ] && { tls_count=1000; tls_secs=10; }
 tls() { # server port run
 	local server=$1 port=$2 run=$3 c0 c1 out ok cg
 	cg=$(cg_of "$server")
