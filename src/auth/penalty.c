@@ -27,21 +27,11 @@ struct penalty {
 	uint64_t seed;
 };
 
-/* Keys come from clients (user names): a secret seed keeps them from
- * choosing names that pile into one bucket. */
+/* Keys come from clients (user names): rand_hash's secret seed keeps
+ * them from choosing names that pile into one bucket. */
 static uint64_t pen_hash(const struct penalty *p, const char *k)
 {
-	uint64_t h = 0xcbf29ce484222325ULL ^ p->seed;
-	for (; *k; k++) {
-		h ^= (uint8_t)*k;
-		h *= 0x100000001b3ULL;
-	}
-	h ^= h >> 33;
-	h *= 0xff51afd7ed558ccdULL;
-	h ^= h >> 33;
-	h *= 0xc4ceb9fe1a85ec53ULL;
-	h ^= h >> 33;
-	return h;
+	return rand_hash(p->seed, k, strlen(k));
 }
 
 struct penalty *penalty_new(const struct penalty_conf *c)

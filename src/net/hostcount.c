@@ -55,46 +55,33 @@ void net_hosts_clear_slot(struct net_hosts *h, size_t slot)
 		memset(row(h, slot, 0), 0, NET_HOST_ROWS * NET_HOST_BUCKETS * sizeof(uint32_t));
 }
 
-/* A bijective 64-bit mixer (the finaliser of MurmurHash3). */
-static uint64_t mix64(uint64_t x)
-{
-	x ^= x >> 33;
-	x *= 0xff51afd7ed558ccdull;
-	x ^= x >> 33;
-	x *= 0xc4ceb9fe1a85ec53ull;
-	x ^= x >> 33;
-	return x;
-}
-
 bool net_hosts_key(const struct net_hosts *h, const struct sockaddr *sa,
 		   uint32_t bucket[NET_HOST_ROWS])
 {
-	uint64_t w0, w1 = 0;
+	/* The key: a family tag and the address (IPv4, or the /64 of IPv6). */
+	uint8_t k[9];
+	size_t n;
 	if (sa->sa_family == AF_INET) {
-		uint32_t a;
-		memcpy(&a, &((const struct sockaddr_in *)sa)->sin_addr, 4);
-		w0 = a;
-		w1 = 4;
+		k[0] = 4;
+		memcpy(k + 1, &((const struct sockaddr_in *)sa)->sin_addr, 4);
+		n = 5;
 	} else if (sa->sa_family == AF_INET6) {
 		const uint8_t *a = ((const struct sockaddr_in6 *)sa)->sin6_addr.s6_addr;
 		static const uint8_t v4mapped[12] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff };
 		if (memcmp(a, v4mapped, 12) == 0) {
-			uint32_t v4;
-			memcpy(&v4, a + 12, 4);
-			w0 = v4;
-			w1 = 4;
+			k[0] = 4;
+			memcpy(k + 1, a + 12, 4);
+			n = 5;
 		} else {
-			memcpy(&w0, a, 8); /* the /64 */
-			w1 = 6;
+			k[0] = 6;
+			memcpy(k + 1, a, 8);
+			n = 9;
 		}
 	} else {
 		return false;
 	}
-	for (size_t r = 0; r < NET_HOST_ROWS; r++) {
-		uint64_t x = mix64(h->key[2 * r] ^ w0);
-		x = mix64(x ^ h->key[2 * r + 1] ^ w1);
-		bucket[r] = (uint32_t)(x % NET_HOST_BUCKETS);
-	}
+	for (size_t r = 0; r < NET_HOST_ROWS; r++)
+		bucket[r] = (uint32_t)(rand_hash(h->key[r], k, n) % NET_HOST_BUCKETS);
 	return true;
 }
 

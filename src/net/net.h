@@ -97,7 +97,7 @@ void net_missing_headers(struct buf *out, unsigned what, const char *qid, const 
 
 /* Shared by the master and its workers (one mapping made before forking). */
 struct net_hosts {
-	uint64_t key[2 * NET_HOST_ROWS]; /* random: clients cannot aim at a bucket */
+	uint64_t key[NET_HOST_ROWS];     /* random seeds: clients cannot aim at a bucket */
 	uint32_t counts[];               /* [slot][row][bucket] */
 };
 

@@ -61,23 +61,6 @@ size_t rate_count(const struct rate_table *t)
 	return t->n;
 }
 
-/* FNV-1a over the seed and the key, then a final mix so that the low
- * bits used for the bucket depend on every input bit. */
-static uint64_t rate_hash(uint64_t seed, const uint8_t *p, size_t n)
-{
-	uint64_t h = 0xcbf29ce484222325ull ^ seed;
-	for (size_t i = 0; i < n; i++) {
-		h ^= p[i];
-		h *= 0x100000001b3ull;
-	}
-	h ^= h >> 33;
-	h *= 0xff51afd7ed558ccdull;
-	h ^= h >> 33;
-	h *= 0xc4ceb9fe1a85ec53ull;
-	h ^= h >> 33;
-	return h;
-}
-
 static void lru_unlink(struct rate_table *t, struct rate_entry *e)
 {
 	if (e->lprev)
@@ -124,7 +107,7 @@ uint64_t rate_hit(struct rate_table *t, const void *key, size_t n, uint64_t wind
 		now_s = 0;
 	int64_t w = (int64_t)window_s;
 	int64_t start = now_s - now_s % w;
-	uint64_t h = rate_hash(t->seed, key, n);
+	uint64_t h = rand_hash(t->seed, key, n);
 	struct rate_entry **bucket = &t->buckets[h & (t->nbuckets - 1)];
 	struct rate_entry *e = *bucket;
 	while (e && !(e->hash == h && e->keylen == n && memcmp(e->key, key, n) == 0))

@@ -21,3 +21,19 @@ int rand_bytes(void *p, size_t n)
 	}
 	return 0;
 }
+
+uint64_t rand_hash(uint64_t seed, const void *p, size_t n)
+{
+	const uint8_t *c = p;
+	uint64_t h = 0xcbf29ce484222325ull ^ seed;
+	for (size_t i = 0; i < n; i++) {
+		h ^= c[i];
+		h *= 0x100000001b3ull;
+	}
+	h ^= h >> 33;
+	h *= 0xff51afd7ed558ccdull;
+	h ^= h >> 33;
+	h *= 0xc4ceb9fe1a85ec53ull;
+	h ^= h >> 33;
+	return h;
+}

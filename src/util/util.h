@@ -153,6 +153,11 @@ int b64_decode(const char *p, size_t n, struct buf *out);
 
 /* Fills p with n bytes from the kernel (getrandom); -1 on failure. */
 int rand_bytes(void *p, size_t n);
+/* Hash for tables whose keys come from clients: FNV-1a over a secret
+ * seed (from rand_bytes) and the key, then a final mix so that the low
+ * bits used for a bucket depend on every input bit.  Clients who do not
+ * know the seed cannot choose keys that pile into one bucket. */
+uint64_t rand_hash(uint64_t seed, const void *p, size_t n);
 
 /* ---- time ------------------------------------------------------------ */
 

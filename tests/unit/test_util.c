@@ -526,9 +526,21 @@ static void test_fs_write_all(void **state)
 	assert_int_equal(fs_write_all(-1, "x", 1), -1);
 }
 
+/* rand_hash: FNV-1a over seed and key with the final mix (values worked
+ * out by hand from the definition); the seed changes the result. */
+static void test_rand_hash(void **state)
+{
+	assert_true(rand_hash(0, "", 0) == 0xefd01f60ba992926ull);
+	assert_true(rand_hash(0, "a", 1) == 0x82a2a958a9bece5bull);
+	assert_true(rand_hash(1, "a", 1) == 0x86ede49b2924d824ull);
+	assert_true(rand_hash(7, "key", 3) == rand_hash(7, "key", 3));
+	assert_true(rand_hash(7, "key", 3) != rand_hash(8, "key", 3));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_rand_hash),
 		cmocka_unit_test(test_buf_limit),
 		cmocka_unit_test(test_buf_printf),
 		cmocka_unit_test(test_buf_consume_compact),
