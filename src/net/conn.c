@@ -616,8 +616,9 @@ static void conn_close(struct net_conn *c, const char *why)
 	if (c->tstate == T_TLS)
 		tls_conn_shutdown(c->tls);
 	if (c->commit_wait)
-		return; /* still on the commit list: freed by commit_finish, which
-			 * finds c->msg NULL (discarded above, never acknowledged) */
+		return; /* waiting for its commit: freed by commit_finish, which
+			 * also takes back a message the thread had already
+			 * committed (never acknowledged) */
 	conn_free(c);
 }
 
@@ -647,6 +648,21 @@ static void commit_finish(struct net_server *srv, struct commit_job *j, const st
 		bool done = j->at[i] < j->n && j->ok[j->at[i]];
 		c->commit_wait = false;
 		if (c->closed) {
+			/* Closed (shutdown timeout, write error) while the thread had
+			 * its message: committed but never acknowledged.  The client
+			 * will send it again, so it is taken back out; left in
+			 * queue/ with nobody told, it would also wait for the
+			 * runner's next start. */
+			if (done) {
+				struct err re = { "" };
+				if (spool_remove(srv->spool, c->qid, false, &re) < 0)
+					log_event(LOG_LVL_ERR, "queue_remove_failed",
+						  "session=%s id=%s error=\"%s\"", c->sid, c->qid,
+						  re.msg);
+				log_event(LOG_LVL_INFO, "discarded",
+					  "session=%s id=%s reason=\"session closed before its reply\"",
+					  c->sid, c->qid);
+			}
 			conn_free(c);
 			continue;
 		}

@@ -145,3 +145,56 @@ def test_queue_ids_sort_by_time(daemon):
     out = r.stdout.decode()
     pos = [out.index(q) for q in ids]
     assert pos == sorted(pos), out
+
+
+SLOW_SYNC_SHIM = r"""
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <unistd.h>
+/* Every sync of the daemon takes 3 s longer: the disk of a busy server. */
+static int slow(const char *name, int fd)
+{
+	int (*real)(int) = (int (*)(int))dlsym(RTLD_NEXT, name);
+	usleep(3000000);
+	return real(fd);
+}
+int fdatasync(int fd) { return slow("fdatasync", fd); }
+int fsync(int fd) { return slow("fsync", fd); }
+int syncfs(int fd) { return slow("syncfs", fd); }
+"""
+
+
+def test_session_closed_during_its_commit(start_daemon, test_dir, monkeypatch):
+    """A session closed (here by the shutdown timeout) while the worker's
+    file-system thread is still syncing its message never got its 250: the
+    message is taken back out of the queue (the client will send it again)
+    and logged as discarded, not left in queue/ with nobody told."""
+    import subprocess
+    shim_c = os.path.join(test_dir, "slowsync.c")
+    shim = os.path.join(test_dir, "slowsync.so")
+    with open(shim_c, "w") as f:
+        f.write(SLOW_SYNC_SHIM)
+    subprocess.run(["cc", "-shared", "-fPIC", "-o", shim, shim_c], check=True)
+    monkeypatch.setenv("LD_PRELOAD", shim)
+    monkeypatch.setenv("ASAN_OPTIONS", "verify_asan_link_order=0:" + os.environ.get("ASAN_OPTIONS", ""))
+    d = start_daemon(shutdown_timeout="1s")
+    monkeypatch.delenv("LD_PRELOAD")
+    c = Client(d.mx, timeout=10)
+    try:
+        c.ehlo()
+        c.send(b"MAIL FROM:<a@client.example>\r\nRCPT TO:<user@test.example>\r\nDATA\r\n")
+        assert [c.reply().code for _ in range(3)] == [250, 250, 354]
+        c.send(make_body("closed while syncing") + b".\r\n")
+        # the batch is now in the thread (its sync takes 3 s): stop the
+        # daemon, whose shutdown timeout (1 s) closes the session first
+        time.sleep(0.5)
+        d.signal(15)
+        got = c.replies_for(8)
+        assert all(r.code != 250 for r in got), got
+    finally:
+        c.close()
+    assert d.proc.wait(30) == 0
+    discarded = d.events("discarded")
+    assert len(discarded) == 1, d.log_tail(30)
+    assert d.queue_ids() == []
+    assert d.events("queued") == []
