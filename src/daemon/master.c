@@ -177,6 +177,11 @@ static struct gen *gen_build(struct master *m, struct conf *c, struct err *e)
 				m->socks[m->n_socks] = (struct sock){ str_dup(addr), c->listeners[i].port,
 								      fd, false };
 				k = (int)m->n_socks++;
+			} else {
+				/* A socket kept over a reload: listen() again applies
+				 * a changed smtp_connect_backlog (Linux resizes the
+				 * queue of a listening socket). */
+				(void)listen(m->socks[k].fd, (int)c->smtp_connect_backlog);
 			}
 			m->socks[k].used = true;
 			g->wl[g->n_wl].fd = m->socks[k].fd;

@@ -55,6 +55,24 @@ def test_sighup_reload_applies_new_config(daemon, cert):
     assert daemon.proc.poll() is None
 
 
+def _backlog(port):
+    out = subprocess.run(["ss", "-ltnH", "sport = :%d" % port], capture_output=True,
+                         text=True, check=True).stdout.split()
+    return int(out[2]) if out else None
+
+
+def test_sighup_applies_smtp_connect_backlog(start_daemon, cert):
+    """The listening sockets are kept over a reload; a changed
+    smtp_connect_backlog is applied to them all the same."""
+    d = start_daemon(smtp_connect_backlog="100")
+    assert _backlog(d.mx) == 100
+    _rewrite(d, cert, smtp_connect_backlog="300")
+    d.signal(signal.SIGHUP)
+    d.wait_event("reload")
+    assert wait_until(lambda: _backlog(d.mx) == 300, 8), _backlog(d.mx)
+    assert _backlog(d.sub) == 300 and _backlog(d.smtps) == 300
+
+
 def test_sighup_open_session_survives(daemon, cert):
     with Client(daemon.mx) as c:
         c.ehlo()
