@@ -218,11 +218,13 @@ int spool_state_read(struct spool *sp, const char *id, size_t n_rcpts, struct sp
 int spool_state_write(struct spool *sp, const char *id, const struct spool_state *st,
 		      struct err *e);
 /* Removes a message that is done: queue/<id>, then state/<id>.  A missing
- * file is not an error.  durable fsyncs both directories afterwards: an
- * administrator's removal must stay removed.  After a delivery it is not
- * needed: a removal lost in a crash only means the message is delivered
- * once more (delivery is at least once), and the two directory syncs per
- * message were the largest part of the queue runner's cost. */
+ * file is not an error.  durable syncs the directories: an administrator's
+ * removal must stay removed.  After a delivery it is not needed: a removal
+ * lost in a crash only means the message is delivered once more (delivery
+ * is at least once), and the directory syncs per message were the largest
+ * part of the queue runner's cost.  Either way a state file goes only
+ * after queue/ is synced, so that a crash cannot leave the message without
+ * its record of finished recipients. */
 int spool_remove(struct spool *sp, const char *id, bool durable, struct err *e);
 /* The open state/ directory, for reading relative to it (never by path). */
 int spool_state_dirfd(const struct spool *sp);

@@ -363,16 +363,19 @@ int spool_remove(struct spool *sp, const char *id, bool durable, struct err *e)
 		return err_set(e, "spool: invalid queue id");
 	/* The message first: a crash between the two leaves an orphan state
 	 * file, which recovery removes; the other order could leave a message
-	 * that looks never tried and is delivered again. */
+	 * that looks never tried and is delivered again to every recipient.
+	 * So a state file is removed only once the message's removal is on
+	 * disk.  A message delivered at its first attempt has none, and then
+	 * nothing is synced unless durable. */
 	if (unlinkat(spool_queue_dirfd(sp), id, 0) < 0 && errno != ENOENT)
 		return err_set(e, "spool %s: remove: %s", id, strerror(errno));
-	if (unlinkat(spool_state_dirfd(sp), id, 0) < 0 && errno != ENOENT)
-		return err_set(e, "spool state %s: remove: %s", id, strerror(errno));
-	if (!durable)
-		return 0;
-	if (spool_fsync(spool_queue_dirfd(sp)) < 0)
+	struct stat st;
+	bool has_state = fstatat(spool_state_dirfd(sp), id, &st, AT_SYMLINK_NOFOLLOW) == 0;
+	if ((durable || has_state) && spool_fsync(spool_queue_dirfd(sp)) < 0)
 		return err_set(e, "spool queue directory: fsync: %s", strerror(errno));
-	if (spool_fsync(spool_state_dirfd(sp)) < 0)
+	if (has_state && unlinkat(spool_state_dirfd(sp), id, 0) < 0 && errno != ENOENT)
+		return err_set(e, "spool state %s: remove: %s", id, strerror(errno));
+	if (durable && has_state && spool_fsync(spool_state_dirfd(sp)) < 0)
 		return err_set(e, "spool state directory: fsync: %s", strerror(errno));
 	return 0;
 }

@@ -473,6 +473,15 @@ static void test_state_files(void **state)
 	assert_int_equal(spool_remove(fx->sp, id, false, &e), 0);
 	assert_int_equal(spool_fsync_count(), syncs);
 	assert_false(file_exists(fx, "queue", id));
+	/* with a state file, even a removal after a delivery syncs queue/
+	 * once before the state goes (never a message without its state) */
+	put_message(fx, 1700000000000002LL, id);
+	assert_int_equal(spool_state_write(fx->sp, id, &st, &e), 0);
+	syncs = spool_fsync_count();
+	assert_int_equal(spool_remove(fx->sp, id, false, &e), 0);
+	assert_int_equal(spool_fsync_count() - syncs, 1);
+	assert_false(file_exists(fx, "queue", id));
+	assert_false(file_exists(fx, "state", id));
 	size_t n = 9;
 	assert_int_equal(spool_count(fx->sp, &n, &e), 0);
 	assert_int_equal(n, 0);
