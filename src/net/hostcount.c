@@ -7,7 +7,10 @@
  * count-min sketch).  The estimate is the smaller of the two bucket sums
  * over all workers; it never undercounts, and overcounts only when both
  * buckets are shared with busy addresses, which with a secret key and
- * 4,096 buckets a client cannot arrange.  IPv6 addresses count by their
+ * 16,384 buckets a client cannot arrange.  With S sessions in all, a
+ * bucket carries about S / 16,384 sessions of other addresses, so a new
+ * address is refused early only when both of its buckets are that full:
+ * negligible below some 100,000 sessions for a limit of 10 or more.  IPv6 addresses count by their
  * /64: one customer's prefix is one host.  Each worker has its own rows,
  * which the master zeroes when the worker dies, as it does its session
  * count.

@@ -93,7 +93,7 @@ void net_missing_headers(struct buf *out, unsigned what, const char *qid, const 
 
 #define NET_HOST_SLOTS 1024   /* = IPC_MAX_SLOTS: one set of rows per worker slot */
 #define NET_HOST_ROWS 2
-#define NET_HOST_BUCKETS 4096
+#define NET_HOST_BUCKETS 16384
 
 /* Shared by the master and its workers (one mapping made before forking). */
 struct net_hosts {
