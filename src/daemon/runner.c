@@ -1807,10 +1807,34 @@ static void notify_cb(evutil_socket_t fd, short what, void *arg)
 	schedule(r);
 }
 
+static void ctl_request(struct runner *r, int fd, unsigned uid, char *b);
+
+/* A control connection accepted, its request not read yet. */
+struct ctl_wait {
+	struct runner *r;
+	unsigned uid;
+};
+
+/* The request, or the end of the wait for it: the event loop never
+ * blocks on a control client, however slow. */
+static void ctl_read_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct ctl_wait w = *(struct ctl_wait *)arg;
+	free(arg);
+	char b[RUNNER_CTL_MAX + 1];
+	ssize_t n = (what & EV_READ) ? recv(fd, b, RUNNER_CTL_MAX, MSG_DONTWAIT) : -1;
+	if (n <= 0) {
+		close(fd);
+		return;
+	}
+	b[n] = 0;
+	ctl_request(w.r, fd, w.uid, b);
+}
+
 static void ctl_cb(evutil_socket_t lfd, short what, void *arg)
 {
 	struct runner *r = arg;
-	int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+	int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
 	if (fd < 0)
 		return;
 	struct ucred cred;
@@ -1820,23 +1844,25 @@ static void ctl_cb(evutil_socket_t lfd, short what, void *arg)
 		ctl_answer(fd, "error: permission denied");
 		return;
 	}
-	/* The caller sends its request at once; a short wait bounds a client
-	 * that does not. */
+	/* The caller sends its request at once; 2 s bound one that does not. */
+	struct ctl_wait *w = xcalloc(1, sizeof(*w));
+	w->r = r;
+	w->uid = (unsigned)cred.uid;
 	struct timeval tv = { 2, 0 };
-	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-	char b[RUNNER_CTL_MAX + 1];
-	ssize_t n = recv(fd, b, RUNNER_CTL_MAX, 0);
-	if (n <= 0) {
+	if (event_base_once(r->base, fd, EV_READ, ctl_read_cb, w, &tv) < 0) {
+		free(w);
 		close(fd);
-		return;
 	}
-	b[n] = 0;
+}
+
+static void ctl_request(struct runner *r, int fd, unsigned uid, char *b)
+{
 	char *sp = strchr(b, ' ');
 	const char *id = sp ? sp + 1 : "";
 	if (sp)
 		*sp = 0;
 	log_event(LOG_LVL_INFO, "control", "command=%s id=%s uid=%u", b,
-		  queue_id_valid(id) ? id : "-", (unsigned)cred.uid);
+		  queue_id_valid(id) ? id : "-", uid);
 	if (strcmp(b, "n") == 0 && queue_id_valid(id)) {
 		/* A message queued outside the workers (-bs). */
 		msg_add(r, id, r->c->queue_only ? INT64_MAX : 0);

@@ -661,3 +661,29 @@ def test_queue_index_with_many_messages(dlv, peer):
     assert len(peer.transactions) == want
     # -Mrm of an id already gone is refused.
     assert d.cli("-Mrm", removed[0]).returncode != 0
+
+
+def test_silent_control_clients_do_not_stall_the_runner(daemon):
+    """Control connections that never send their request wait in the
+    runner's event loop, not in a blocking read: with ten of them open
+    (2 s each, one after the other, before), a queue run is answered at
+    once and they are closed after their 2 s."""
+    import socket as socketmod
+    name = b"\0sluice-runner:" + daemon.spool.encode()
+    silent = []
+    try:
+        for _ in range(10):
+            s = socketmod.socket(socketmod.AF_UNIX, socketmod.SOCK_SEQPACKET)
+            s.connect(name)
+            silent.append(s)
+        started = time.monotonic()
+        r = daemon.cli("-q", timeout=30)
+        assert r.returncode == 0, r.stderr
+        assert time.monotonic() - started < 10, "queue run waited for the silent clients"
+        # each silent client is dropped after its wait
+        for s in silent:
+            s.settimeout(10)
+            assert s.recv(64) == b""
+    finally:
+        for s in silent:
+            s.close()
