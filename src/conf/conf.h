@@ -79,6 +79,7 @@ struct conf {
 	unsigned smtp_connect_backlog; /* listen(2) queue of each listening socket */
 	unsigned smtp_accept_max_per_host; /* 0 = no limit */
 	unsigned smtp_receive_timeout; /* seconds */
+	unsigned smtp_data_min_rate; /* bytes per second of message text, 0 = no minimum */
 	unsigned smtp_max_errors;
 	unsigned smtp_line_max;
 	unsigned message_line_max;

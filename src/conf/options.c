@@ -151,6 +151,19 @@ const struct conf_option conf_options[] = {
 			"one byte at a time must still finish it within this time.",
 	},
 	{
+		.name = "smtp_data_min_rate", .type = CONF_T_UINT, .width = CONF_W_UNSIGNED,
+		.def = "500", .min = 0, .max = 1000000000,
+		.off = OFF(smtp_data_min_rate),
+		.help = "The slowest the message text may come, in bytes per second on average, "
+			"once smtp_receive_timeout has been used up: from the start of the text the "
+			"client has smtp_receive_timeout, and every byte received adds 1/rate of a "
+			"second, never beyond smtp_receive_timeout ahead.  A client that keeps a "
+			"session by sending a short line just before each timeout is cut off with "
+			"421 4.4.2 after about smtp_receive_timeout; a client sending a large message "
+			"at this rate or faster is never.  0 turns it off (each line of text then "
+			"restarts the timer).  As Postfix's smtpd_min_data_rate.",
+	},
+	{
 		.name = "smtp_max_errors", .type = CONF_T_UINT, .width = CONF_W_UNSIGNED,
 		.def = "20", .min = 1, .max = 1000000,
 		.off = OFF(smtp_max_errors),

@@ -42,6 +42,7 @@ struct net_conn {
 	char ip[INET6_ADDRSTRLEN];
 	char luser[32];                 /* "uid:N" on the sendmail socket */
 	size_t partial;                 /* bytes read since the receive timer was last restarted */
+	int64_t body_deadline;          /* monotonic ms the message text must keep ahead of, 0 = none */
 	bool host_counted;              /* counted in srv->hosts under host_bucket */
 	uint32_t host_bucket[NET_HOST_ROWS];
 	struct spool_msg *msg;
@@ -271,6 +272,41 @@ static void arm_timer(struct net_conn *c)
 {
 	struct timeval tv = { (time_t)c->srv->conf->smtp_receive_timeout, 0 };
 	event_add(c->ev_timer, &tv);
+	c->body_deadline = 0;
+}
+
+/*
+ * Restarts the receive timer for what a read brought.  Commands: a
+ * completed line, or a good part of one; single bytes do not count, so a
+ * client that dribbles a command must still finish it within
+ * smtp_receive_timeout.  Message text: a deadline that every byte moves
+ * on by 1/smtp_data_min_rate of a second, never further than
+ * smtp_receive_timeout ahead, so that one short line per timeout cannot
+ * keep a session for ever (Postfix's smtpd_min_data_rate).
+ */
+static void conn_progress(struct net_conn *c, const uint8_t *buf, size_t got)
+{
+	const struct conf *cf = c->srv->conf;
+	if (cf->smtp_data_min_rate > 0 && smtp_session_in_body(c->s)) {
+		int64_t now = time_mono_ms();
+		int64_t cap = now + (int64_t)cf->smtp_receive_timeout * 1000;
+		if (c->body_deadline == 0)
+			c->body_deadline = cap; /* the text starts: a full timeout */
+		c->body_deadline += (int64_t)(got * 1000 / cf->smtp_data_min_rate);
+		if (c->body_deadline > cap)
+			c->body_deadline = cap;
+		int64_t left = c->body_deadline - now;
+		if (left < 0)
+			left = 0;
+		struct timeval tv = { (time_t)(left / 1000), (suseconds_t)(left % 1000) * 1000 };
+		event_add(c->ev_timer, &tv);
+		return;
+	}
+	c->partial += got;
+	if (c->partial >= NET_PROGRESS_BYTES || memchr(buf, '\n', got)) {
+		c->partial = 0;
+		arm_timer(c);
+	}
 }
 
 /* Writes pending output.  1 = all written, 0 = would block (want set),
@@ -457,15 +493,7 @@ static void conn_run(struct net_conn *c)
 			}
 			got = (size_t)r;
 		}
-		/* Progress restarts the clock: a completed line, or a good part
-		 * of one.  Single bytes do not, so a client that dribbles a
-		 * command one byte at a time must still finish it within
-		 * smtp_receive_timeout. */
-		c->partial += got;
-		if (c->partial >= NET_PROGRESS_BYTES || memchr(buf, '\n', got)) {
-			c->partial = 0;
-			arm_timer(c);
-		}
+		conn_progress(c, buf, got);
 		smtp_session_feed(c->s, buf, got);
 		drain_actions(c);
 	}

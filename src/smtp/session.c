@@ -2313,6 +2313,11 @@ bool smtp_session_in_transaction(const struct smtp_session *s)
 	return s->env.sender != NULL;
 }
 
+bool smtp_session_in_body(const struct smtp_session *s)
+{
+	return s->state == ST_DATA || s->state == ST_BDAT || s->state == ST_BDAT_SKIP;
+}
+
 bool smtp_session_closing(const struct smtp_session *s)
 {
 	return s->closing;

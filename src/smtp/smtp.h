@@ -282,6 +282,8 @@ const struct smtp_envelope *smtp_session_envelope(const struct smtp_session *s);
 
 bool smtp_session_in_tls(const struct smtp_session *s);
 bool smtp_session_in_transaction(const struct smtp_session *s); /* MAIL..end */
+/* Reading message text: DATA up to its end, or the bytes of a BDAT chunk. */
+bool smtp_session_in_body(const struct smtp_session *s);
 bool smtp_session_closing(const struct smtp_session *s);
 
 /*

@@ -277,6 +277,51 @@ def test_dribbled_command_is_cut_off(start_daemon):
         assert c.wait_closed(3)
 
 
+def test_message_text_below_min_rate_is_cut_off(start_daemon):
+    """In the message text a line per second (3 bytes/s) is progress of a
+    kind, but far below smtp_data_min_rate: the session is cut with 421
+    4.4.2 about smtp_receive_timeout after the text began, instead of
+    lasting as long as the client keeps sending a line now and then."""
+    d = start_daemon(smtp_receive_timeout="3s", smtp_data_min_rate="1000")
+    with Client(d.mx) as c:
+        c.ehlo()
+        c.send(b"MAIL FROM:<a@client.example>\r\nRCPT TO:<user@test.example>\r\nDATA\r\n")
+        assert [c.reply().code for _ in range(3)] == [250, 250, 354]
+        started = time.monotonic()
+        got = None
+        while got is None and time.monotonic() - started < 15:
+            try:
+                c.send(b"x\r\n")
+            except OSError:
+                break
+            try:
+                got = c.reply(timeout=1)
+            except socket.timeout:
+                got = None
+        assert got is not None, "still receiving after 15 s of one line per second"
+        assert got.code == 421 and got.enhanced == "4.4.2", got
+        assert time.monotonic() - started < 6
+    assert d.queue_ids() == []
+
+
+def test_message_text_at_min_rate_is_not_cut_off(start_daemon):
+    """A client that sends its text at twice smtp_data_min_rate for twice
+    smtp_receive_timeout keeps its session, and the message is queued."""
+    d = start_daemon(smtp_receive_timeout="2s", smtp_data_min_rate="1000")
+    with Client(d.mx) as c:
+        c.ehlo()
+        c.send(b"MAIL FROM:<a@client.example>\r\nRCPT TO:<user@test.example>\r\nDATA\r\n")
+        assert [c.reply().code for _ in range(3)] == [250, 250, 354]
+        c.send(b"Subject: steady\r\n\r\n")
+        line = b"y" * 98 + b"\r\n"
+        for _ in range(8 * 5):          # 4 s, 200 ms apart: 500 bytes each
+            c.send(line * 5)
+            time.sleep(0.2)
+        r = c.cmd(".")
+        assert r.code == 250 and r.queue_id, r
+    assert len(d.queue_ids()) == 1
+
+
 def test_receive_timer_restarts_on_progress(start_daemon):
     """Complete lines restart the timer: a client that sends a command
     every 2 s on a 3 s timeout is never cut off."""

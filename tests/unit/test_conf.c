@@ -680,6 +680,7 @@ static void test_print_all(void **state)
 		"smtp_accept_max_per_host = 0\n"
 		"smtp_connect_backlog = 1024\n"
 		"smtp_receive_timeout = 5m\n"
+		"smtp_data_min_rate = 500\n"
 		"smtp_max_errors = 20\n"
 		"smtp_line_max = 2048\n"
 		"message_line_max = 998\n"
