@@ -155,13 +155,15 @@ const struct conf_option conf_options[] = {
 		.def = "500", .min = 0, .max = 1000000000,
 		.off = OFF(smtp_data_min_rate),
 		.help = "The slowest the message text may come, in bytes per second on average, "
-			"once smtp_receive_timeout has been used up: from the start of the text the "
-			"client has smtp_receive_timeout, and every byte received adds 1/rate of a "
-			"second, never beyond smtp_receive_timeout ahead.  A client that keeps a "
-			"session by sending a short line just before each timeout is cut off with "
-			"421 4.4.2 after about smtp_receive_timeout; a client sending a large message "
-			"at this rate or faster is never.  0 turns it off (each line of text then "
-			"restarts the timer).  As Postfix's smtpd_min_data_rate.",
+			"once smtp_receive_timeout has been used up: from the start of the text (DATA, "
+			"or the first BDAT chunk, the deadline then running over every chunk of the "
+			"transaction) the client has smtp_receive_timeout, and every byte received "
+			"adds 1/rate of a second, never beyond smtp_receive_timeout ahead.  A client "
+			"that keeps a session by sending a short line or a tiny chunk just before each "
+			"timeout is cut off with 421 4.4.2 after about smtp_receive_timeout; a client "
+			"sending a large message at this rate or faster is never.  0 turns it off "
+			"(each line of text then restarts the timer).  As Postfix's "
+			"smtpd_min_data_rate.",
 	},
 	{
 		.name = "smtp_max_errors", .type = CONF_T_UINT, .width = CONF_W_UNSIGNED,

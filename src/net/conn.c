@@ -268,38 +268,58 @@ static void set_events(struct net_conn *c, short want)
 	c->ev_want = want;
 }
 
-static void arm_timer(struct net_conn *c)
+static void arm_timer_full(struct net_conn *c)
 {
 	struct timeval tv = { (time_t)c->srv->conf->smtp_receive_timeout, 0 };
 	event_add(c->ev_timer, &tv);
-	c->body_deadline = 0;
+}
+
+static void arm_timer_at(struct net_conn *c, int64_t deadline_ms)
+{
+	int64_t left = deadline_ms - time_mono_ms();
+	if (left < 0)
+		left = 0;
+	struct timeval tv = { (time_t)(left / 1000), (suseconds_t)(left % 1000) * 1000 };
+	event_add(c->ev_timer, &tv);
+}
+
+/* Restarts the receive timer: a full smtp_receive_timeout, except while
+ * the message text of a transaction runs against its smtp_data_min_rate
+ * deadline, which a reply (say to a BDAT chunk) does not move. */
+static void arm_timer(struct net_conn *c)
+{
+	if (c->body_deadline && !smtp_session_in_transaction(c->s))
+		c->body_deadline = 0;
+	if (c->body_deadline)
+		arm_timer_at(c, c->body_deadline);
+	else
+		arm_timer_full(c);
 }
 
 /*
  * Restarts the receive timer for what a read brought.  Commands: a
  * completed line, or a good part of one; single bytes do not count, so a
  * client that dribbles a command must still finish it within
- * smtp_receive_timeout.  Message text: a deadline that every byte moves
- * on by 1/smtp_data_min_rate of a second, never further than
- * smtp_receive_timeout ahead, so that one short line per timeout cannot
- * keep a session for ever (Postfix's smtpd_min_data_rate).
+ * smtp_receive_timeout.  Message text (DATA, and every BDAT chunk of the
+ * transaction with the commands between them): a deadline that every
+ * byte moves on by 1/smtp_data_min_rate of a second, never further than
+ * smtp_receive_timeout ahead, so that neither one short line nor one
+ * tiny chunk per timeout keeps a session for ever (Postfix's
+ * smtpd_min_data_rate).
  */
 static void conn_progress(struct net_conn *c, const uint8_t *buf, size_t got)
 {
 	const struct conf *cf = c->srv->conf;
-	if (cf->smtp_data_min_rate > 0 && smtp_session_in_body(c->s)) {
-		int64_t now = time_mono_ms();
-		int64_t cap = now + (int64_t)cf->smtp_receive_timeout * 1000;
+	if (c->body_deadline && !smtp_session_in_transaction(c->s))
+		c->body_deadline = 0;
+	if (cf->smtp_data_min_rate > 0 && (c->body_deadline || smtp_session_in_body(c->s))) {
+		int64_t cap = time_mono_ms() + (int64_t)cf->smtp_receive_timeout * 1000;
 		if (c->body_deadline == 0)
 			c->body_deadline = cap; /* the text starts: a full timeout */
 		c->body_deadline += (int64_t)(got * 1000 / cf->smtp_data_min_rate);
 		if (c->body_deadline > cap)
 			c->body_deadline = cap;
-		int64_t left = c->body_deadline - now;
-		if (left < 0)
-			left = 0;
-		struct timeval tv = { (time_t)(left / 1000), (suseconds_t)(left % 1000) * 1000 };
-		event_add(c->ev_timer, &tv);
+		arm_timer_at(c, c->body_deadline);
 		return;
 	}
 	c->partial += got;
@@ -307,6 +327,17 @@ static void conn_progress(struct net_conn *c, const uint8_t *buf, size_t got)
 		c->partial = 0;
 		arm_timer(c);
 	}
+}
+
+/* After a read was fed: text that began within it ("DATA" and its first
+ * lines, or "BDAT n" and its bytes, in one read) starts the deadline. */
+static void conn_text_started(struct net_conn *c)
+{
+	const struct conf *cf = c->srv->conf;
+	if (cf->smtp_data_min_rate == 0 || c->body_deadline || !smtp_session_in_transaction(c->s))
+		return;
+	if (smtp_session_in_body(c->s) || smtp_session_envelope(c->s)->size > 0)
+		c->body_deadline = time_mono_ms() + (int64_t)cf->smtp_receive_timeout * 1000;
 }
 
 /* Writes pending output.  1 = all written, 0 = would block (want set),
@@ -495,6 +526,7 @@ static void conn_run(struct net_conn *c)
 		}
 		conn_progress(c, buf, got);
 		smtp_session_feed(c->s, buf, got);
+		conn_text_started(c);
 		drain_actions(c);
 	}
 	if (want == 0 && !c->commit_wait && !c->async_wait)
@@ -527,7 +559,7 @@ static void conn_timer_cb(evutil_socket_t fd, short what, void *arg)
 	if (c->commit_wait || c->async_wait) {
 		/* Our own wait, not the client's: the auth client has its own
 		 * timeout and the commit always completes. */
-		arm_timer(c);
+		arm_timer_full(c);
 		return;
 	}
 	if (c->tstate == T_HANDSHAKE) {
@@ -543,7 +575,7 @@ static void conn_timer_cb(evutil_socket_t fd, short what, void *arg)
 	}
 	log_event(LOG_LVL_INFO, "timeout", "session=%s", c->sid);
 	smtp_session_timeout(c->s);
-	arm_timer(c); /* bounds the wait for the 421 to be written */
+	arm_timer_full(c); /* bounds the wait for the 421 to be written */
 	drain_actions(c);
 	conn_run(c);
 }

@@ -304,6 +304,52 @@ def test_message_text_below_min_rate_is_cut_off(start_daemon):
     assert d.queue_ids() == []
 
 
+def test_tiny_bdat_chunks_below_min_rate_are_cut_off(start_daemon):
+    """The rate holds over all the BDAT chunks of a transaction: one byte
+    per second in chunks of one byte, each answered 250, is cut with 421
+    4.4.2 about smtp_receive_timeout after the first chunk."""
+    d = start_daemon(smtp_receive_timeout="3s", smtp_data_min_rate="1000")
+    with Client(d.mx) as c:
+        c.ehlo()
+        c.send(b"MAIL FROM:<a@client.example>\r\nRCPT TO:<user@test.example>\r\n")
+        assert [c.reply().code for _ in range(2)] == [250, 250]
+        started = time.monotonic()
+        got = None
+        while time.monotonic() - started < 15:
+            try:
+                c.send(b"BDAT 1\r\nx")
+                got = c.reply(timeout=2)
+            except (OSError, SMTPClosed):
+                break
+            if got.code != 250:
+                break
+            time.sleep(1)
+        assert got is not None and got.code == 421 and got.enhanced == "4.4.2", got
+        assert time.monotonic() - started < 7
+    assert d.queue_ids() == []
+
+
+def test_bdat_chunks_at_rate_are_queued(start_daemon):
+    """Chunks that keep up the rate, with pauses shorter than the timeout
+    between them, go on for longer than the timeout and are queued."""
+    d = start_daemon(smtp_receive_timeout="2s", smtp_data_min_rate="1000")
+    with Client(d.mx) as c:
+        c.ehlo()
+        c.send(b"MAIL FROM:<a@client.example>\r\nRCPT TO:<user@test.example>\r\n")
+        assert [c.reply().code for _ in range(2)] == [250, 250]
+        head = b"Subject: chunks\r\n\r\n"
+        c.send(b"BDAT %d\r\n" % len(head) + head)
+        assert c.reply().code == 250
+        chunk = (b"z" * 98 + b"\r\n") * 10  # 1,000 bytes: 1 s of credit
+        for _ in range(8):                     # 4 s at 2,000 bytes/s
+            time.sleep(0.5)
+            c.send(b"BDAT %d\r\n" % len(chunk) + chunk)
+            assert c.reply().code == 250
+        r = c.cmd("BDAT 0 LAST")
+        assert r.code == 250 and r.queue_id, r
+    assert len(d.queue_ids()) == 1
+
+
 def test_message_text_at_min_rate_is_not_cut_off(start_daemon):
     """A client that sends its text at twice smtp_data_min_rate for twice
     smtp_receive_timeout keeps its session, and the message is queued."""
