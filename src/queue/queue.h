@@ -3,7 +3,8 @@
  * group commit), the reader, listing and crash recovery.
  *
  * Layout under spool_directory:
- *   tmp/      messages being received; never acknowledged; removed at start
+ *   tmp/      messages being received (from their first 64 KiB) or committed;
+ *             never acknowledged; removed at start
  *   queue/    committed messages, one file each, named by queue id
  *   corrupt/  files found unreadable at start, set aside with a log line
  *   state/    delivery state of queued messages (see state.c below)
