@@ -39,6 +39,20 @@ load_timeout=300 # seconds, per smtp-source run
 
 die() { echo "bench: $*" >&2; exit 1; }
 say() { echo "bench: $*" >&2; }
+# Stops a process we started: signal $2 (default TERM), at most 10 s, then
+# KILL; it is then forgotten by the clean-up lists.
+stop_pid() { # pid [signal]
+	local p=$1 i
+	kill -"${2:-TERM}" "$p" 2>/dev/null
+	for i in $(seq 1 100); do
+		kill -0 "$p" 2>/dev/null || break
+		sleep 0.1
+	done
+	kill -KILL "$p" 2>/dev/null
+	wait "$p" 2>/dev/null
+	pids_to_stop=$(echo "$pids_to_stop" | tr ' ' '\n' | grep -vx "$p" | tr '\n' ' ')
+	peer_pids=$(echo "$peer_pids" | tr ' ' '\n' | grep -vx "$p" | tr '\n' ' ')
+}
 
 [ "$(id -u)" = 0 ] || die "run as root (packages, cgroups, Postfix's users)"
 case "$sluice" in /*) ;; *) sluice="$PWD/$sluice" ;; esac
@@ -269,14 +283,7 @@ sluice_start() { # [configuration name]
 }
 sluice_stop() {
 	local i
-	kill -TERM "$sluice_pid" 2>/dev/null
-	for i in $(seq 1 100); do
-		kill -0 "$sluice_pid" 2>/dev/null || break
-		sleep 0.1
-	done
-	kill -KILL "$sluice_pid" 2>/dev/null
-	wait "$sluice_pid" 2>/dev/null
-	pids_to_stop=$(echo "$pids_to_stop" | tr ' ' '\n' | grep -vx "$sluice_pid" | tr '\n' ' ')
+	stop_pid "$sluice_pid"
 	for i in $(seq 1 100); do
 		port_free $port_sluice && port_free $port_sluice_tls && return 0
 		sleep 0.1
@@ -524,14 +531,7 @@ peer_stop() { # name
 	local p=$1 pid i
 	pid=$(root_of "$p")
 	[ -n "$pid" ] || return 0
-	kill -TERM "$pid" 2>/dev/null
-	for i in $(seq 1 100); do
-		kill -0 "$pid" 2>/dev/null || break
-		sleep 0.1
-	done
-	kill -KILL "$pid" 2>/dev/null
-	wait "$pid" 2>/dev/null
-	peer_pids=$(echo "$peer_pids" | tr ' ' '\n' | grep -vx "$pid" | tr '\n' ' ')
+	stop_pid "$pid"
 	# Children left behind in the cgroup (connection handlers): by pid.
 	if [ -n "$cgdir" ] && [ -f "$cgdir/$p/cgroup.procs" ]; then
 		for i in $(cat "$cgdir/$p/cgroup.procs"); do kill -KILL "$i" 2>/dev/null; done
@@ -659,11 +659,7 @@ fsync_count() { # config name -> records fsync calls per 1000 messages
 		-f sender@example.org -t rcpt@bench.test 127.0.0.1:"$port_sluice" < /dev/null > "$work/source.out" 2>&1 ||
 		say "smtp-source failed under strace ($cfg)"
 	sleep 0.5
-	kill -INT "$spid" 2>/dev/null
-	for i in $(seq 1 50); do kill -0 "$spid" 2>/dev/null || break; sleep 0.1; done
-	kill -KILL "$spid" 2>/dev/null
-	wait "$spid" 2>/dev/null
-	pids_to_stop=$(echo "$pids_to_stop" | tr ' ' '\n' | grep -vx "$spid" | tr '\n' ' ')
+	stop_pid "$spid" INT # strace prints its counts on SIGINT
 	for sc in fdatasync fsync syncfs; do
 		record "$cfg" a-1k-s20 1 "$sc/1000msg" \
 			"$(awk -v s="$sc" -v n=$n '$NF == s { c = $4 } END { printf "%d", (c + 0) * 1000 / n }' "$work/strace.$cfg")"
