@@ -500,7 +500,8 @@ def test_smtp_accept_max_per_host(start_daemon):
         finally:
             other.close()
         held.pop().close()
-        assert wait_until(lambda: len(d.events("disconnect")) >= len(d.events("connect")) - 3, 3)
+        # every session but the two still held has ended on the server
+        assert wait_until(lambda: len(d.events("disconnect")) >= len(d.events("connect")) - 2, 3)
         again = Client(d.mx)
         held.append(again)
         assert again.greeting.code == 220
