@@ -92,10 +92,20 @@ class Dovecot:
                                stdout=f, stderr=subprocess.STDOUT, timeout=30)
         assert r.returncode == 0, open(out).read() + self.log()
         pidf = os.path.join(self.dir, "run", "master.pid")
-        assert wait_until(lambda: os.path.exists(pidf) and os.path.exists(self.socket), 10), \
+
+        def read_pid():
+            # Dovecot creates master.pid and writes it in two steps: an
+            # empty or partial file is not yet the pid.
+            try:
+                with open(pidf) as f:
+                    text = f.read()
+            except FileNotFoundError:
+                return None
+            return int(text) if text.endswith("\n") and text.strip().isdigit() else None
+
+        assert wait_until(lambda: read_pid() is not None and os.path.exists(self.socket), 10), \
             self.log()
-        with open(pidf) as f:
-            self.pid = int(f.read().strip())
+        self.pid = read_pid()
 
     def stop(self):
         if self.pid is None:
