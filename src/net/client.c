@@ -328,37 +328,13 @@ static void drain(struct net_smtp *c)
 static int flush_out(struct net_smtp *c, short *want, bool *wrote, const char **err_text)
 {
 	while (buf_len(&c->out) > 0) {
-		const uint8_t *p = buf_ptr(&c->out);
-		size_t n = buf_len(&c->out);
-		if (c->st == N_TLS) {
-			size_t put = 0;
-			enum tls_io r = tls_write(c->tls, p, n, &put);
-			if (r == TLS_IO_OK) {
-				buf_consume(&c->out, put);
-				*wrote = true;
-				continue;
-			}
-			if (r == TLS_IO_WANT_READ || r == TLS_IO_WANT_WRITE) {
-				*want = r == TLS_IO_WANT_READ ? EV_READ : EV_WRITE;
-				return 0;
-			}
-			*err_text = r == TLS_IO_EOF ? "connection closed" : tls_conn_error(c->tls);
-			return -1;
-		}
-		ssize_t w = send(c->fd, p, n, MSG_NOSIGNAL);
-		if (w > 0) {
-			buf_consume(&c->out, (size_t)w);
-			*wrote = true;
-			continue;
-		}
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-			*want = EV_WRITE;
-			return 0;
-		}
-		*err_text = w < 0 ? strerror(errno) : "short write";
-		return -1;
+		size_t put;
+		int r = net_write(c->fd, c->st == N_TLS ? c->tls : NULL, buf_ptr(&c->out),
+				  buf_len(&c->out), &put, want, err_text);
+		if (r <= 0)
+			return r;
+		buf_consume(&c->out, put);
+		*wrote = true;
 	}
 	buf_reset(&c->out); /* keeps the storage, drops the consumed offset */
 	return 1;

@@ -347,41 +347,16 @@ static int flush_output(struct net_conn *c, short *want, bool *wrote)
 	*wrote = false;
 	for (;;) {
 		const uint8_t *p;
-		size_t n;
+		size_t n, put;
+		const char *why;
 		smtp_session_output(c->s, &p, &n);
 		if (n == 0)
 			return 1;
-		if (c->tstate == T_TLS) {
-			size_t put = 0;
-			enum tls_io r = tls_write(c->tls, p, n, &put);
-			if (r == TLS_IO_OK) {
-				smtp_session_output_done(c->s, put);
-				*wrote = true;
-				continue;
-			}
-			if (r == TLS_IO_WANT_READ) {
-				*want = EV_READ;
-				return 0;
-			}
-			if (r == TLS_IO_WANT_WRITE) {
-				*want = EV_WRITE;
-				return 0;
-			}
-			return -1;
-		}
-		ssize_t w = send(c->fd, p, n, MSG_NOSIGNAL);
-		if (w > 0) {
-			smtp_session_output_done(c->s, (size_t)w);
-			*wrote = true;
-			continue;
-		}
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-			*want = EV_WRITE;
-			return 0;
-		}
-		return -1;
+		int r = net_write(c->fd, c->tstate == T_TLS ? c->tls : NULL, p, n, &put, want, &why);
+		if (r <= 0)
+			return r;
+		smtp_session_output_done(c->s, put);
+		*wrote = true;
 	}
 }
 

@@ -48,6 +48,11 @@ enum tls_io tls_handshake(struct tls_conn *t);
 /* Reads up to n bytes; *got receives the count when TLS_IO_OK. */
 enum tls_io tls_read(struct tls_conn *t, void *p, size_t n, size_t *got);
 enum tls_io tls_write(struct tls_conn *t, const void *p, size_t n, size_t *put);
+/* One write of the next bytes of a connection's output, over TLS when t is
+ * not NULL, else plain on fd: 1 = *put bytes went out, 0 = would block
+ * (*want is EV_READ or EV_WRITE), -1 = broken (*err_text says why). */
+int net_write(int fd, struct tls_conn *t, const void *p, size_t n, size_t *put, short *want,
+	      const char **err_text);
 /* After a successful handshake (static strings). */
 const char *tls_conn_version(const struct tls_conn *t);
 const char *tls_conn_cipher(const struct tls_conn *t);

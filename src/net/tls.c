@@ -5,6 +5,9 @@
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 #include <arpa/inet.h>
+#include <errno.h>
+#include <event2/event.h>
+#include <sys/socket.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -301,6 +304,38 @@ enum tls_io tls_write(struct tls_conn *t, const void *p, size_t n, size_t *put)
 		return TLS_IO_OK;
 	}
 	return map(t, r);
+}
+
+int net_write(int fd, struct tls_conn *t, const void *p, size_t n, size_t *put, short *want,
+	      const char **err_text)
+{
+	*put = 0;
+	if (t) {
+		enum tls_io r = tls_write(t, p, n, put);
+		if (r == TLS_IO_OK)
+			return 1;
+		if (r == TLS_IO_WANT_READ || r == TLS_IO_WANT_WRITE) {
+			*want = r == TLS_IO_WANT_READ ? EV_READ : EV_WRITE;
+			return 0;
+		}
+		*err_text = r == TLS_IO_EOF ? "connection closed" : tls_conn_error(t);
+		return -1;
+	}
+	for (;;) {
+		ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
+		if (w > 0) {
+			*put = (size_t)w;
+			return 1;
+		}
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+			*want = EV_WRITE;
+			return 0;
+		}
+		*err_text = w < 0 ? strerror(errno) : "short write";
+		return -1;
+	}
 }
 
 const char *tls_conn_version(const struct tls_conn *t)
