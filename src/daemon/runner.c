@@ -51,7 +51,7 @@
 #define RUNNER_READ_MAX (64u << 20) /* alias files */
 
 enum dest_kind { DEST_DOMAIN, DEST_SMARTHOST, DEST_LMTP, DEST_LITERAL };
-enum target_kind { T_MAILDIR, T_SMTP };
+enum target_kind { T_LOCAL, T_SMTP };
 
 struct target {
 	size_t rcpt;       /* index into the envelope's recipients */
@@ -76,6 +76,8 @@ struct job {
 	struct target *t;
 	size_t n_t;
 	size_t outstanding; /* transactions and Maildir requests not finished */
+	bool *recorded;     /* recipients already recorded as delivered while
+			       other parts were still on their way */
 	int ctl_fd;         /* a -M caller waiting for the outcome, or -1 */
 	struct job *next;   /* in r->jobs */
 };
@@ -93,7 +95,9 @@ struct rconn {
 	struct dest *d;
 	struct net_smtp *c;
 	struct txn *cur;
-	bool ready;
+	bool ready;          /* the session got as far as a first READY */
+	bool idle;           /* READY and given nothing since: the only state
+				in which a message may be handed to it */
 	bool quitting;       /* QUIT sent: takes no more work */
 	char peer[300];
 	struct rconn *next;
@@ -535,6 +539,7 @@ static void job_free(struct job *j)
 		free(j->t[i].mta);
 	}
 	free(j->t);
+	free(j->recorded);
 	spool_env_free(&j->env);
 	spool_state_free(&j->st);
 	if (j->fd >= 0)
@@ -742,9 +747,49 @@ static void job_target_done(struct job *j, size_t ti, int code, const char *stat
 	if (strcmp(t->addr, j->env.rcpts[t->rcpt].addr) != 0)
 		log_kv_esc(l, "to", t->addr, strlen(t->addr));
 	log_kv(l, "result", "%s", code < 300 ? "delivered" : code < 500 ? "deferred" : "failed");
-	log_kv(l, "via", "%s", mta ? mta : t->kind == T_MAILDIR ? "maildir" : "-");
+	log_kv(l, "via", "%s", mta ? mta : t->kind == T_LOCAL ? j->r->c->local_delivery : "-");
 	log_kv_esc(l, "reply", t->text, strlen(t->text));
 	log_end(l);
+}
+
+/* Records at once the recipients whose every target is now delivered,
+ * while other parts of the job are still on their way (a slow remote
+ * server, a long local queue): otherwise a crash before the job ends would
+ * deliver them again, however long ago they were delivered.  The memory
+ * state is left as it is, so that job_finish still reports them. */
+static void job_record_delivered(struct job *j)
+{
+	size_t n = j->env.n_rcpts;
+	bool any = false;
+	for (size_t i = 0; i < n; i++) {
+		if (j->st.rcpts[i].status != SPOOL_RCPT_PENDING || (j->recorded && j->recorded[i]))
+			continue;
+		bool all = false;
+		for (size_t t = 0; t < j->n_t; t++) {
+			if (j->t[t].rcpt != i)
+				continue;
+			all = j->t[t].done && j->t[t].code >= 200 && j->t[t].code < 300;
+			if (!all)
+				break;
+		}
+		if (!all)
+			continue;
+		if (!j->recorded)
+			j->recorded = xcalloc(n, sizeof(*j->recorded));
+		j->recorded[i] = true;
+		any = true;
+	}
+	if (!any)
+		return;
+	for (size_t i = 0; i < n; i++)
+		if (j->recorded[i])
+			j->st.rcpts[i].status = SPOOL_RCPT_DELIVERED;
+	struct err e = { "" };
+	if (spool_state_write(j->r->sp, j->m->id, &j->st, &e) < 0)
+		log_event(LOG_LVL_ERR, "state_write_failed", "id=%s error=\"%s\"", j->m->id, e.msg);
+	for (size_t i = 0; i < n; i++)
+		if (j->recorded[i])
+			j->st.rcpts[i].status = SPOOL_RCPT_PENDING;
 }
 
 static void job_part_done(struct job *j)
@@ -753,6 +798,8 @@ static void job_part_done(struct job *j)
 		j->outstanding--;
 	if (j->outstanding == 0)
 		job_finish(j);
+	else
+		job_record_delivered(j);
 }
 
 /* ---- local delivery (Maildir, through the mdeliver process) ---------- */
@@ -1056,15 +1103,20 @@ static void conn_ready_cb(void *arg, struct net_smtp *c)
 	struct rconn *rc = arg;
 	struct dest *d = rc->d;
 	rc->ready = true;
+	rc->idle = true;
 	/* A working server: later connections start from it again. */
 	d->try_host = 0;
 	d->try_addr = 0;
 	struct txn *x = d->head;
 	if (!x || rc->quitting) {
+		rc->idle = false;
 		rc->quitting = true;
 		net_smtp_quit(c);
 		return;
 	}
+	/* Busy until the machine says READY again: after a message it may
+	 * first reset the session, or end it. */
+	rc->idle = false;
 	d->head = x->next;
 	if (!d->head)
 		d->tail = NULL;
@@ -1304,7 +1356,7 @@ static void dest_pump(struct dest *d)
 	const struct conf *c = r->c;
 	/* Idle ready connections take work first. */
 	for (struct rconn *rc = d->conns; rc && d->head; rc = rc->next)
-		if (rc->ready && !rc->cur && !rc->quitting)
+		if (rc->idle && !rc->cur && !rc->quitting)
 			conn_ready_cb(rc, rc->c);
 	if (!d->head || r->stopping)
 		return;
@@ -1561,19 +1613,19 @@ static void job_route(struct job *j)
 		free(x.seen);
 		if (x.loop) {
 			size_t before = j->n_t;
-			add_target(j, i, a, T_MAILDIR);
+			add_target(j, i, a, T_LOCAL);
 			job_target_done(j, before, 550, "5.4.6", "alias loop: the address expands into itself", NULL);
 		} else if (x.tempfail) {
 			size_t before = j->n_t;
-			add_target(j, i, a, T_MAILDIR);
+			add_target(j, i, a, T_LOCAL);
 			job_target_done(j, before, 451, "4.3.0", "alias lookup temporarily unavailable", NULL);
 		} else if (x.overflow) {
 			size_t before = j->n_t;
-			add_target(j, i, a, T_MAILDIR);
+			add_target(j, i, a, T_LOCAL);
 			job_target_done(j, before, 550, "5.3.0", "alias expands to too many addresses", NULL);
 		} else {
 			for (size_t k = 0; k < x.n; k++)
-				add_target(j, i, x.out[k], is_local(r, x.out[k]) ? T_MAILDIR : T_SMTP);
+				add_target(j, i, x.out[k], is_local(r, x.out[k]) ? T_LOCAL : T_SMTP);
 		}
 		for (size_t k = 0; k < x.n; k++)
 			free(x.out[k]);
@@ -1588,7 +1640,7 @@ static void job_route(struct job *j)
 			placed[t] = true;
 			continue;
 		}
-		if (j->t[t].kind == T_MAILDIR) {
+		if (j->t[t].kind == T_LOCAL) {
 			placed[t] = true;
 			if (lmtp) {
 				lm = xrealloc(lm, (n_lm + 1) * sizeof(*lm));
@@ -1696,8 +1748,18 @@ static void job_start(struct runner *r, struct rmsg *m, int ctl_fd)
 	if (spool_read_env(r->sp, m->id, &j->env, &e) < 0 ||
 	    spool_state_read(r->sp, m->id, j->env.n_rcpts, &j->st, &e) < 0 ||
 	    spool_open_data(r->sp, m->id, &j->fd, &e) < 0) {
-		log_event(LOG_LVL_ERR, "queue_read_failed", "id=%s error=\"%s\"", m->id, e.msg);
-		ctl_answer(ctl_fd, "error: message unreadable");
+		/* A wake-up sent before this runner started can name a message
+		 * that its first pass has already delivered and removed: that is
+		 * no error.  A file still there but unreadable is. */
+		struct stat sb;
+		bool gone = fstatat(spool_queue_dirfd(r->sp), m->id, &sb, AT_SYMLINK_NOFOLLOW) < 0 &&
+			    errno == ENOENT;
+		if (gone)
+			log_event(LOG_LVL_DEBUG, "queue_gone", "id=%s", m->id);
+		else
+			log_event(LOG_LVL_ERR, "queue_read_failed", "id=%s error=\"%s\"", m->id,
+				  e.msg);
+		ctl_answer(ctl_fd, gone ? "error: no such message" : "error: message unreadable");
 		j->ctl_fd = -1;
 		/* Gone (removed under us) or unreadable: forget it until the next
 		 * start, when recovery sets unreadable files aside. */

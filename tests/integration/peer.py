@@ -30,6 +30,7 @@ class Peer:
       greeting: reply line, default "220 peer.example ESMTP"
       extensions: EHLO keywords
       before_data_reply: callable run before answering the final dot (e.g. wait)
+      before_rset_reply: callable run before answering RSET
       mode: "normal", "hang" (never greet), "garbage" (greet with junk),
             "drop_in_data" (close after the DATA payload, before the reply),
             "bad_tls" (accept STARTTLS, then answer the handshake with junk)
@@ -56,6 +57,7 @@ class Peer:
         self.rcpt_reply = lambda addr, peer: "250 2.1.5 ok"
         self.data_reply = lambda txn, peer: "250 2.0.0 queued as %d" % len(peer.transactions)
         self.before_data_reply = None
+        self.before_rset_reply = None
         self.mode = "normal"
         self.auth = None
         self.logins = []
@@ -216,6 +218,8 @@ class Peer:
                 txn = Transaction()
             elif cmd == "RSET":
                 txn = Transaction()
+                if self.before_rset_reply:
+                    self.before_rset_reply(self)
                 s.send_line("250 2.0.0 ok")
             elif cmd == "NOOP":
                 s.send_line("250 2.0.0 ok")

@@ -316,6 +316,61 @@ def test_sigkill_during_delivery_loses_nothing(dlv, peer):
     wait_queue_empty(d, timeout=30)
 
 
+def test_local_delivery_recorded_while_remote_part_is_slow(dlv, peer):
+    # One message, a local and a remote recipient: the local copy is
+    # delivered at once, the remote server holds its reply.  A crash then
+    # must not deliver the local copy again: its outcome is recorded when
+    # it happens, not when the slowest part of the message ends.
+    import threading
+    release = threading.Event()
+    peer.before_data_reply = lambda t, p: release.wait(30)
+    d = dlv(remote_command_timeout="60s")
+    submit(d, ["slow@remote.example", ALICE])
+    wait_mail(d, ALICE)
+    assert wait_until(lambda: len(peer.attempts) >= 1, 15)
+    ids = d.queue_ids()
+    assert len(ids) == 1
+    state = os.path.join(d.dir, "spool", "state", ids[0])
+    assert wait_until(lambda: os.path.exists(state), 10), d.log_tail(30)
+    # Recorded while the remote part is still waiting for its reply.
+    assert d.events("deferred") == [] and len(peer.transactions) == 0
+    d.kill_all()
+    release.set()
+    peer.before_data_reply = None
+    d.start()
+    d.wait_ready()
+    peer.wait_transactions(1, timeout=30)
+    wait_queue_empty(d, timeout=30)
+    md = maildir(d, ALICE)
+    assert len(os.listdir(os.path.join(md, "new"))) == 1, d.log_tail(40)
+
+
+def test_connection_busy_resetting_is_not_handed_a_message(dlv, peer):
+    # After a message whose every recipient was refused the client resets
+    # the session; a message handed to the connection meanwhile used to be
+    # deferred ("not ready for a message") although nothing had failed.
+    peer.rcpt_reply = lambda a, p: ("550 5.1.1 no such user" if a.startswith("bad")
+                                    else "250 2.1.5 ok")
+    peer.before_rset_reply = lambda p: time.sleep(0.3)
+    d = dlv(queue_only="yes", remote_max_per_destination="1")
+    for i in range(3):
+        submit(d, ["bad%d@remote.example" % i])
+        submit(d, ["ok%d@remote.example" % i])
+    r = d.cli("-q")
+    assert r.returncode == 0, r.stderr
+    peer.wait_transactions(3, timeout=30)
+
+    def remote():
+        return sorted((e["rcpt"], e["result"]) for e in d.events("delivery")
+                      if e["rcpt"].endswith("@remote.example"))
+
+    assert wait_until(lambda: len(remote()) >= 6, 20), d.log_tail(40)
+    results = remote()
+    assert results == sorted([("bad%d@remote.example" % i, "failed") for i in range(3)] +
+                             [("ok%d@remote.example" % i, "delivered") for i in range(3)]), \
+        d.log_tail(60)
+
+
 def test_restart_resumes_retry_schedule(dlv, peer):
     peer.rcpt_reply = lambda a, p: "451 4.3.0 later"
     d = dlv(queue_retry_min="1h", queue_retry_max="2h")
@@ -635,6 +690,38 @@ def test_mail_loop_is_not_delivered(dlv):
     assert msgs[0].get_content_type() == "multipart/report"
     raw = open(glob.glob(os.path.join(maildir(d, ALICE), "new", "*"))[0], "rb").read()
     assert b"Status: 5.4.6" in raw
+
+
+def test_wakeups_for_messages_already_done_are_not_errors(dlv):
+    # Messages committed while the runner is down wake the next runner,
+    # which has already found them in queue/ and may have finished them
+    # (a mail loop fails at once): those wake-ups name no message any
+    # more, and that is not an error to log.
+    d = dlv(received_headers_max="20")
+    runner = int(d.wait_event("runner_started")[-1]["pid"])
+    hops = "".join("Received: from hop%d.example by hop%d.example; "
+                   "Sun, 29 Nov 2026 08:00:00 +0000\r\n" % (i, i + 1) for i in range(25))
+    os.kill(runner, signal.SIGSTOP)
+    try:
+        for _ in range(3):
+            submit(d, [ALICE], msg=hops + MSG)
+    finally:
+        os.kill(runner, signal.SIGKILL)
+    wait_mail(d, ALICE, n=3)
+    wait_queue_empty(d)
+    d.wait_event("runner_started", count=2)
+    time.sleep(0.5)
+    assert d.events("queue_read_failed") == [], d.log_tail(30)
+
+
+def test_lmtp_failure_is_logged_as_lmtp(dlv, test_dir):
+    # With local_delivery = lmtp an unreachable LMTP server is what failed:
+    # the log must not name Maildir delivery.
+    d = dlv(local_delivery="lmtp", lmtp_socket=os.path.join(test_dir, "no-lmtp.sock"))
+    submit(d, [ALICE])
+    ev = d.wait_event("delivery", rcpt=ALICE, timeout=15)[0]
+    assert ev["result"] == "deferred", ev
+    assert ev["via"] == "lmtp", ev
 
 
 def test_queue_index_with_many_messages(dlv, peer):
