@@ -159,6 +159,22 @@ void conf_free(struct conf *c);
  * smtps, ssmtp); -1 if invalid. */
 int conf_parse_port(const char *s);
 
+/*
+ * Host and port of smarthost and lmtp_socket: "host", "host:port",
+ * "[address]" or "[address]:port".  host is a domain name or an IPv4
+ * address; the brackets hold an IPv4 or IPv6 address (an IPv6 address
+ * without them is refused: its colons read as a port).  port is 1 to
+ * 65535 in digits; default_port applies when none is given, 0 = the port
+ * is required.  On success host (hn bytes, 256 is always enough) holds
+ * the name without a trailing dot, or the address without brackets.
+ * -1 with the reason and the expected forms in e.
+ */
+int conf_parse_hostport(const char *s, char *host, size_t hn, uint16_t *port,
+			uint16_t default_port, struct err *e);
+/* Port of a smarthost given without one: by smarthost_tls, 465 for
+ * on_connect, 587 for starttls, else 25. */
+uint16_t conf_smarthost_default_port(const struct conf *c);
+
 /* -bP: prints "name = value" for every option, or only the named one;
  * -1 if no such option. */
 int conf_print(FILE *f, const struct conf *c, const char *name);

@@ -320,7 +320,8 @@ const struct conf_option conf_options[] = {
 		.off = OFF(aliases_file),
 		.help = "A file of aliases for local parts, in the style of `/etc/aliases`: "
 			"`local: target, target`.  Each entry applies to every domain of "
-			"`local_domains`.  See *Aliases and senders*.",
+			"`local_domains`.  When set, the file must be readable by `user` when the "
+			"daemon starts or reloads.  See *Aliases and senders*.",
 	},
 	{
 		.name = "virtual_alias_file", .type = CONF_T_PATH,
@@ -526,21 +527,25 @@ const struct conf_option conf_options[] = {
 		.off = OFF(maildir_path),
 		.help = "Where a local user's Maildir is: an absolute path in which `%u` stands for "
 			"the address, `%n` for its local part and `%d` for its domain (both "
-			"lowercased), `%%` for a percent sign.  Missing directories are created.",
+			"lowercased), `%%` for a percent sign; any other `%` is an error.  Missing "
+			"directories are created.",
 	},
 	{
 		.name = "mail_user", .type = CONF_T_STRING,
 		.def = "", .def_doc = "empty (the `user` account)", .allow_empty = true,
 		.off = OFF(mail_user),
 		.help = "The account that owns the mailboxes: local delivery into Maildirs runs as "
-			"this user, in a process of its own.",
+			"this user, in a process of its own.  When the daemon is started as root it "
+			"must exist and must not be root, or the daemon does not start (nor take a "
+			"reload).",
 	},
 	{
 		.name = "lmtp_socket", .type = CONF_T_STRING,
 		.def = "/run/dovecot/lmtp",
 		.off = OFF(lmtp_socket),
 		.help = "The LMTP server of `local_delivery = lmtp`: the absolute path of a unix "
-			"socket, or `host:port`.",
+			"socket, or `address:port` with an IP address, an IPv6 one in brackets "
+			"(`127.0.0.1:24`, `[::1]:24`); host names are not looked up.",
 	},
 	{
 		.name = "local_delivery_timeout", .type = CONF_T_TIME, .width = CONF_W_UNSIGNED,

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include "conf_int.h"
@@ -256,6 +257,105 @@ static bool domain_ok(const char *s)
 		lab++;
 	}
 	return true;
+}
+
+/* A name whose last label is all digits is a mistyped IPv4 address
+ * (no top-level domain is numeric): it would only fail later, in DNS. */
+static bool numeric_tld(const char *s)
+{
+	const char *last = strrchr(s, '.');
+	last = last ? last + 1 : s;
+	if (!*last)
+		return false;
+	for (const char *t = last; *t; t++)
+		if (!isdigit((unsigned char)*t))
+			return false;
+	return true;
+}
+
+#define HOSTPORT_FORMS "host, host:port, [address] or [address]:port"
+
+int conf_parse_hostport(const char *s, char *host, size_t hn, uint16_t *port,
+			uint16_t default_port, struct err *e)
+{
+	if (!s || !*s)
+		return err_set(e, "empty: expected " HOSTPORT_FORMS);
+	const char *hs, *he, *ps = NULL;
+	bool bracket = s[0] == '[';
+	if (bracket) {
+		const char *end = strchr(s, ']');
+		if (!end)
+			return err_set(e, "'[' without a closing ']': expected [address] or "
+				       "[address]:port");
+		hs = s + 1;
+		he = end;
+		if (end[1] == ':')
+			ps = end + 2;
+		else if (end[1] != '\0')
+			return err_set(e, "text after ']': expected nothing or :port");
+	} else {
+		const char *colon = strchr(s, ':');
+		if (colon && strchr(colon + 1, ':'))
+			return err_set(e, "an IPv6 address must be written in brackets (its colons "
+				       "would be taken for a port): expected [2001:db8::1] or "
+				       "[2001:db8::1]:port");
+		hs = s;
+		he = colon ? colon : s + strlen(s);
+		ps = colon ? colon + 1 : NULL;
+	}
+	size_t n = (size_t)(he - hs);
+	if (n == 0)
+		return err_set(e, "no host%s: expected " HOSTPORT_FORMS,
+			       bracket ? " between the brackets" : " before the port");
+	/* Room for the longest domain name (253) or address text (45). */
+	if (n >= hn || n > 253 + 1)
+		return err_set(e, "host longer than 253 characters: expected a domain name or "
+			       "an IP address");
+	memcpy(host, hs, n);
+	host[n] = '\0';
+	unsigned char bin[sizeof(struct in6_addr)];
+	if (bracket) {
+		if (inet_pton(AF_INET, host, bin) != 1 && inet_pton(AF_INET6, host, bin) != 1)
+			return err_set(e, "the text in brackets is not an IP address: expected "
+				       "[192.0.2.1] or [2001:db8::1] (a host name is written "
+				       "without brackets)");
+	} else if (inet_pton(AF_INET, host, bin) != 1) {
+		if (n > 1 && host[n - 1] == '.')
+			host[--n] = '\0';
+		if (!domain_ok(host))
+			return err_set(e, "bad host name: expected a domain name (letters, digits, "
+				       "'-' and dots) or an IPv4 address, as in " HOSTPORT_FORMS);
+		if (numeric_tld(host))
+			return err_set(e, "bad IPv4 address: expected four numbers from 0 to 255 "
+				       "separated by dots, or a domain name");
+	}
+	if (!ps) {
+		if (default_port == 0)
+			return err_set(e, "no port: expected host:port or [address]:port");
+		*port = default_port;
+		return 0;
+	}
+	unsigned v = 0;
+	size_t k = 0;
+	for (; ps[k]; k++) {
+		/* More than 5 digits is out of range whatever they are. */
+		if (!isdigit((unsigned char)ps[k]) || k >= 5)
+			break;
+		v = v * 10 + (unsigned)(ps[k] - '0');
+	}
+	if (k == 0 || ps[k] != '\0' || v < 1 || v > 65535)
+		return err_set(e, "bad port: expected a number from 1 to 65535 after the ':'");
+	*port = (uint16_t)v;
+	return 0;
+}
+
+uint16_t conf_smarthost_default_port(const struct conf *c)
+{
+	if (c->smarthost_tls && strcmp(c->smarthost_tls, "on_connect") == 0)
+		return 465;
+	if (c->smarthost_tls && strcmp(c->smarthost_tls, "starttls") == 0)
+		return 587;
+	return 25;
 }
 
 /* ---- option conversion ---------------------------------------------- */
@@ -1067,6 +1167,82 @@ static int derive_listeners(struct parser *p, bool from_ox, bool tls_all)
 	return 0;
 }
 
+/* Values that only the queue runner and the delivery process read: a
+ * bad one would not stop the daemon, it would defer or fail every
+ * message, so it is refused here with its line. */
+static int check_maildir_path(struct parser *p)
+{
+	const char *v = p->c->maildir_path;
+	int line = opt_line(p, "maildir_path");
+	if (v[0] != '/')
+		return perr(p, line, "maildir_path = %s: expected an absolute path (starting "
+			    "with /), such as /var/vmail/%%d/%%n", q(p, v));
+	for (const char *s = v; *s; s++) {
+		if (*s != '%')
+			continue;
+		s++;
+		if (*s == '\0')
+			return perr(p, line, "maildir_path = %s ends with a lone '%%': write %%%% "
+				    "for a percent sign", q(p, v));
+		if (strchr("und%", *s))
+			continue;
+		unsigned char ch = (unsigned char)*s;
+		char shown[8];
+		if (ch > 0x20 && ch < 0x7f && ch != '\'' && ch != '\\')
+			snprintf(shown, sizeof(shown), "%%%c", ch);
+		else
+			snprintf(shown, sizeof(shown), "%%\\x%02X", ch);
+		return perr(p, line, "maildir_path = %s: unknown escape '%s': expected %%u (the "
+			    "address), %%n (its local part), %%d (its domain) or %%%% (a percent "
+			    "sign)", q(p, v), shown);
+	}
+	return 0;
+}
+
+static int check_lmtp_socket(struct parser *p)
+{
+	const char *v = p->c->lmtp_socket;
+	int line = opt_line(p, "lmtp_socket");
+	if (v[0] == '/') {
+		if (strlen(v) >= sizeof(((struct sockaddr_un *)0)->sun_path))
+			return perr(p, line, "lmtp_socket = %s: path too long for a unix socket: "
+				    "expected at most %zu bytes", q(p, v),
+				    sizeof(((struct sockaddr_un *)0)->sun_path) - 1);
+		return 0;
+	}
+	/* Without a colon it was meant as a path (a relative one). */
+	if (!strchr(v, ':'))
+		return perr(p, line, "lmtp_socket = %s: expected the absolute path of a unix "
+			    "socket (such as /run/dovecot/lmtp) or address:port (such as "
+			    "127.0.0.1:24 or [::1]:24)", q(p, v));
+	char host[256];
+	uint16_t port;
+	struct err he;
+	if (conf_parse_hostport(v, host, sizeof(host), &port, 0, &he) < 0)
+		return perr(p, line, "lmtp_socket = %s: %s", q(p, v), he.msg);
+	unsigned char bin[sizeof(struct in6_addr)];
+	if (inet_pton(AF_INET, host, bin) != 1 && inet_pton(AF_INET6, host, bin) != 1)
+		return perr(p, line, "lmtp_socket = %s: the LMTP server is not looked up by "
+			    "name: expected an IP address and port (such as 127.0.0.1:24 or "
+			    "[::1]:24) or the absolute path of a unix socket", q(p, v));
+	return 0;
+}
+
+static int check_smarthost(struct parser *p)
+{
+	const struct conf *c = p->c;
+	if (!c->smarthost || !*c->smarthost)
+		return 0;
+	char host[256];
+	uint16_t port;
+	struct err he;
+	if (conf_parse_hostport(c->smarthost, host, sizeof(host), &port,
+				conf_smarthost_default_port(c), &he) < 0)
+		return perr(p, opt_line(p, "smarthost"), "smarthost = %s: %s", q(p, c->smarthost),
+			    he.msg);
+	return 0;
+}
+
 static int finish(struct parser *p, const char *ports_override, bool tls_all)
 {
 	struct conf *c = p->c;
@@ -1092,6 +1268,8 @@ static int finish(struct parser *p, const char *ports_override, bool tls_all)
 			    "auth_fail_block_after or lower auth_fail_delay_after",
 			    c->auth_fail_block_after, c->auth_fail_delay_after);
 	}
+	if (check_maildir_path(p) < 0 || check_lmtp_socket(p) < 0 || check_smarthost(p) < 0)
+		return -1;
 
 	for (size_t i = 0; i < c->n_local_domains; i++) {
 		if (strcmp(c->local_domains[i], "@") == 0) {

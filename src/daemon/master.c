@@ -116,6 +116,59 @@ static int find_sock(struct master *m, const char *addr, uint16_t port)
 	return -1;
 }
 
+/* Opens path for reading and checks that it is a regular file, as the
+ * processes that read aliases_file do (queue runner, auth process): when
+ * drop, in a child running as uid/gid without supplementary groups, so
+ * that a file only root may read is refused too. */
+static int aliases_open_code(const char *path)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+	if (fd < 0)
+		return errno;
+	struct stat st;
+	int r = fstat(fd, &st) < 0 ? errno : S_ISREG(st.st_mode) ? 0 : -1;
+	close(fd);
+	return r;
+}
+
+static int aliases_check(const char *path, bool drop, uid_t uid, gid_t gid, struct err *e)
+{
+	int code;
+	if (!drop) {
+		code = aliases_open_code(path);
+	} else {
+		pid_t pid = fork();
+		if (pid < 0)
+			return err_set(e, "fork: %s", strerror(errno));
+		if (pid == 0) {
+			if (setgroups(0, NULL) < 0 || setgid(gid) < 0 || setuid(uid) < 0)
+				_exit(255);
+			int r = aliases_open_code(path);
+			/* errno values are below 253 on Linux; 253 to 255 say why else. */
+			_exit(r == 0 ? 0 : r < 0 ? 254 : r < 253 ? r : 253);
+		}
+		int st;
+		while (waitpid(pid, &st, 0) < 0) {
+			if (errno != EINTR)
+				return err_set(e, "waitpid: %s", strerror(errno));
+		}
+		if (!WIFEXITED(st))
+			return err_set(e, "the check ended by signal %d", WTERMSIG(st));
+		code = WEXITSTATUS(st);
+		if (code == 255)
+			return err_set(e, "cannot change to the user to check it");
+		if (code == 254)
+			code = -1;
+		else if (code == 253)
+			return err_set(e, "cannot be opened");
+	}
+	if (code < 0)
+		return err_set(e, "not a regular file");
+	if (code > 0)
+		return err_set(e, "%s", strerror(code));
+	return 0;
+}
+
 /* Builds a generation: user, certificates and sockets.  On failure
  * nothing of the running generation is touched. */
 static struct gen *gen_build(struct master *m, struct conf *c, struct err *e)
@@ -140,6 +193,38 @@ static struct gen *gen_build(struct master *m, struct conf *c, struct err *e)
 		g->uid = pw->pw_uid;
 		g->gid = pw->pw_gid;
 		g->drop = true;
+		/* spawn_runner checks it again (the account may go later); here
+		 * a mistake is refused instead of leaving mail queued for ever. */
+		if (c->mail_user && *c->mail_user) {
+			struct passwd *mp = getpwnam(c->mail_user);
+			if (!mp) {
+				err_set(e, "%s: mail_user '%s' does not exist (create it, or leave "
+					   "mail_user empty for the mailboxes to be owned by user '%s')",
+					c->path, c->mail_user, c->user);
+				gen_free(g);
+				return NULL;
+			}
+			if (mp->pw_uid == 0) {
+				err_set(e, "%s: mail_user '%s' is root; mailboxes must be owned by an "
+					   "unprivileged user", c->path, c->mail_user);
+				gen_free(g);
+				return NULL;
+			}
+		}
+	}
+	if (c->aliases_file && *c->aliases_file &&
+	    aliases_check(c->aliases_file, g->drop, g->uid, g->gid, e) < 0) {
+		char why[sizeof(e->msg)];
+		snprintf(why, sizeof(why), "%s", e->msg);
+		if (g->drop)
+			err_set(e, "%s: aliases_file %s cannot be read by user '%s': %s (make it "
+				   "readable by that user, or leave aliases_file empty for none)",
+				c->path, c->aliases_file, c->user, why);
+		else
+			err_set(e, "%s: aliases_file %s cannot be read: %s (leave aliases_file "
+				   "empty for none)", c->path, c->aliases_file, why);
+		gen_free(g);
+		return NULL;
 	}
 	g->tls = xcalloc(c->n_listeners ? c->n_listeners : 1, sizeof(*g->tls));
 	g->n_tls = c->n_listeners;
@@ -737,6 +822,7 @@ int master_run(const struct daemon_opts *o, struct conf *c)
 	} else if (c->log_file && *c->log_file) {
 		if (log_to_file(c->log_file, &e) < 0) {
 			fprintf(stderr, "sluice: %s\n", e.msg);
+			conf_free(c);
 			return 1;
 		}
 	} else if (!o->foreground) {
@@ -747,6 +833,8 @@ int master_run(const struct daemon_opts *o, struct conf *c)
 	if (!m.cur) {
 		fprintf(stderr, "sluice: %s\n", e.msg);
 		log_event(LOG_LVL_ERR, "start_failed", "error=\"%s\"", e.msg);
+		/* Not owned by a generation yet: freed here. */
+		conf_free(c);
 		return 1;
 	}
 	if (prepare_spool(&m, c, m.cur, &e) < 0) {

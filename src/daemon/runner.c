@@ -1202,32 +1202,13 @@ static void conn_closed_cb(void *arg, struct net_smtp *c, const struct smtpc_rep
 	kick(r);
 }
 
-/* The smarthost's host and port (default by its TLS mode). */
-static void smarthost_split(const struct conf *c, char *host, size_t hn, uint16_t *port)
+/* The smarthost's host and port (default by its TLS mode).  The value
+ * was checked when the configuration was loaded, so it parses. */
+static bool smarthost_split(const struct conf *c, char *host, size_t hn, uint16_t *port)
 {
-	const char *s = c->smarthost;
-	unsigned p = strcmp(c->smarthost_tls, "on_connect") == 0 ? 465
-		     : strcmp(c->smarthost_tls, "starttls") == 0  ? 587
-								  : 25;
-	const char *colon = NULL;
-	if (s[0] == '[') {
-		const char *end = strchr(s, ']');
-		size_t n = end ? (size_t)(end - s - 1) : strlen(s + 1);
-		snprintf(host, hn, "%.*s", (int)n, s + 1);
-		if (end && end[1] == ':')
-			colon = end + 1;
-	} else {
-		colon = strrchr(s, ':');
-		size_t n = colon ? (size_t)(colon - s) : strlen(s);
-		snprintf(host, hn, "%.*s", (int)n, s);
-	}
-	if (colon) {
-		char *endp;
-		unsigned long v = strtoul(colon + 1, &endp, 10);
-		if (*endp == 0 && v > 0 && v < 65536)
-			p = (unsigned)v;
-	}
-	*port = (uint16_t)p;
+	struct err e = { "" };
+	return conf_parse_hostport(c->smarthost, host, hn, port, conf_smarthost_default_port(c),
+				   &e) == 0;
 }
 
 static void route_cb(void *arg, const struct dns_route *rt)
@@ -1261,7 +1242,8 @@ static void route_cb(void *arg, const struct dns_route *rt)
 		uint16_t port_host = (uint16_t)r->c->remote_smtp_port;
 		if (d->kind == DEST_SMARTHOST) {
 			char host[300];
-			smarthost_split(r->c, host, sizeof(host), &port_host);
+			if (!smarthost_split(r->c, host, sizeof(host), &port_host))
+				port_host = conf_smarthost_default_port(r->c);
 		}
 		d->hosts = xcalloc(rt->n_hosts, sizeof(*d->hosts));
 		for (size_t i = 0; i < rt->n_hosts; i++) {
@@ -1334,18 +1316,10 @@ static bool lmtp_route(struct dest *d, const char *spec)
 		return true;
 	}
 	char host[256];
-	const char *colon = strrchr(spec, ':');
-	if (!colon)
-		return false;
-	snprintf(host, sizeof(host), "%.*s", (int)(colon - spec), spec);
-	if (host[0] == '[') {
-		memmove(host, host + 1, strlen(host));
-		char *e = strchr(host, ']');
-		if (e)
-			*e = 0;
-	}
-	unsigned long p = strtoul(colon + 1, NULL, 10);
-	return p > 0 && p < 65536 && literal_route(d, host, (uint16_t)p);
+	uint16_t port;
+	struct err e = { "" };
+	return conf_parse_hostport(spec, host, sizeof(host), &port, 0, &e) == 0 &&
+	       literal_route(d, host, port);
 }
 
 /* Resolves the destination if needed, then opens connections for the
@@ -1379,7 +1353,10 @@ static void dest_pump(struct dest *d)
 		} else if (d->kind == DEST_SMARTHOST) {
 			char host[300];
 			uint16_t port;
-			smarthost_split(c, host, sizeof(host), &port);
+			if (!smarthost_split(c, host, sizeof(host), &port)) {
+				dest_fail_waiting(d, 451, "4.3.5", "smarthost is not host or host:port");
+				return;
+			}
 			if (!literal_route(d, host, port)) {
 				d->route = 1;
 				struct err e = { "" };

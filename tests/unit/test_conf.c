@@ -69,6 +69,10 @@ struct err_case {
 	const char *want; /* substring of the message, with the location */
 };
 
+/* 100 bytes: with a directory around it, too long for sun_path (108). */
+#define LONG100 "0123456789012345678901234567890123456789012345678901234567890123456789" \
+		"012345678901234567890123456789"
+
 static const struct err_case err_cases[] = {
 	/* syntax */
 	{ "foo = 1\n", NULL, false, "t.conf:1: unknown option 'foo'" },
@@ -336,6 +340,59 @@ static const struct err_case err_cases[] = {
 	{ "acl a {\ndeny\n} x\n", NULL, false, "t.conf:3: '}' must be alone on its line" },
 	{ "acl_rcpt = a\n", NULL, false,
 	  "t.conf:1: unknown option 'acl_rcpt' (it belongs inside a `listener PORT { ... }` block)" },
+	/* delivery values the runner would trip over on every message */
+	{ "\nmaildir_path = /x/mail/%d/%x\n", NULL, false,
+	  "t.conf:2: maildir_path = /x/mail/%d/%x: unknown escape '%x': expected %u (the "
+	  "address), %n (its local part), %d (its domain) or %% (a percent sign)" },
+	{ "maildir_path = /x/mail/%n%\n", NULL, false,
+	  "t.conf:1: maildir_path = /x/mail/%n% ends with a lone '%': write %% for a percent sign" },
+	{ "maildir_path = /x/%%%\n", NULL, false, "t.conf:1: maildir_path = /x/%%% ends with a lone '%'" },
+	{ "maildir_path = /x/%U\n", NULL, false, "t.conf:1: maildir_path = /x/%U: unknown escape '%U'" },
+	{ "maildir_path = /x/% n\n", NULL, false, "t.conf:1: maildir_path = /x/% n: unknown escape '%\\x20'" },
+	{ "maildir_path = relative/%n\n", NULL, false,
+	  "t.conf:1: maildir_path = relative/%n: expected an absolute path (starting with /), such "
+	  "as /var/vmail/%d/%n" },
+	{ "maildir_path = %d/%n\n", NULL, false, "t.conf:1: maildir_path = %d/%n: expected an absolute path" },
+	{ "# x\nsmarthost = [::1:587\n", NULL, false,
+	  "t.conf:2: smarthost = [::1:587: '[' without a closing ']': expected [address] or [address]:port" },
+	{ "smarthost = 2001:db8::1\n", NULL, false,
+	  "t.conf:1: smarthost = 2001:db8::1: an IPv6 address must be written in brackets" },
+	{ "smarthost = ::1\n", NULL, false, "t.conf:1: smarthost = ::1: an IPv6 address must be written in brackets" },
+	{ "smarthost = [::1]587\n", NULL, false,
+	  "t.conf:1: smarthost = [::1]587: text after ']': expected nothing or :port" },
+	{ "smarthost = []:25\n", NULL, false, "t.conf:1: smarthost = []:25: no host between the brackets" },
+	{ "smarthost = :25\n", NULL, false, "t.conf:1: smarthost = :25: no host before the port" },
+	{ "smarthost = [relay.example.net]:25\n", NULL, false,
+	  "t.conf:1: smarthost = [relay.example.net]:25: the text in brackets is not an IP address" },
+	{ "smarthost = relay.example.net:0\n", NULL, false,
+	  "t.conf:1: smarthost = relay.example.net:0: bad port: expected a number from 1 to 65535" },
+	{ "smarthost = relay.example.net:65536\n", NULL, false, "t.conf:1: smarthost = relay.example.net:65536: bad port" },
+	{ "smarthost = relay.example.net:\n", NULL, false, "t.conf:1: smarthost = relay.example.net:: bad port" },
+	{ "smarthost = relay.example.net:smtp\n", NULL, false, "t.conf:1: smarthost = relay.example.net:smtp: bad port" },
+	{ "smarthost = relay.example.net:+25\n", NULL, false, "t.conf:1: smarthost = relay.example.net:+25: bad port" },
+	{ "smarthost = relay.example.net:0000025\n", NULL, false, "t.conf:1: smarthost = relay.example.net:0000025: bad port" },
+	{ "smarthost = relay.example.net 587\n", NULL, false,
+	  "t.conf:1: smarthost = relay.example.net 587: bad host name: expected a domain name" },
+	{ "smarthost = relay_1.example.net\n", NULL, false, "t.conf:1: smarthost = relay_1.example.net: bad host name" },
+	{ "smarthost = 1.2.3.999\n", NULL, false,
+	  "t.conf:1: smarthost = 1.2.3.999: bad IPv4 address: expected four numbers from 0 to 255" },
+	{ "smarthost = [1.2.3.999]\n", NULL, false, "t.conf:1: smarthost = [1.2.3.999]: the text in brackets is not an IP address" },
+	{ "lmtp_socket = 127.0.0.1:99999\n", NULL, false,
+	  "t.conf:1: lmtp_socket = 127.0.0.1:99999: bad port: expected a number from 1 to 65535" },
+	{ "lmtp_socket = relative\n", NULL, false,
+	  "t.conf:1: lmtp_socket = relative: expected the absolute path of a unix socket (such as "
+	  "/run/dovecot/lmtp) or address:port (such as 127.0.0.1:24 or [::1]:24)" },
+	{ "lmtp_socket = 127.0.0.1\n", NULL, false, "t.conf:1: lmtp_socket = 127.0.0.1: expected the absolute path" },
+	{ "lmtp_socket = [::1]\n", NULL, false,
+	  "t.conf:1: lmtp_socket = [::1]: no port: expected host:port or [address]:port" },
+	{ "lmtp_socket = ::1:24\n", NULL, false, "t.conf:1: lmtp_socket = ::1:24: an IPv6 address must be written in brackets" },
+	{ "lmtp_socket = localhost:24\n", NULL, false,
+	  "t.conf:1: lmtp_socket = localhost:24: the LMTP server is not looked up by name: expected "
+	  "an IP address and port" },
+	{ "lmtp_socket = /run/" LONG100 "/lmtp\n", NULL, false,
+	  "t.conf:1: lmtp_socket = /run/" },
+	{ "lmtp_socket = /run/" LONG100 "/lmtp\n", NULL, false,
+	  "path too long for a unix socket: expected at most 107 bytes" },
 };
 
 static void check_error(const char *text, const char *ox, bool all, const char *want)
@@ -1103,6 +1160,170 @@ static void test_parse_port(void **state)
 	assert_int_equal(conf_parse_port(NULL), -1);
 }
 
+/* ---- host and port, delivery values --------------------------------------- */
+
+static void test_parse_hostport(void **state)
+{
+	static const struct {
+		const char *s;
+		uint16_t def;
+		int r;
+		const char *host;
+		uint16_t port;
+	} t[] = {
+		{ "relay.example.net", 587, 0, "relay.example.net", 587 },
+		{ "relay.example.net", 25, 0, "relay.example.net", 25 },
+		{ "Relay.Example.NET.", 25, 0, "Relay.Example.NET", 25 },
+		{ "relay.example.net:2525", 587, 0, "relay.example.net", 2525 },
+		{ "localhost:1", 0, 0, "localhost", 1 },
+		{ "mx:65535", 0, 0, "mx", 65535 },
+		{ "mx:00025", 0, 0, "mx", 25 },
+		{ "192.0.2.1", 465, 0, "192.0.2.1", 465 },
+		{ "192.0.2.1:24", 0, 0, "192.0.2.1", 24 },
+		{ "[192.0.2.1]", 25, 0, "192.0.2.1", 25 },
+		{ "[192.0.2.1]:26", 25, 0, "192.0.2.1", 26 },
+		{ "[::1]", 587, 0, "::1", 587 },
+		{ "[::1]:24", 0, 0, "::1", 24 },
+		{ "[2001:db8::1]:587", 25, 0, "2001:db8::1", 587 },
+		{ "[::ffff:192.0.2.1]:25", 0, 0, "::ffff:192.0.2.1", 25 },
+		/* refused */
+		{ "", 25, -1, NULL, 0 },
+		{ "[::1:587", 25, -1, NULL, 0 },
+		{ "[::1", 25, -1, NULL, 0 },
+		{ "::1", 25, -1, NULL, 0 },
+		{ "2001:db8::1:25", 25, -1, NULL, 0 },
+		{ "[::1]x", 25, -1, NULL, 0 },
+		{ "[::1]:", 25, -1, NULL, 0 },
+		{ "[]", 25, -1, NULL, 0 },
+		{ "[relay.example.net]", 25, -1, NULL, 0 },
+		{ "[fe80::1%eth0]", 25, -1, NULL, 0 },
+		{ ":25", 25, -1, NULL, 0 },
+		{ "mx:", 25, -1, NULL, 0 },
+		{ "mx:0", 25, -1, NULL, 0 },
+		{ "mx:65536", 25, -1, NULL, 0 },
+		{ "mx:99999", 25, -1, NULL, 0 },
+		{ "mx:123456", 25, -1, NULL, 0 },
+		{ "mx:-1", 25, -1, NULL, 0 },
+		{ "mx:25 ", 25, -1, NULL, 0 },
+		{ "mx:smtp", 25, -1, NULL, 0 },
+		{ "mx", 0, -1, NULL, 0 },
+		{ "[::1]", 0, -1, NULL, 0 },
+		{ "bad host", 25, -1, NULL, 0 },
+		{ "-mx.example", 25, -1, NULL, 0 },
+		{ "mx..example", 25, -1, NULL, 0 },
+		{ "1.2.3.256", 25, -1, NULL, 0 },
+		{ "10.1", 25, -1, NULL, 0 },
+		{ "/run/dovecot/lmtp", 25, -1, NULL, 0 },
+	};
+	for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
+		char host[256] = "unset";
+		uint16_t port = 7;
+		struct err e = { "" };
+		int r = conf_parse_hostport(t[i].s, host, sizeof(host), &port, t[i].def, &e);
+		if (r != t[i].r)
+			fail_msg("conf_parse_hostport(%s) = %d [%s], want %d", t[i].s, r, e.msg, t[i].r);
+		if (r < 0) {
+			/* Every refusal says what is expected. */
+			if (!strstr(e.msg, "expected"))
+				fail_msg("conf_parse_hostport(%s): reason without the expected form: %s",
+					 t[i].s, e.msg);
+			continue;
+		}
+		if (strcmp(host, t[i].host) != 0 || port != t[i].port)
+			fail_msg("conf_parse_hostport(%s) = %s port %u, want %s port %u", t[i].s, host,
+				 port, t[i].host, t[i].port);
+	}
+	/* The host must fit the caller's buffer. */
+	char small[8];
+	uint16_t port;
+	struct err e;
+	assert_int_equal(conf_parse_hostport("mx.example.net", small, sizeof(small), &port, 25, &e), -1);
+	assert_int_equal(conf_parse_hostport("mx.exa", small, sizeof(small), &port, 25, &e), 0);
+	assert_string_equal(small, "mx.exa");
+	/* A domain name of 253 characters (and its absolute form) fits 256 bytes. */
+	char big[300], h[256];
+	memset(big, 0, sizeof(big));
+	for (int k = 0; k < 4; k++)
+		memcpy(big + 64 * k, "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa.", 64);
+	big[253] = '\0';
+	assert_int_equal(conf_parse_hostport(big, h, sizeof(h), &port, 25, &e), 0);
+	assert_string_equal(h, big);
+	big[253] = '.';
+	big[254] = '\0';
+	assert_int_equal(conf_parse_hostport(big, h, sizeof(h), &port, 25, &e), 0);
+	assert_int_equal(strlen(h), 253);
+	big[253] = 'b';
+	assert_int_equal(conf_parse_hostport(big, h, sizeof(h), &port, 25, &e), -1);
+}
+
+/* Forms that stay accepted, with the value kept as written. */
+static const struct val_case delivery_ok[] = {
+	{ "", "maildir_path", "maildir_path = /var/vmail/%d/%n\n" },
+	{ "maildir_path = /srv/mail/%u", "maildir_path", "maildir_path = /srv/mail/%u\n" },
+	{ "maildir_path = /srv/100%%/%d/%n/Maildir", "maildir_path",
+	  "maildir_path = /srv/100%%/%d/%n/Maildir\n" },
+	{ "maildir_path = /srv/shared", "maildir_path", "maildir_path = /srv/shared\n" },
+	{ "maildir_path = /%d/%n", "maildir_path", "maildir_path = /%d/%n\n" },
+	{ "", "lmtp_socket", "lmtp_socket = /run/dovecot/lmtp\n" },
+	{ "lmtp_socket = /var/spool/postfix/private/dovecot-lmtp", "lmtp_socket",
+	  "lmtp_socket = /var/spool/postfix/private/dovecot-lmtp\n" },
+	{ "lmtp_socket = /run/" LONG100, "lmtp_socket", "lmtp_socket = /run/" LONG100 "\n" },
+	{ "lmtp_socket = 127.0.0.1:24", "lmtp_socket", "lmtp_socket = 127.0.0.1:24\n" },
+	{ "lmtp_socket = [127.0.0.1]:24", "lmtp_socket", "lmtp_socket = [127.0.0.1]:24\n" },
+	{ "lmtp_socket = [::1]:24", "lmtp_socket", "lmtp_socket = [::1]:24\n" },
+	{ "local_delivery = lmtp\nlmtp_socket = 192.0.2.7:2424", "lmtp_socket",
+	  "lmtp_socket = 192.0.2.7:2424\n" },
+	{ "", "smarthost", "smarthost =\n" },
+	{ "smarthost =", "smarthost", "smarthost =\n" },
+	{ "smarthost = relay.example.net", "smarthost", "smarthost = relay.example.net\n" },
+	{ "smarthost = relay.example.net:587", "smarthost", "smarthost = relay.example.net:587\n" },
+	{ "smarthost = relay.example.net.", "smarthost", "smarthost = relay.example.net.\n" },
+	{ "smarthost = 192.0.2.1", "smarthost", "smarthost = 192.0.2.1\n" },
+	{ "smarthost = 192.0.2.1:25\nsmarthost_tls = none", "smarthost", "smarthost = 192.0.2.1:25\n" },
+	{ "smarthost = [192.0.2.1]:2525", "smarthost", "smarthost = [192.0.2.1]:2525\n" },
+	{ "smarthost = [2001:db8::1]:587", "smarthost", "smarthost = [2001:db8::1]:587\n" },
+	{ "smarthost = [::1]\nsmarthost_tls = on_connect", "smarthost", "smarthost = [::1]\n" },
+	{ "", "mail_user", "mail_user =\n" },
+	{ "mail_user = vmail", "mail_user", "mail_user = vmail\n" },
+};
+
+static void test_delivery_values_ok(void **state)
+{
+	for (size_t i = 0; i < sizeof(delivery_ok) / sizeof(delivery_ok[0]); i++) {
+		const struct val_case *t = &delivery_ok[i];
+		check_value(t->text, t->name, t->want);
+		char *t2 = crlf(t->text);
+		check_value(t2, t->name, t->want);
+		free(t2);
+	}
+}
+
+/* The smarthost's port when none is written follows smarthost_tls. */
+static void test_smarthost_default_port(void **state)
+{
+	static const struct { const char *tls; uint16_t port; } t[] = {
+		{ "", 587 }, { "smarthost_tls = starttls\n", 587 },
+		{ "smarthost_tls = on_connect\n", 465 }, { "smarthost_tls = may\n", 25 },
+		{ "smarthost_tls = none\n", 25 },
+	};
+	for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
+		char text[256];
+		snprintf(text, sizeof(text), CERT "smarthost = relay.example.net\n%s", t[i].tls);
+		struct conf *c = NULL;
+		struct err e;
+		if (load(text, NULL, false, &c, &e) < 0)
+			fail_msg("[%s]: %s", text, e.msg);
+		assert_int_equal(conf_smarthost_default_port(c), t[i].port);
+		char host[256];
+		uint16_t port = 0;
+		assert_int_equal(conf_parse_hostport(c->smarthost, host, sizeof(host), &port,
+						     conf_smarthost_default_port(c), &e), 0);
+		assert_int_equal(port, t[i].port);
+		assert_string_equal(host, "relay.example.net");
+		conf_free(c);
+	}
+}
+
 /* ---- ACLs ------------------------------------------------------------------ */
 
 static const char acl_text[] =
@@ -1363,6 +1584,9 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_warnings),
 		cmocka_unit_test(test_listener_auth),
 		cmocka_unit_test(test_parse_port),
+		cmocka_unit_test(test_parse_hostport),
+		cmocka_unit_test(test_delivery_values_ok),
+		cmocka_unit_test(test_smarthost_default_port),
 		cmocka_unit_test(test_acl),
 		cmocka_unit_test(test_reference),
 	};
