@@ -62,6 +62,9 @@ struct target {
 	char status[16];
 	char *text;        /* reply or error */
 	char *mta;         /* server that answered, or NULL */
+	bool server_reply; /* text is a reply a server sent, not ours */
+	bool reports_on;   /* the server took the recipient's NOTIFY (it offered
+			      DSN): success reports are its to send */
 };
 
 struct rmsg;
@@ -427,12 +430,17 @@ static int send_report(struct job *j, enum dlv_action action, const size_t *rcpt
 			     : action == DLV_DELAYED ? "4.0.0"
 						     : "2.0.0";
 		rr[k].status = st;
-		/* Handed to another server that may not report further: RFC 3461
-		 * calls that "relayed"; stored locally is "delivered". */
+		/* Handed to another server that does not report further (it did
+		 * not offer DSN): RFC 3461 calls that "relayed"; stored locally
+		 * is "delivered".  A server that took the NOTIFY reports itself
+		 * (reported_onward leaves those out). */
 		if (action == DLV_DELIVERED && best && best->kind == T_SMTP)
 			rr[k].action = DLV_RELAYED;
 		rr[k].remote_mta = best ? best->mta : NULL;
 		rr[k].diagnostic = best ? best->text : NULL;
+		rr[k].diag_type = !best ? DLV_DIAG_GUESS
+				  : best->server_reply ? DLV_DIAG_SMTP
+						       : DLV_DIAG_LOCAL;
 		if (!best && j->st.rcpts[i].last)
 			rr[k].diagnostic = j->st.rcpts[i].last;
 	}
@@ -558,6 +566,22 @@ static void job_unlink(struct job *j)
 		}
 }
 
+/* Every target of recipient i went to a server that took its NOTIFY
+ * (RFC 3461 4.1, 5.2.2): a success report is that server's to send, and
+ * one from here as well would tell the sender twice. */
+static bool reported_onward(const struct job *j, size_t i)
+{
+	bool any = false;
+	for (size_t t = 0; t < j->n_t; t++) {
+		if (j->t[t].rcpt != i)
+			continue;
+		if (j->t[t].kind != T_SMTP || !j->t[t].reports_on)
+			return false;
+		any = true;
+	}
+	return any;
+}
+
 static void job_finish(struct job *j)
 {
 	struct runner *r = j->r;
@@ -651,7 +675,8 @@ static void job_finish(struct job *j)
 	n_want = 0;
 	for (size_t k = 0; k < n_done; k++) {
 		const struct spool_rcpt *sr = &j->env.rcpts[newly_done[k]];
-		if (dlv_report_wanted(j->env.sender, sr->notify, DLV_DELIVERED))
+		if (dlv_report_wanted(j->env.sender, sr->notify, DLV_DELIVERED) &&
+		    !reported_onward(j, newly_done[k]))
 			want[n_want++] = newly_done[k];
 	}
 	if (n_want)
@@ -989,10 +1014,12 @@ static void txn_free(struct txn *x)
 
 /* Ends a transaction with the same outcome for all its targets. */
 static void txn_fail(struct txn *x, int code, const char *status, const char *text,
-		     const char *mta)
+		     const char *mta, bool server_reply)
 {
-	for (size_t k = 0; k < x->n; k++)
+	for (size_t k = 0; k < x->n; k++) {
 		job_target_done(x->job, x->tix[k], code, status, text, mta);
+		x->job->t[x->tix[k]].server_reply = server_reply;
+	}
 	struct job *j = x->job;
 	txn_free(x);
 	job_part_done(j);
@@ -1005,7 +1032,7 @@ static void dest_fail_waiting(struct dest *d, int code, const char *status, cons
 		d->head = x->next;
 		if (!d->head)
 			d->tail = NULL;
-		txn_fail(x, code, status, text, NULL);
+		txn_fail(x, code, status, text, NULL, false);
 	}
 }
 
@@ -1136,7 +1163,7 @@ static void conn_ready_cb(void *arg, struct net_smtp *c)
 	rc->cur = x;
 	if (net_smtp_send(c, &m, j->fd, j->env.data_offset, j->env.data_size, &e) < 0) {
 		rc->cur = NULL;
-		txn_fail(x, 451, "4.3.0", e.msg, rc->peer);
+		txn_fail(x, 451, "4.3.0", e.msg, rc->peer, false);
 		rc->quitting = true;
 		net_smtp_quit(c);
 		return;
@@ -1156,6 +1183,9 @@ static void conn_result_cb(void *arg, struct net_smtp *c, const struct smtpc_rep
 		const struct smtpc_reply *one = k < n ? &rp[k] : NULL;
 		job_target_done(x->job, x->tix[k], one ? one->code : 451,
 				one ? one->status : "4.3.0", one ? one->text : "no reply", rc->peer);
+		struct target *t = &x->job->t[x->tix[k]];
+		t->server_reply = one && !one->local;
+		t->reports_on = one && one->dsn;
 	}
 	struct job *j = x->job;
 	txn_free(x);
@@ -1179,7 +1209,8 @@ static void conn_closed_cb(void *arg, struct net_smtp *c, const struct smtpc_rep
 		int code = why && why->code >= 400 && why->code < 500 ? why->code : 451;
 		txn_fail(x, code,
 			 why && why->status[0] == '4' ? why->status : "4.4.2",
-			 why && why->text ? why->text : "connection lost", rc->peer);
+			 why && why->text ? why->text : "connection lost", rc->peer,
+			 why && why->text && !why->local);
 	}
 	if (!was_ready && why && strcmp(why->status, "4.7.5") == 0 && d->kind == DEST_DOMAIN &&
 	    r->mx_opts.tls == SMTPC_TLS_MAY && !d->plain) {

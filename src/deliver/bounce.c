@@ -223,6 +223,30 @@ static bool report_is_ascii(const char *s)
 	return !s || !report_has_8bit(s, strlen(s));
 }
 
+/*
+ * Is the diagnostic an SMTP reply from a server?  RFC 3464 2.3.6 gives
+ * diagnostic-type "smtp" to exactly that; anything sluice says itself
+ * gets the private type "X-Sluice" (an atom: RFC 3464 allows "X-" types).
+ * When the caller does not know, a text that begins like a reply (three
+ * digits, then a space, a hyphen or the end) is taken as one.
+ */
+static bool report_diag_is_smtp(const struct dlv_report_rcpt *rc)
+{
+	switch (rc->diag_type) {
+	case DLV_DIAG_SMTP:
+		return true;
+	case DLV_DIAG_LOCAL:
+		return false;
+	default:
+		break;
+	}
+	const char *d = rc->diagnostic;
+	if (!d || d[0] < '2' || d[0] > '5' || d[1] < '0' || d[1] > '9' || d[2] < '0' ||
+	    d[2] > '9')
+		return false;
+	return d[3] == ' ' || d[3] == '-' || d[3] == '\0';
+}
+
 enum report_kind { REPORT_FAILURE, REPORT_DELAY, REPORT_SUCCESS };
 
 static enum report_kind report_kind_of(const struct dlv_report *r)
@@ -275,9 +299,13 @@ static int report_human(const struct dlv_report *r, enum report_kind kind, bool 
 				     buf_len(tmp));
 		if (rc->diagnostic) {
 			buf_reset(tmp);
+			/* "said" only of what the server did say. */
 			if (rc->remote_mta) {
+				bool said = report_diag_is_smtp(rc);
+				if (!said)
+					bad |= buf_puts(tmp, "delivery to ");
 				bad |= report_clean(tmp, rc->remote_mta, utf8);
-				bad |= buf_puts(tmp, " said: ");
+				bad |= buf_puts(tmp, said ? " said: " : ": ");
 			}
 			bad |= report_clean(tmp, rc->diagnostic, utf8);
 			bad |= report_folded(out, "    ", "       ", (const char *)buf_ptr(tmp),
@@ -314,8 +342,9 @@ static int report_status_part(const struct dlv_report *r, bool utf8, struct buf 
 		if (rc->remote_mta)
 			bad |= report_field(out, tmp, "Remote-MTA", "dns; ", rc->remote_mta, utf8);
 		if (rc->diagnostic)
-			bad |= report_field(out, tmp, "Diagnostic-Code", "smtp; ", rc->diagnostic,
-					    utf8);
+			bad |= report_field(out, tmp, "Diagnostic-Code",
+					    report_diag_is_smtp(rc) ? "smtp; " : "X-Sluice; ",
+					    rc->diagnostic, utf8);
 		if (rc->action == DLV_FAILED || rc->action == DLV_DELAYED)
 			bad |= report_date_field(out, "Last-Attempt-Date", r->now);
 	}

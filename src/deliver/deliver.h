@@ -41,6 +41,16 @@ int64_t dlv_retry_next(const struct dlv_retry_conf *rc, unsigned attempts, int64
 
 enum dlv_action { DLV_FAILED = 0, DLV_DELAYED, DLV_DELIVERED, DLV_RELAYED, DLV_EXPANDED };
 
+/* The Diagnostic-Code type of a recipient's diagnostic text. */
+enum dlv_diag {
+	DLV_DIAG_GUESS = 0, /* not known: "smtp" if the text starts with a 3-digit
+			       reply code, else "X-Sluice" (texts read back from
+			       the queue state, which does not record the origin) */
+	DLV_DIAG_SMTP,      /* a reply received from an SMTP or LMTP server: "smtp" */
+	DLV_DIAG_LOCAL,     /* our own text (Maildir delivery, a loop, a limit,
+			       a lost connection): "X-Sluice" */
+};
+
 struct dlv_report_rcpt {
 	const char *addr;        /* the envelope recipient */
 	const char *orcpt;       /* ORCPT as the client gave it, xtext decoded
@@ -48,7 +58,9 @@ struct dlv_report_rcpt {
 	enum dlv_action action;
 	const char *status;      /* enhanced status code, e.g. "5.1.1" */
 	const char *remote_mta;  /* host name of the server that answered, or NULL */
-	const char *diagnostic;  /* that server's reply text ("550 5.1.1 ..."), or NULL */
+	const char *diagnostic;  /* that server's reply text ("550 5.1.1 ..."), or our
+				    own reason (a local delivery, a loop), or NULL */
+	enum dlv_diag diag_type; /* what diagnostic is (RFC 3464 2.3.6 diagnostic-type) */
 };
 
 struct dlv_report {
@@ -197,7 +209,9 @@ struct smtpc_msg {
 	const struct smtpc_rcpt *rcpts;
 	size_t n_rcpts;
 	uint64_t size;              /* for SIZE= */
-	bool eightbit;              /* BODY=8BITMIME when offered */
+	bool eightbit;              /* 8-bit content declared BODY=8BITMIME: sent
+				       with BODY=8BITMIME, fails (5.6.3) if the
+				       server does not offer it (RFC 6152 3) */
 	bool smtputf8;              /* needs SMTPUTF8: fails (5.6.7) if not offered */
 	int ret;                    /* SMTP_RET_*, sent with DSN */
 	const char *envid;          /* xtext, sent with DSN */
@@ -208,6 +222,11 @@ struct smtpc_reply {
 	int code;
 	char status[16];            /* enhanced status, "" if the server gave none */
 	char *text;                 /* the whole reply, lines joined by " / " (bounded) */
+	bool local;                 /* text is ours (a limit, a missing extension, a
+				       lost connection), not a reply the server sent */
+	bool dsn;                   /* RESULT: the server offered DSN, so the
+				       recipient's NOTIFY went with it and the server
+				       reports from there (RFC 3461 4.1) */
 };
 
 enum smtpc_action_type {

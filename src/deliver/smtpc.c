@@ -120,11 +120,15 @@ static void reply_set(struct smtpc_reply *r, int code, const char *status, const
 	r->code = code;
 	snprintf(r->status, sizeof(r->status), "%s", status ? status : "");
 	r->text = str_dup(text ? text : "");
+	/* Text given here is ours unless the caller then marks it as the
+	 * server's (reply_copy, close_with_reply, dot_lost). */
+	r->local = true;
 }
 
 static void reply_copy(struct smtpc_reply *dst, const struct smtpc_reply *src)
 {
 	reply_set(dst, src->code, src->status, src->text);
+	dst->local = src->local;
 }
 
 static void reply_clear(struct smtpc_reply *r)
@@ -133,6 +137,7 @@ static void reply_clear(struct smtpc_reply *r)
 	r->text = NULL;
 	r->code = 0;
 	r->status[0] = 0;
+	r->local = false;
 }
 
 static void msg_free(struct smtpc *c)
@@ -166,7 +171,8 @@ static struct smtpc_act *act_push(struct smtpc *c, enum smtpc_action_type t)
 }
 
 static void do_close(struct smtpc *c, int code, const char *status, const char *text, bool quit);
-static void dot_lost(struct smtpc *c, int code, const char *status, const char *text);
+static void dot_lost(struct smtpc *c, int code, const char *status, const char *text,
+		     bool local);
 
 /* Consecutive sends become one write: that is what makes a pipelined
  * MAIL/RCPT/DATA group a single SEND. */
@@ -231,7 +237,10 @@ static void close_with_reply(struct smtpc *c, bool quit)
 	if (!text)
 		text = "";
 	if (c->r_code >= 400 && c->r_code < 600) {
+		bool was_open = c->st != ST_CLOSED;
 		do_close(c, c->r_code, c->r_status, text, quit && c->r_code != 421);
+		if (was_open)
+			c->close_r.local = false;
 		return;
 	}
 	struct buf t;
@@ -247,7 +256,7 @@ static void protocol_error(struct smtpc *c, const char *why)
 {
 	char t[160];
 	snprintf(t, sizeof(t), "451 4.5.0 protocol error: %s", why);
-	dot_lost(c, 451, "4.5.0", t);
+	dot_lost(c, 451, "4.5.0", t, true);
 	do_close(c, 451, "4.5.0", t, false);
 }
 
@@ -275,6 +284,8 @@ static void emit_result(struct smtpc *c)
 {
 	if (c->st == ST_CLOSED)
 		return;
+	for (size_t i = 0; i < c->n_rcpts; i++)
+		c->res[i].dsn = c->ext.dsn;
 	struct smtpc_act *a = act_push(c, SMTPC_RESULT);
 	a->replies = c->res;
 	a->n = c->n_rcpts;
@@ -436,6 +447,7 @@ static const struct smtpc_reply *cur_reply(struct smtpc *c, struct smtpc_reply *
 	tmp->code = c->r_code;
 	memcpy(tmp->status, c->r_status, sizeof(tmp->status));
 	tmp->text = (char *)(t ? t : "");
+	tmp->local = false;
 	return tmp;
 }
 
@@ -529,14 +541,17 @@ static void dot_reply(struct smtpc *c)
 
 /* LMTP recipients already answered are delivered: report them even when
  * the connection dies before the rest, or they would be sent twice. */
-static void dot_lost(struct smtpc *c, int code, const char *status, const char *text)
+static void dot_lost(struct smtpc *c, int code, const char *status, const char *text,
+		     bool local)
 {
 	if (c->st != ST_DOT || !c->lmtp || c->dot_got == 0)
 		return;
 	size_t seen = 0;
 	for (size_t k = 0; k < c->n_rcpts; k++)
-		if (c->accepted[k] && seen++ >= c->dot_got)
+		if (c->accepted[k] && seen++ >= c->dot_got) {
 			reply_set(&c->res[k], code, status, text);
+			c->res[k].local = local;
+		}
 	emit_result(c);
 }
 
@@ -553,7 +568,7 @@ static void dispatch(struct smtpc *c)
 	if (code == 421 && c->st != ST_QUIT) {
 		struct smtpc_reply tmp;
 		const struct smtpc_reply *r = cur_reply(c, &tmp);
-		dot_lost(c, r->code, r->status, r->text);
+		dot_lost(c, r->code, r->status, r->text, false);
 		close_with_reply(c, false);
 		return;
 	}
@@ -634,9 +649,10 @@ static void dispatch(struct smtpc *c)
 	case ST_QUIT: {
 		struct smtpc_reply tmp;
 		const struct smtpc_reply *r = cur_reply(c, &tmp);
-		if (code == 221)
+		if (code == 221) {
 			do_close(c, 221, r->status, r->text, false);
-		else
+			c->close_r.local = false;
+		} else
 			do_close(c, 221, "2.0.0", "221 2.0.0 session ended", false);
 		break;
 	}
@@ -885,6 +901,17 @@ int smtpc_send_msg(struct smtpc *c, const struct smtpc_msg *m, struct err *e)
 		become_ready(c);
 		return 0;
 	}
+	/* RFC 6152 3: 8-bit content goes only to a server that offers
+	 * 8BITMIME; sluice does not convert it to 7 bit, so it is returned. */
+	if (m->eightbit && !c->ext.eightbit) {
+		for (size_t i = 0; i < n; i++)
+			reply_set(&c->res[i], 554, "5.6.3",
+				  "554 5.6.3 the message has 8-bit content and the server does not "
+				  "offer 8BITMIME; conversion to 7 bit is not supported");
+		emit_result(c);
+		become_ready(c);
+		return 0;
+	}
 
 	struct buf *b = &c->cmds;
 	buf_reset(b);
@@ -978,7 +1005,7 @@ static void lost(struct smtpc *c, const char *text)
 		do_close(c, 221, "2.0.0", "221 2.0.0 session ended", false);
 		return;
 	}
-	dot_lost(c, 421, "4.4.2", text);
+	dot_lost(c, 421, "4.4.2", text, true);
 	do_close(c, 421, "4.4.2", text, false);
 }
 

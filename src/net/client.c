@@ -98,6 +98,8 @@ static void reply_copy(struct smtpc_reply *dst, const struct smtpc_reply *src)
 	dst->code = src->code;
 	snprintf(dst->status, sizeof(dst->status), "%s", src->status);
 	dst->text = str_dup(src->text ? src->text : "");
+	dst->local = src->local;
+	dst->dsn = src->dsn;
 }
 
 static void reply_local(struct smtpc_reply *r, int code, const char *status, const char *fmt, ...)

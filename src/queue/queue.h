@@ -23,6 +23,7 @@
  *   auth <xtext>                       (optional)
  *   from <xtext sender, empty for <>>
  *   body 7bit|8bitmime                 (optional)
+ *   content 7bit|8bit                  (optional, only with body 8bitmime)
  *   smtputf8                           (optional)
  *   ret full|hdrs                      (optional)
  *   envid <xtext>                      (optional)
@@ -31,6 +32,12 @@
  *   <empty line>
  *   <message>
  * Values are RFC 3461 xtext so that any byte survives on one line.
+ *
+ * "content" says whether a message declared BODY=8BITMIME holds any byte
+ * above 127.  The writer puts "content 8bit" in the envelope before the
+ * message arrives and turns it into "content 7bit" at the commit when no
+ * such byte came; without the line the message counts as 8-bit.  The
+ * reader folds it into body: see struct spool_env.
  */
 #ifndef SLUICE_QUEUE_H
 #define SLUICE_QUEUE_H
@@ -69,7 +76,12 @@ struct spool_env {
 	char *tls_cipher;
 	char *auth_user;        /* NULL if none */
 	char *sender;           /* "" for null sender */
-	int body;               /* 0 unspecified, 1 7bit, 2 8bitmime */
+	/* 0 unspecified, 1 7bit, 2 8bitmime.  Read back, 2 means declared
+	 * 8BITMIME and holding 8-bit bytes: a message declared 8BITMIME
+	 * whose bytes are all ASCII reads as 1, so that it may go to a
+	 * server without 8BITMIME (RFC 6152 3).  To the writer, 2 means
+	 * declared; it records the content itself. */
+	int body;
 	bool smtputf8;
 	int ret;                /* 0 unspecified, 1 full, 2 hdrs */
 	char *envid;            /* NULL if none */
@@ -106,7 +118,8 @@ int spool_recover(struct spool *sp, size_t counts[3], struct err *e);
 int spool_msg_begin(struct spool *sp, struct spool_env *env, int64_t now_us,
 		    struct spool_msg **out, struct err *e);
 const char *spool_msg_id(const struct spool_msg *m);
-/* Appends message bytes (buffered; written in large blocks). */
+/* Appends message bytes (buffered; written in large blocks), noting
+ * whether any is above 127 (see "content" above). */
 int spool_msg_write(struct spool_msg *m, const void *p, size_t n, struct err *e);
 /* Discards the message: closes and unlinks its tmp file, frees m. */
 void spool_msg_abort(struct spool_msg *m);
@@ -155,6 +168,11 @@ int spool_fsync(int fd);
  * too long).  Used by the writer and to check the parser by round trip.
  */
 int spool_format_env(const struct spool_env *env, struct buf *out, struct err *e);
+/* The writer's form: as spool_format_env, plus "content 8bit" when body
+ * is 2; *mark_at gets the offset of that '8' from where the text starts
+ * in out, or -1 when there is no such line. */
+int spool_format_env_marked(const struct spool_env *env, struct buf *out, ssize_t *mark_at,
+			    struct err *e);
 /* The open queue/ directory, for reading relative to it (never by path). */
 int spool_queue_dirfd(const struct spool *sp);
 

@@ -122,8 +122,11 @@ static bool token_ok(const char *p, size_t n)
 
 /* ---- writing ------------------------------------------------------------ */
 
-int spool_format_env(const struct spool_env *env, struct buf *out, struct err *e)
+static int format_env(const struct spool_env *env, bool mark, ssize_t *mark_at, struct buf *out,
+		      struct err *e)
 {
+	if (mark_at)
+		*mark_at = -1;
 	if (!queue_id_valid(env->id))
 		return err_set(e, "spool envelope: invalid queue id");
 	if (!env->role || (strcmp(env->role, "mx") != 0 && strcmp(env->role, "submission") != 0 &&
@@ -195,6 +198,15 @@ int spool_format_env(const struct spool_env *env, struct buf *out, struct err *e
 		bad |= buf_puts(out, env->body == 1 ? "body 7bit" : "body 8bitmime");
 		LINE_END();
 	}
+	if (mark && env->body == 2) {
+		/* Fixed width, so that the writer can turn 8bit into 7bit in
+		 * place once the whole message has been seen. */
+		bad |= buf_puts(out, "content ");
+		if (mark_at)
+			*mark_at = (ssize_t)(buf_len(out) - start);
+		bad |= buf_puts(out, "8bit");
+		LINE_END();
+	}
 	if (env->smtputf8) {
 		bad |= buf_puts(out, "smtputf8");
 		LINE_END();
@@ -227,9 +239,22 @@ int spool_format_env(const struct spool_env *env, struct buf *out, struct err *e
 #undef LINE_END
 	if (bad || buf_len(out) - start > SPOOL_ENV_MAX) {
 		out->len = out->off + start;
+		if (mark_at)
+			*mark_at = -1;
 		return err_set(e, "spool envelope: too large");
 	}
 	return 0;
+}
+
+int spool_format_env(const struct spool_env *env, struct buf *out, struct err *e)
+{
+	return format_env(env, false, NULL, out, e);
+}
+
+int spool_format_env_marked(const struct spool_env *env, struct buf *out, ssize_t *mark_at,
+			    struct err *e)
+{
+	return format_env(env, true, mark_at, out, e);
 }
 
 /* ---- parsing ------------------------------------------------------------ */
@@ -259,7 +284,7 @@ static bool word_is(const char *p, size_t n, const char *w)
 /* One envelope line (without its LF): keyword, then " value" for all but
  * the bare flags. */
 static int parse_line(const char *line, size_t len, struct spool_env *out, unsigned *seen,
-		      struct err *e, size_t lineno)
+		      bool *ascii_only, struct err *e, size_t lineno)
 {
 	const char *sp = memchr(line, ' ', len);
 	size_t klen = sp ? (size_t)(sp - line) : len;
@@ -268,7 +293,7 @@ static int parse_line(const char *line, size_t len, struct spool_env *out, unsig
 
 	static const char *const keys[] = { "id",   "received", "role", "client", "helo",
 					    "tls",  "auth",     "from", "body",   "smtputf8",
-					    "ret",  "envid",    "size", "rcpt" };
+					    "ret",  "envid",    "size", "rcpt",   "content" };
 	size_t k = 0;
 	while (k < sizeof(keys) / sizeof(keys[0]) && !word_is(line, klen, keys[k]))
 		k++;
@@ -350,6 +375,12 @@ static int parse_line(const char *line, size_t len, struct spool_env *out, unsig
 		else
 			return err_set(e, "spool envelope line %zu: bad ret", lineno);
 		return 0;
+	case 14: /* content */
+		if (word_is(v, vlen, "7bit"))
+			*ascii_only = true;
+		else if (!word_is(v, vlen, "8bit"))
+			return err_set(e, "spool envelope line %zu: bad content", lineno);
+		return 0;
 	case 12: /* size */
 		if (spool_parse_number(v, vlen, UINT64_MAX, &num) < 0)
 			return err_set(e, "spool envelope line %zu: bad size", lineno);
@@ -394,6 +425,7 @@ int spool_parse_env(const char *text, size_t n, struct spool_env *out, struct er
 	memset(out, 0, sizeof(*out));
 	size_t pos = 0, lineno = 0;
 	unsigned seen = 0;
+	bool ascii_only = false;
 	for (;;) {
 		lineno++;
 		size_t avail = n - pos;
@@ -421,7 +453,7 @@ int spool_parse_env(const char *text, size_t n, struct spool_env *out, struct er
 		}
 		if (len == 0)
 			break;
-		if (parse_line(line, len, out, &seen, e, lineno) < 0) {
+		if (parse_line(line, len, out, &seen, &ascii_only, e, lineno) < 0) {
 			spool_env_free(out);
 			return -1;
 		}
@@ -441,6 +473,14 @@ int spool_parse_env(const char *text, size_t n, struct spool_env *out, struct er
 		spool_env_free(out);
 		return err_set(e, "spool envelope: no rcpt line");
 	}
+	if ((seen & (1u << 14)) && out->body != 2) {
+		spool_env_free(out);
+		return err_set(e, "spool envelope: content line without body 8bitmime");
+	}
+	/* Declared 8BITMIME but every byte is ASCII: the message is 7bit and
+	 * may go to any server (RFC 6152 3). */
+	if (ascii_only)
+		out->body = 1;
 	out->data_offset = (off_t)pos;
 	return 0;
 }

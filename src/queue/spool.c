@@ -33,6 +33,9 @@ struct spool_msg {
 	struct buf out;   /* pending bytes, flushed in SPOOL_BLOCK pieces */
 	bool failed;      /* a write failed: the commit must fail */
 	struct err err;   /* why */
+	uint64_t written; /* bytes already in the file (the rest is in out) */
+	off_t mark_at;    /* file offset of the '8' of "content 8bit", -1 if none */
+	bool saw_8bit;    /* a message byte above 127 was written */
 };
 
 static atomic_uint_fast64_t spool_fsyncs;
@@ -184,6 +187,7 @@ static int spool_msg_flush(struct spool_msg *m)
 			spool_msg_fail(m, "write", errno);
 			return -1;
 		}
+		m->written += buf_len(&m->out);
 		buf_reset(&m->out);
 	}
 	return 0;
@@ -206,6 +210,7 @@ static int spool_msg_put(struct spool_msg *m, const void *p, size_t n)
 				spool_msg_fail(m, "write", errno);
 				return -1;
 			}
+			m->written += whole;
 			c += whole;
 			n -= whole;
 			continue;
@@ -245,7 +250,9 @@ int spool_msg_begin(struct spool *sp, struct spool_env *env, int64_t now_us,
 
 	struct buf text;
 	buf_init(&text, SPOOL_ENV_BUF_MAX);
-	int r = spool_format_env(env, &text, e);
+	ssize_t mark = -1;
+	int r = spool_format_env_marked(env, &text, &mark, e);
+	m->mark_at = (off_t)mark;
 	if (r == 0 && spool_msg_put(m, buf_ptr(&text), buf_len(&text)) < 0)
 		r = err_set(e, "%s", m->err.msg);
 	buf_free(&text);
@@ -262,8 +269,60 @@ const char *spool_msg_id(const struct spool_msg *m)
 	return m->id;
 }
 
+/* Any byte above 127?  This sees every byte of every message, so it tests
+ * eight bytes at a time, and 64 per branch. */
+static bool spool_has_8bit(const void *p, size_t n)
+{
+	const uint8_t *s = p;
+	const uint64_t high = 0x8080808080808080ULL;
+	while (n >= 64) {
+		uint64_t w[8];
+		memcpy(w, s, sizeof(w));
+		if ((w[0] | w[1] | w[2] | w[3] | w[4] | w[5] | w[6] | w[7]) & high)
+			return true;
+		s += 64;
+		n -= 64;
+	}
+	uint64_t acc = 0;
+	while (n >= 8) {
+		uint64_t w;
+		memcpy(&w, s, sizeof(w));
+		acc |= w;
+		s += 8;
+		n -= 8;
+	}
+	while (n > 0) {
+		acc |= *s++;
+		n--;
+	}
+	return (acc & high) != 0;
+}
+
+/* Records that the message is 7-bit after all: "content 8bit" becomes
+ * "content 7bit", in the block buffer while the envelope is still there,
+ * else in the file.  Before the fsync, so the commit covers it. */
+static void spool_msg_settle(struct spool_msg *m)
+{
+	if (m->failed || m->mark_at < 0 || m->saw_8bit)
+		return;
+	if ((uint64_t)m->mark_at >= m->written) {
+		size_t at = (size_t)((uint64_t)m->mark_at - m->written);
+		if (at < buf_len(&m->out))
+			m->out.data[m->out.off + at] = '7';
+		return;
+	}
+	ssize_t w;
+	do
+		w = pwrite(m->fd, "7", 1, m->mark_at);
+	while (w < 0 && errno == EINTR);
+	if (w != 1)
+		spool_msg_fail(m, "write", w < 0 ? errno : EIO);
+}
+
 int spool_msg_write(struct spool_msg *m, const void *p, size_t n, struct err *e)
 {
+	if (m->mark_at >= 0 && !m->saw_8bit && spool_has_8bit(p, n))
+		m->saw_8bit = true;
 	if (spool_msg_put(m, p, n) < 0)
 		return err_set(e, "%s", m->err.msg);
 	return 0;
@@ -315,6 +374,7 @@ size_t spool_commit_batch(struct spool *sp, struct spool_msg **msgs, size_t n, b
 	size_t live = 0;
 	for (size_t i = 0; i < n; i++) {
 		ok[i] = false;
+		spool_msg_settle(msgs[i]);
 		if (spool_msg_flush(msgs[i]) == 0)
 			live++;
 	}

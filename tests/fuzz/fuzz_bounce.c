@@ -32,9 +32,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	struct dlv_report_rcpt rc[2] = {
 		{ "a@example.org", (flags & 1) ? "rfc822;A@example.org" : NULL,
 		  (flags & 2) ? DLV_DELAYED : DLV_FAILED, (flags & 4) ? diag : "5.1.1",
-		  (flags & 8) ? diag : "mx.example.org", diag },
+		  (flags & 8) ? diag : "mx.example.org", diag,
+		  (olen & 1) ? DLV_DIAG_LOCAL : (olen & 2) ? DLV_DIAG_SMTP : DLV_DIAG_GUESS },
 		{ (flags & 16) ? "\xc3\xa9t\xc3\xa9@example.org" : "b@example.org", NULL,
-		  DLV_FAILED, "5.0.0", NULL, NULL },
+		  DLV_FAILED, "5.0.0", NULL, NULL, DLV_DIAG_GUESS },
 	};
 	struct dlv_report r = {
 		.reporting_mta = "mx.example.net", .queue_id = "1kq3vb0d4a8-00c3f-00",

@@ -19,6 +19,7 @@ class Transaction:
         self.mail_params = ""
         self.rcpts = []          # accepted recipients
         self.rcpts_tried = []    # every RCPT address
+        self.rcpt_params = []    # the parameters after each RCPT address
         self.data = None         # bytes, dot-unstuffed, without the final dot line
         self.tls = False
 
@@ -190,9 +191,10 @@ class Peer:
                 txn.mail_params = m.group(2).strip() if m else ""
                 s.send_line("250 2.1.0 ok")
             elif cmd == "RCPT":
-                m = re.match(r"(?i)TO:<([^>]*)>", arg)
+                m = re.match(r"(?i)TO:<([^>]*)>(.*)", arg)
                 addr = m.group(1) if m else arg
                 txn.rcpts_tried.append(addr)
+                txn.rcpt_params.append(m.group(2).strip() if m else "")
                 r = self.rcpt_reply(addr, self)
                 if r.startswith("2"):
                     txn.rcpts.append(addr)

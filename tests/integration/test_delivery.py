@@ -611,6 +611,27 @@ def test_dsn_notify_never_and_success(dlv, peer):
     assert "NOTIFY" not in peer.transactions[0].mail_params
 
 
+def test_no_relayed_report_when_the_next_server_takes_notify(dlv, peer):
+    # A next hop that offers DSN gets NOTIFY=SUCCESS with the recipient and
+    # reports the delivery itself (RFC 3461 4.1); a "relayed" report from
+    # here as well would tell the sender twice.
+    peer.extensions.append("DSN")
+    d = dlv()
+    s = smtplib.SMTP("127.0.0.1", d.sub, timeout=15)
+    s.starttls(context=client_ctx())
+    s.login(ALICE, d.passwords[ALICE])
+    s.sendmail(ALICE, ["here@remote.example"], MSG, mail_options=["ENVID=env-43"],
+               rcpt_options=["NOTIFY=SUCCESS,FAILURE"])
+    s.quit()
+    peer.wait_transactions(1)
+    wait_queue_empty(d)
+    assert "NOTIFY=SUCCESS,FAILURE" in peer.transactions[0].rcpt_params[0]
+    assert "ENVID=env-43" in peer.transactions[0].mail_params
+    d.wait_event("completed")
+    time.sleep(1)
+    assert glob.glob(os.path.join(maildir(d, ALICE), "new", "*")) == [], d.log_tail(20)
+
+
 def test_alias_loop_fails_instead_of_delivering(dlv, test_dir):
     aliases = os.path.join(test_dir, "aliases")
     with open(aliases, "w") as f:

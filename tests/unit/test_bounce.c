@@ -378,8 +378,8 @@ static void test_compose_failure(void **state)
 {
 	struct dlv_report_rcpt rc[] = {
 		{ "bob@example.com", NULL, DLV_FAILED, "5.1.1", "mx.example.com",
-		  "550 5.1.1 <bob@example.com>: no such user" },
-		{ "carol@example.com", NULL, DLV_FAILED, NULL, NULL, NULL },
+		  "550 5.1.1 <bob@example.com>: no such user", DLV_DIAG_SMTP },
+		{ "carol@example.com", NULL, DLV_FAILED, NULL, NULL, NULL, DLV_DIAG_GUESS },
 	};
 	struct dlv_report r = base_report(rc, 2);
 	r.envid = "QQ314159";
@@ -444,7 +444,7 @@ static void test_compose_failure(void **state)
 static void test_compose_headers_only(void **state)
 {
 	struct dlv_report_rcpt rc[] = { { "bob@example.com", NULL, DLV_FAILED, "5.2.2", NULL,
-					  "552 mailbox full" } };
+					  "552 mailbox full", DLV_DIAG_GUESS } };
 	struct dlv_report r = base_report(rc, 1);
 	r.headers_only = true;
 	struct buf out;
@@ -466,7 +466,7 @@ static void test_compose_headers_only(void **state)
 static void test_compose_return_max(void **state)
 {
 	struct dlv_report_rcpt rc[] = { { "bob@example.com", NULL, DLV_FAILED, "5.0.0", NULL,
-					  NULL } };
+					  NULL, DLV_DIAG_GUESS } };
 	struct dlv_report r = base_report(rc, 1);
 	struct buf out;
 	struct view v;
@@ -509,7 +509,7 @@ static void test_compose_hostile(void **state)
 	struct dlv_report_rcpt rc[] = {
 		{ "bob@example.com", NULL, DLV_FAILED, "5.7.1\r\nX-Evil: 1",
 		  "mx.example.com\r\nX-Evil-Host: 1",
-		  "550 rejected\r\nX-Injected: yes\r\n\r\nfake body\x01\x7f\xff end" },
+		  "550 rejected\r\nX-Injected: yes\r\n\r\nfake body\x01\x7f\xff end", DLV_DIAG_GUESS },
 	};
 	struct dlv_report r = base_report(rc, 1);
 	struct buf out;
@@ -542,8 +542,8 @@ static void test_compose_hostile(void **state)
 		words[i] = i % 10 == 9 ? ' ' : (char)('a' + i % 10);
 	words[6000] = '\0';
 	struct dlv_report_rcpt rc2[] = {
-		{ "bob@example.com", NULL, DLV_FAILED, "5.0.0", NULL, longw },
-		{ "carol@example.com", NULL, DLV_FAILED, "5.0.0", NULL, words },
+		{ "bob@example.com", NULL, DLV_FAILED, "5.0.0", NULL, longw, DLV_DIAG_SMTP },
+		{ "carol@example.com", NULL, DLV_FAILED, "5.0.0", NULL, words, DLV_DIAG_SMTP },
 	};
 	r = base_report(rc2, 2);
 	compose_ok(&r, orig_msg, strlen(orig_msg), &out, &v);
@@ -567,7 +567,7 @@ static void test_compose_hostile(void **state)
 static void test_compose_boundary(void **state)
 {
 	struct dlv_report_rcpt rc[] = { { "bob@example.com", NULL, DLV_FAILED, "5.1.1", NULL,
-					  NULL } };
+					  NULL, DLV_DIAG_GUESS } };
 	struct dlv_report r = base_report(rc, 1);
 	struct buf out;
 	struct view v;
@@ -603,7 +603,7 @@ static void test_compose_boundary(void **state)
 static void test_compose_delay_success(void **state)
 {
 	struct dlv_report_rcpt rc[] = { { "bob@example.com", NULL, DLV_DELAYED, "4.4.1",
-					  "mx.example.com", "421 try later" } };
+					  "mx.example.com", "421 try later", DLV_DIAG_GUESS } };
 	struct dlv_report r = base_report(rc, 1);
 	struct buf out;
 	struct view v;
@@ -621,8 +621,8 @@ static void test_compose_delay_success(void **state)
 
 	/* failed and delayed together: it is a failure report */
 	struct dlv_report_rcpt mix[] = {
-		{ "bob@example.com", NULL, DLV_DELAYED, "4.4.1", NULL, NULL },
-		{ "carol@example.com", NULL, DLV_FAILED, "5.1.1", NULL, NULL },
+		{ "bob@example.com", NULL, DLV_DELAYED, "4.4.1", NULL, NULL, DLV_DIAG_GUESS },
+		{ "carol@example.com", NULL, DLV_FAILED, "5.1.1", NULL, NULL, DLV_DIAG_GUESS },
 	};
 	r = base_report(mix, 2);
 	compose_ok(&r, orig_msg, strlen(orig_msg), &out, &v);
@@ -639,7 +639,7 @@ static void test_compose_delay_success(void **state)
 		   { DLV_EXPANDED, "expanded" } };
 	for (size_t i = 0; i < 3; i++) {
 		struct dlv_report_rcpt s[] = { { "bob@example.com", NULL, ok[i].a, NULL,
-						 "mx.example.com", "250 ok" } };
+						 "mx.example.com", "250 ok", DLV_DIAG_GUESS } };
 		r = base_report(s, 1);
 		compose_ok(&r, orig_msg, strlen(orig_msg), &out, &v);
 		assert_string_equal(field(v.hdr, v.hdr_len, "Subject"),
@@ -655,8 +655,8 @@ static void test_compose_delay_success(void **state)
 static void test_compose_orcpt(void **state)
 {
 	struct dlv_report_rcpt rc[] = {
-		{ "bob@example.com", "rfc822;b+2Bob@example.com", DLV_FAILED, "5.1.1", NULL, NULL },
-		{ "carol@example.com", NULL, DLV_FAILED, "5.1.1", NULL, NULL },
+		{ "bob@example.com", "rfc822;b+2Bob@example.com", DLV_FAILED, "5.1.1", NULL, NULL, DLV_DIAG_GUESS },
+		{ "carol@example.com", NULL, DLV_FAILED, "5.1.1", NULL, NULL, DLV_DIAG_GUESS },
 	};
 	struct dlv_report r = base_report(rc, 2);
 	struct buf out;
@@ -675,8 +675,8 @@ static void test_compose_utf8(void **state)
 {
 	struct dlv_report_rcpt rc[] = {
 		{ "d\xc3\xb6rte@b\xc3\xa4" "ckerei.example", NULL, DLV_FAILED, "5.1.1", NULL,
-		  "550 unknown user d\xc3\xb6rte \xff" },
-		{ "bob@example.com", NULL, DLV_FAILED, "5.1.1", NULL, NULL },
+		  "550 unknown user d\xc3\xb6rte \xff", DLV_DIAG_GUESS },
+		{ "bob@example.com", NULL, DLV_FAILED, "5.1.1", NULL, NULL, DLV_DIAG_GUESS },
 	};
 	struct dlv_report r = base_report(rc, 2);
 	struct buf out;
@@ -699,7 +699,7 @@ static void test_compose_utf8(void **state)
 
 	/* A UTF-8 report recipient alone makes it global too. */
 	struct dlv_report_rcpt a[] = { { "bob@example.com", NULL, DLV_FAILED, "5.1.1", NULL,
-					 NULL } };
+					 NULL, DLV_DIAG_GUESS } };
 	r = base_report(a, 1);
 	r.to = "j\xc3\xb6rg@example.org";
 	compose_ok(&r, orig_msg, strlen(orig_msg), &out, &v);
@@ -709,7 +709,7 @@ static void test_compose_utf8(void **state)
 
 	/* ASCII report: non-ASCII in a diagnostic becomes '?' */
 	struct dlv_report_rcpt b[] = { { "bob@example.com", NULL, DLV_FAILED, "5.1.1", NULL,
-					 "550 d\xc3\xb6rte" } };
+					 "550 d\xc3\xb6rte", DLV_DIAG_GUESS } };
 	r = base_report(b, 1);
 	compose_ok(&r, orig_msg, strlen(orig_msg), &out, &v);
 	assert_string_equal(part_type(&v, 1), "message/delivery-status");
@@ -721,7 +721,7 @@ static void test_compose_utf8(void **state)
 static void test_compose_8bit_original(void **state)
 {
 	struct dlv_report_rcpt rc[] = { { "bob@example.com", NULL, DLV_FAILED, "5.1.1", NULL,
-					  NULL } };
+					  NULL, DLV_DIAG_GUESS } };
 	struct dlv_report r = base_report(rc, 1);
 	const char *m = "Subject: caf\xc3\xa9" "\r\n\r\nna\xc3\xafve\r\n";
 	struct buf out;
@@ -734,12 +734,116 @@ static void test_compose_8bit_original(void **state)
 	buf_free(&out);
 }
 
+static bool any_8bit(const struct buf *b)
+{
+	for (size_t i = 0; i < buf_len(b); i++)
+		if (buf_ptr(b)[i] >= 0x80)
+			return true;
+	return false;
+}
+
+/* A report quoting an 8-bit original is 8-bit itself, whole or header
+ * only, and says so at the top; one quoting a 7-bit original has no
+ * byte above 127, so the queue treats it as 7-bit and it may go to a
+ * server without 8BITMIME. */
+static void test_compose_8bit_report(void **state)
+{
+	static const struct {
+		const char *orig;
+		bool headers_only;
+		bool eight;
+	} t[] = {
+		{ "Subject: x\r\n\r\nna\xc3\xafve\r\n", false, true },
+		{ "Subject: x\r\n\r\nna\xc3\xafve\r\n", true, false },
+		{ "Subject: caf\xc3\xa9\r\n\r\nplain\r\n", true, true },
+		{ "Subject: x\r\n\r\nplain\r\n", false, false },
+		{ "Subject: x\r\n\r\n\x80\r\n", false, true },
+	};
+	for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
+		struct dlv_report_rcpt rc[] = { { "bob@example.com", NULL, DLV_FAILED, "5.6.3",
+						  "mx.example.com", "554 5.6.3 no 8BITMIME",
+						  DLV_DIAG_LOCAL } };
+		struct dlv_report r = base_report(rc, 1);
+		r.headers_only = t[i].headers_only;
+		struct buf out;
+		struct view v;
+		compose_ok(&r, t[i].orig, strlen(t[i].orig), &out, &v);
+		if (any_8bit(&out) != t[i].eight)
+			fail_msg("case %zu: 8-bit bytes %d, expected %d", i, !t[i].eight, t[i].eight);
+		const char *cte = field(v.hdr, v.hdr_len, "Content-Transfer-Encoding");
+		if (t[i].eight)
+			assert_string_equal(cte, "8bit");
+		else
+			assert_null(cte);
+		buf_free(&out);
+	}
+}
+
+/* RFC 3464 2.3.6: diagnostic-type "smtp" only for a reply received from a
+ * server; sluice's own texts are "X-Sluice"; unknown origin: by the form. */
+static void test_compose_diagnostic_type(void **state)
+{
+	static const struct {
+		const char *diag;
+		enum dlv_diag type;
+		const char *mta;
+		const char *want;  /* Diagnostic-Code */
+		const char *human; /* in the human part */
+	} t[] = {
+		{ "550 5.1.1 no such user", DLV_DIAG_SMTP, "mx.example.com",
+		  "smtp; 550 5.1.1 no such user", "mx.example.com said: 550 5.1.1 no such user" },
+		{ "550 5.1.1 no such user", DLV_DIAG_GUESS, "mx.example.com",
+		  "smtp; 550 5.1.1 no such user", "mx.example.com said: 550 5.1.1" },
+		{ "554 5.6.3 the message has 8-bit content", DLV_DIAG_LOCAL, "mx.example.com",
+		  "X-Sluice; 554 5.6.3 the message has 8-bit content",
+		  "delivery to mx.example.com: 554 5.6.3" },
+		{ "delivered to /var/mail/bob/new/1700.M1P2Q3.host", DLV_DIAG_GUESS, NULL,
+		  "X-Sluice; delivered to /var/mail/bob/new/1700.M1P2Q3.host",
+		  "    delivered to /var/mail/bob/new/" },
+		{ "mail loop: too many Received header fields", DLV_DIAG_GUESS, NULL,
+		  "X-Sluice; mail loop: too many Received header fields", "mail loop:" },
+		{ "mail loop: too many Received header fields", DLV_DIAG_LOCAL, NULL,
+		  "X-Sluice; mail loop: too many Received header fields", "mail loop:" },
+		{ "server text without a code", DLV_DIAG_SMTP, "mx.example.com",
+		  "smtp; server text without a code", "said: server text" },
+		{ "451-4.3.0 first / 451 4.3.0 second", DLV_DIAG_GUESS, NULL,
+		  "smtp; 451-4.3.0 first / 451 4.3.0 second", "451-4.3.0 first" },
+		{ "250", DLV_DIAG_GUESS, NULL, "smtp; 250", "250" },
+		{ "5500 x", DLV_DIAG_GUESS, NULL, "X-Sluice; 5500 x", "5500 x" },
+		{ "650 x", DLV_DIAG_GUESS, NULL, "X-Sluice; 650 x", "650 x" },
+		{ "55", DLV_DIAG_GUESS, NULL, "X-Sluice; 55", "55" },
+		{ "5x0 y", DLV_DIAG_GUESS, NULL, "X-Sluice; 5x0 y", "5x0 y" },
+		{ " 550 x", DLV_DIAG_GUESS, NULL, "X-Sluice; 550 x", "550 x" },
+	};
+	for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
+		struct dlv_report_rcpt rc[] = { { "bob@example.com", NULL, DLV_FAILED, "5.0.0",
+						  t[i].mta, t[i].diag, t[i].type } };
+		struct dlv_report r = base_report(rc, 1);
+		struct buf out;
+		struct view v;
+		compose_ok(&r, orig_msg, strlen(orig_msg), &out, &v);
+		const char *d = field(v.groups[1].hdr, v.groups[1].hdr_len, "Diagnostic-Code");
+		if (!d || strcmp(d, t[i].want) != 0)
+			fail_msg("case %zu: Diagnostic-Code \"%s\", expected \"%s\"", i,
+				 d ? d : "(none)", t[i].want);
+		char *human = strndup(v.parts[0].body, v.parts[0].body_len);
+		if (!strstr(human, t[i].human))
+			fail_msg("case %zu: human part lacks \"%s\":\n%s", i, t[i].human, human);
+		/* "said" is kept for what a server said */
+		bool said = strstr(human, " said: ") != NULL;
+		if (said != (strncmp(t[i].want, "smtp;", 5) == 0 && t[i].mta != NULL))
+			fail_msg("case %zu: \"said\" %d", i, said);
+		free(human);
+		buf_free(&out);
+	}
+}
+
 /* Whatever line ends or line lengths the original has, the report has
  * CRLF lines of at most 998 characters (read_report checks both). */
 static void test_compose_bad_original(void **state)
 {
 	struct dlv_report_rcpt rc[] = { { "bob@example.com", NULL, DLV_FAILED, "5.1.1", NULL,
-					  NULL } };
+					  NULL, DLV_DIAG_GUESS } };
 	struct dlv_report r = base_report(rc, 1);
 	size_t n = 3000;
 	char *m = malloc(n + 64);
@@ -767,7 +871,7 @@ static void test_compose_bad_original(void **state)
 static void test_compose_errors(void **state)
 {
 	struct dlv_report_rcpt rc[] = { { "bob@example.com", NULL, DLV_FAILED, "5.1.1", NULL,
-					  NULL } };
+					  NULL, DLV_DIAG_GUESS } };
 	struct dlv_report r = base_report(rc, 1);
 	struct buf out;
 	struct err e = { "" };
@@ -779,7 +883,7 @@ static void test_compose_errors(void **state)
 	assert_int_equal(dlv_report_compose(&r, orig_msg, strlen(orig_msg), &out, &e), -1);
 	r = base_report(rc, 0);
 	assert_int_equal(dlv_report_compose(&r, orig_msg, strlen(orig_msg), &out, &e), -1);
-	struct dlv_report_rcpt noaddr[] = { { "", NULL, DLV_FAILED, NULL, NULL, NULL } };
+	struct dlv_report_rcpt noaddr[] = { { "", NULL, DLV_FAILED, NULL, NULL, NULL, DLV_DIAG_GUESS } };
 	r = base_report(noaddr, 1);
 	assert_int_equal(dlv_report_compose(&r, orig_msg, strlen(orig_msg), &out, &e), -1);
 	assert_int_equal(buf_len(&out), 4);
@@ -815,6 +919,8 @@ int main(void)
 		cmocka_unit_test(test_compose_orcpt),
 		cmocka_unit_test(test_compose_utf8),
 		cmocka_unit_test(test_compose_8bit_original),
+		cmocka_unit_test(test_compose_8bit_report),
+		cmocka_unit_test(test_compose_diagnostic_type),
 		cmocka_unit_test(test_compose_bad_original),
 		cmocka_unit_test(test_compose_errors),
 	};

@@ -29,11 +29,13 @@ static const struct smtpc_rcpt rc_two[] = {
 };
 
 static const struct smtpc_msg msgs[] = {
-	/* 0 */ { "a@x.example", rc_one, 1, 100, true, false, 0, NULL },
+	/* 0 */ { "a@x.example", rc_one, 1, 100, false, false, 0, NULL },
 	/* 1 */ { "s@x.example", rc_three, 3, 500, false, false, SMTP_RET_HDRS, "id1" },
 	/* 2 */ { "s@x.example", rc_two, 2, 5000, false, false, 0, NULL },
 	/* 3 */ { "s@x.example", rc_one, 1, 10, true, true, SMTP_RET_FULL, NULL },
 	/* 4 */ { "", rc_two, 2, 10, false, false, 0, NULL },
+	/* 5 */ { "a@x.example", rc_one, 1, 100, true, false, 0, NULL },
+	/* 6 */ { "s@x.example", rc_two, 2, 10, true, false, 0, NULL },
 };
 
 /* ---- the script runner ------------------------------------------------------ */
@@ -164,7 +166,7 @@ static void run_session(const struct session *s, bool bytewise, struct buf *t)
 
 static const struct session sessions[] = {
 	{ "plain EHLO session, no PIPELINING", O_SMTP,
-	  { GREET, { SRV, "250-mx.example\r\n250 8BITMIME\r\n", 0 }, { MSG, NULL, 0 },
+	  { GREET, { SRV, "250-mx.example\r\n250 8BITMIME\r\n", 0 }, { MSG, NULL, 5 },
 	    { SRV, "250 2.1.0 ok\r\n", 0 }, { SRV, "250 2.1.5 ok\r\n", 0 },
 	    { SRV, "354 go on\r\n", 0 }, { BODY, NULL, 0 }, { SRV, "250 2.0.0 queued as X\r\n", 0 },
 	    { QUIT, NULL, 0 }, { SRV, "221 2.0.0 bye\r\n", 0 } },
@@ -364,6 +366,31 @@ static const struct session sessions[] = {
 	  { GREET, { SRV, "250-mx\r\n250-8BITMIME\r\n250-DSN\r\n250 SMTPUTF8\r\n", 0 },
 	    { MSG, NULL, 3 } },
 	  EHLO_C "+READY\nC:MAIL FROM:<s@x.example> BODY=8BITMIME SMTPUTF8 RET=FULL\r\n" },
+
+	{ "8-bit content, 8BITMIME not offered: 5.6.3 for all, nothing sent", O_SMTP,
+	  { GREET, { SRV, "250-mx\r\n250-PIPELINING\r\n250-DSN\r\n250 SMTPUTF8\r\n", 0 },
+	    { MSG, NULL, 6 }, { MSG, NULL, 2 } },
+	  EHLO_C "+READY\n+RESULT 554 5.6.3,554 5.6.3\n+READY\n"
+	  /* the next message, 7-bit, goes on the same connection */
+	  "C:MAIL FROM:<s@x.example>\r\nRCPT TO:<u1@y.example> NOTIFY=DELAY\r\n"
+	  "RCPT TO:<u2@y.example>\r\nDATA\r\n" },
+
+	{ "8-bit content after HELO fallback: 5.6.3", O_SMTP,
+	  { GREET, { SRV, "502 5.5.2 what\r\n", 0 }, { SRV, "250 hello\r\n", 0 },
+	    { MSG, NULL, 5 } },
+	  EHLO_C "C:HELO me.example\r\n+READY\n+RESULT 554 5.6.3\n+READY\n" },
+
+	{ "LMTP: 8-bit content, 8BITMIME not offered: 5.6.3", O_LMTP,
+	  { GREET, { SRV, "250-lmtp\r\n250 PIPELINING\r\n", 0 }, { MSG, NULL, 6 } },
+	  "C:LHLO me.example\r\n+READY\n+RESULT 554 5.6.3,554 5.6.3\n+READY\n" },
+
+	{ "LMTP: 8-bit content, 8BITMIME offered", O_LMTP,
+	  { GREET, { SRV, "250-lmtp\r\n250 8BITMIME\r\n", 0 }, { MSG, NULL, 5 } },
+	  "C:LHLO me.example\r\n+READY\nC:MAIL FROM:<a@x.example> BODY=8BITMIME\r\n" },
+
+	{ "8-bit content and SMTPUTF8 needed, neither offered: 5.6.7 first", O_SMTP,
+	  { GREET, { SRV, "250 mx\r\n", 0 }, { MSG, NULL, 3 } },
+	  EHLO_C "+READY\n+RESULT 553 5.6.7\n+READY\n" },
 
 	{ "HELO fallback after EHLO 5xx: no extensions", O_SMTP,
 	  { GREET, { SRV, "502 5.5.2 what\r\n", 0 }, { SRV, "250 hello\r\n", 0 }, { MSG, NULL, 0 },
@@ -604,6 +631,82 @@ static void test_send_msg_refusals(void **state)
 	assert_null(smtpc_new(&bu));
 }
 
+/* Whether a reply's text is the server's or ours: bounces label the
+ * first "smtp" and the second not (RFC 3464 2.3.6). */
+static void test_reply_origin(void **state)
+{
+	struct smtpc_opts o = { .helo = "me", .reply_line_max = 100, .reply_lines_max = 5 };
+	struct err e;
+	struct smtpc_action a;
+
+	/* Refused before sending: ours. */
+	struct smtpc *c = smtpc_new(&o);
+	const char *srv = "220 mx\r\n250-mx\r\n250 PIPELINING\r\n";
+	smtpc_feed(c, srv, strlen(srv));
+	next_of(c, &a, SMTPC_READY);
+	assert_int_equal(smtpc_send_msg(c, &msgs[6], &e), 0);
+	next_of(c, &a, SMTPC_RESULT);
+	assert_int_equal(a.n, 2);
+	for (size_t i = 0; i < a.n; i++) {
+		assert_true(a.replies[i].local);
+		assert_int_equal(a.replies[i].code, 554);
+		assert_string_equal(a.replies[i].status, "5.6.3");
+		assert_non_null(strstr(a.replies[i].text, "8BITMIME"));
+	}
+	next_of(c, &a, SMTPC_READY);
+
+	/* Per-recipient replies the server sent: the server's. */
+	assert_int_equal(smtpc_send_msg(c, &msgs[2], &e), 0);
+	srv = "250 ok\r\n550 5.1.1 no\r\n250 ok\r\n354 go\r\n";
+	smtpc_feed(c, srv, strlen(srv));
+	next_of(c, &a, SMTPC_BODY);
+	smtpc_body_done(c);
+	smtpc_feed(c, "250 2.0.0 done\r\n", 16);
+	next_of(c, &a, SMTPC_RESULT);
+	assert_false(a.replies[0].local);
+	assert_false(a.replies[1].local);
+	assert_string_equal(a.replies[0].text, "550 5.1.1 no");
+
+	/* The connection lost: ours. */
+	smtpc_eof(c);
+	next_of(c, &a, SMTPC_CLOSE);
+	assert_true(a.reply->local);
+	smtpc_free(c);
+
+	/* The server's own 5xx ending the session: the server's. */
+	c = smtpc_new(&o);
+	smtpc_feed(c, "554 5.7.1 not you\r\n", 19);
+	next_of(c, &a, SMTPC_CLOSE);
+	assert_false(a.reply->local);
+	smtpc_free(c);
+
+	/* A protocol error: ours, although it quotes the server. */
+	c = smtpc_new(&o);
+	smtpc_feed(c, "hello\r\n", 7);
+	next_of(c, &a, SMTPC_CLOSE);
+	assert_true(a.reply->local);
+	smtpc_free(c);
+
+	/* LMTP: replies given before the loss are the server's, the rest ours. */
+	struct smtpc_opts lo = o;
+	lo.lmtp = true;
+	c = smtpc_new(&lo);
+	srv = "220 mx\r\n250-lmtp\r\n250 PIPELINING\r\n";
+	smtpc_feed(c, srv, strlen(srv));
+	next_of(c, &a, SMTPC_READY);
+	assert_int_equal(smtpc_send_msg(c, &msgs[2], &e), 0);
+	srv = "250 ok\r\n250 ok\r\n250 ok\r\n354 go\r\n";
+	smtpc_feed(c, srv, strlen(srv));
+	next_of(c, &a, SMTPC_BODY);
+	smtpc_body_done(c);
+	smtpc_feed(c, "250 2.1.5 one\r\n", 16);
+	smtpc_timeout(c);
+	next_of(c, &a, SMTPC_RESULT);
+	assert_false(a.replies[0].local);
+	assert_true(a.replies[1].local);
+	smtpc_free(c);
+}
+
 /* The pipelined group is one write (RFC 2920: MAIL, RCPTs and DATA). */
 static void test_pipeline_single_send(void **state)
 {
@@ -722,6 +825,7 @@ int main(void)
 		cmocka_unit_test(test_result_text_lifetime),
 		cmocka_unit_test(test_send_msg_refusals),
 		cmocka_unit_test(test_pipeline_single_send),
+		cmocka_unit_test(test_reply_origin),
 		cmocka_unit_test(test_closed_is_final),
 		cmocka_unit_test(test_dot_stuffing),
 	};

@@ -872,6 +872,13 @@ static void test_parse_errors(void **state)
 		{ REQ "tls TLSv1.3 A B\n\n", "bad tls" },
 		{ REQ "tls  A\n\n", "bad tls" },
 		{ REQ "body 8BITMIME\n\n", "bad body" },
+		{ REQ "body 8bitmime\ncontent 7bit\n\n", NULL },
+		{ REQ "content 8bit\nbody 8bitmime\n\n", NULL },
+		{ REQ "content 8bit\n\n", "content line without body 8bitmime" },
+		{ REQ "body 7bit\ncontent 7bit\n\n", "content line without body 8bitmime" },
+		{ REQ "body 8bitmime\ncontent 8BIT\n\n", "bad content" },
+		{ REQ "body 8bitmime\ncontent\n\n", "malformed content" },
+		{ REQ "body 8bitmime\ncontent 7bit\ncontent 8bit\n\n", "duplicate content" },
 		{ REQ "ret\tfull\n\n", "unknown line" },
 		{ REQ "ret none\n\n", "bad ret" },
 		{ REQ "helo a b\n\n", "bad xtext in helo" },
@@ -942,6 +949,26 @@ static void test_parse_errors(void **state)
 	assert_int_equal(env.data_offset, strlen(txt));
 	spool_env_free(&env);
 
+	/* "content" decides what a BODY=8BITMIME declaration reads as: only
+	 * a message that has 8-bit bytes (or is not known not to) stays 2. */
+	static const struct {
+		const char *text;
+		int body;
+	} ct[] = {
+		{ REQ "body 8bitmime\n\n", 2 },
+		{ REQ "body 8bitmime\ncontent 8bit\n\n", 2 },
+		{ REQ "body 8bitmime\ncontent 7bit\n\n", 1 },
+		{ REQ "content 7bit\nbody 8bitmime\n\n", 1 },
+		{ REQ "body 7bit\n\n", 1 },
+		{ REQ "\n", 0 },
+	};
+	for (size_t i = 0; i < sizeof(ct) / sizeof(ct[0]); i++) {
+		assert_int_equal(spool_parse_env(ct[i].text, strlen(ct[i].text), &env, &e), 0);
+		if (env.body != ct[i].body)
+			fail_msg("content case %zu: body %d, expected %d", i, env.body, ct[i].body);
+		spool_env_free(&env);
+	}
+
 	/* data_offset points just past the blank line, whatever follows. */
 	const char *withbody = REQ "\nReceived: x\r\n\r\n";
 	assert_int_equal(spool_parse_env(withbody, strlen(withbody), &env, &e), 0);
@@ -958,6 +985,135 @@ static void test_parse_errors(void **state)
 	assert_int_equal(spool_parse_env(longl, l + big + 2, &env, &e), -1);
 	assert_non_null(strstr(e.msg, "too long"));
 	free(longl);
+}
+
+/* Reads the head of queued message id (its envelope text). */
+static char *read_head(struct fx *fx, const char *id)
+{
+	char path[256];
+	snprintf(path, sizeof(path), "%s/spool/queue/%s", fx->dir, id);
+	FILE *f = fopen(path, "rb");
+	assert_non_null(f);
+	char *t = calloc(1, 4097);
+	size_t n = fread(t, 1, 4096, f);
+	fclose(f);
+	char *end = strstr(t, "\n\n");
+	assert_non_null(end);
+	end[2] = '\0';
+	assert_true(n > 0);
+	return t;
+}
+
+/*
+ * The writer records whether a message declared BODY=8BITMIME really has
+ * a byte above 127: small messages (envelope still in the block buffer at
+ * the commit) and large ones (envelope already in the file), the byte at
+ * the start, the end or nowhere, written whole and one byte per call.
+ */
+static void test_content_8bit(void **state)
+{
+	struct fx *fx = *state;
+	enum { BIG = 200 * 1024 };
+	static const struct {
+		int declared;   /* env.body given to the writer */
+		size_t len;     /* message length */
+		long hi;        /* offset of a byte 0xe9, -1 none */
+		int back;       /* body read back */
+		const char *line; /* content line expected in the file, NULL none */
+	} t[] = {
+		{ 2, 40, -1, 1, "\ncontent 7bit\n" },
+		{ 2, 40, 20, 2, "\ncontent 8bit\n" },
+		{ 2, 40, 39, 2, "\ncontent 8bit\n" },
+		{ 2, BIG, -1, 1, "\ncontent 7bit\n" },
+		{ 2, BIG, 0, 2, "\ncontent 8bit\n" },
+		{ 2, BIG, BIG - 1, 2, "\ncontent 8bit\n" },
+		{ 2, BIG, 65536 + 13, 2, "\ncontent 8bit\n" },
+		{ 1, 40, 20, 1, NULL },
+		{ 0, 40, 20, 0, NULL },
+		{ 0, 40, -1, 0, NULL },
+	};
+	char *msg = malloc(BIG);
+	for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
+		for (int bytewise = 0; bytewise < 2; bytewise++) {
+			for (size_t k = 0; k < t[i].len; k++)
+				msg[k] = (k % 64 == 63) ? '\n' : (char)('a' + k % 26);
+			if (t[i].hi >= 0)
+				msg[t[i].hi] = (char)0xe9;
+			struct spool_env env = make_env(1700000000);
+			env.body = t[i].declared;
+			struct err e = { "" };
+			struct spool_msg *m;
+			assert_int_equal(spool_msg_begin(fx->sp, &env, 1700000000000000LL, &m, &e), 0);
+			if (bytewise) {
+				for (size_t k = 0; k < t[i].len; k++)
+					assert_int_equal(spool_msg_write(m, msg + k, 1, &e), 0);
+			} else {
+				assert_int_equal(spool_msg_write(m, msg, t[i].len, &e), 0);
+			}
+			char id[QUEUE_ID_LEN + 1];
+			strcpy(id, spool_msg_id(m));
+			bool ok = false;
+			assert_int_equal(spool_commit_batch(fx->sp, &m, 1, &ok, &e), 1);
+			assert_true(ok);
+			struct spool_env back;
+			assert_int_equal(spool_read_env(fx->sp, id, &back, &e), 0);
+			if (back.body != t[i].back)
+				fail_msg("case %zu/%d: body %d, expected %d", i, bytewise, back.body,
+					 t[i].back);
+			assert_int_equal(back.data_size, t[i].len);
+			char *head = read_head(fx, id);
+			if (t[i].line)
+				assert_non_null(strstr(head, t[i].line));
+			else
+				assert_null(strstr(head, "\ncontent "));
+			/* The message itself is untouched by the patch. */
+			int fd = -1;
+			assert_int_equal(spool_open_data(fx->sp, id, &fd, &e), 0);
+			char *got = malloc(t[i].len + 1);
+			size_t have = 0;
+			ssize_t r;
+			while ((r = read(fd, got + have, t[i].len + 1 - have)) > 0)
+				have += (size_t)r;
+			close(fd);
+			assert_int_equal(have, t[i].len);
+			assert_memory_equal(got, msg, t[i].len);
+			free(got);
+			free(head);
+			spool_env_free(&back);
+			assert_int_equal(spool_remove(fx->sp, id, false, &e), 0);
+		}
+	}
+
+	/* Wherever the byte falls against the 8- and 64-byte steps of the
+	 * scan, it is seen; and one byte short of each, it is not. */
+	for (size_t k = 0; k <= 140; k++) {
+		for (int has = 0; has < 2; has++) {
+			size_t len = k + 1;
+			memset(msg, 'x', len);
+			if (has)
+				msg[k] = (char)0x80;
+			struct spool_env env = make_env(1700000000);
+			struct err e = { "" };
+			struct spool_msg *m;
+			assert_int_equal(spool_msg_begin(fx->sp, &env, 1700000000000000LL, &m, &e), 0);
+			/* Odd start address: the scan must not need alignment. */
+			char *p = malloc(len + 1);
+			memcpy(p + 1, msg, len);
+			assert_int_equal(spool_msg_write(m, p + 1, len, &e), 0);
+			free(p);
+			char id[QUEUE_ID_LEN + 1];
+			strcpy(id, spool_msg_id(m));
+			bool ok = false;
+			assert_int_equal(spool_commit_batch(fx->sp, &m, 1, &ok, &e), 1);
+			struct spool_env back;
+			assert_int_equal(spool_read_env(fx->sp, id, &back, &e), 0);
+			if (back.body != (has ? 2 : 1))
+				fail_msg("offset %zu has %d: body %d", k, has, back.body);
+			spool_env_free(&back);
+			assert_int_equal(spool_remove(fx->sp, id, false, &e), 0);
+		}
+	}
+	free(msg);
 }
 
 /* format then parse gives the same envelope, for a spread of values. */
@@ -1010,6 +1166,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_commit_thread, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_recover, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_list, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_content_8bit, setup, teardown),
 		cmocka_unit_test(test_parse_errors),
 		cmocka_unit_test(test_format_parse),
 	};
