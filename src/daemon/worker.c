@@ -42,7 +42,10 @@ void worker_policy(const struct conf *c, const struct conf_listener *l, bool tls
 	/* On the MX port only: an authenticated user's typo to a local
 	 * address bounces like any other delivery failure. */
 	p->check_rcpt_local = backend && c->recipient_verify && l->role == CONF_ROLE_MX;
-	p->check_sender = backend && l->role == CONF_ROLE_SUBMISSION;
+	/* Whoever authenticated, on any listener that offers AUTH, sends only
+	 * as an address the login owns; other servers on an MX listener do
+	 * not authenticate and are not concerned. */
+	p->check_sender = backend && (l->role == CONF_ROLE_SUBMISSION || l->auth);
 	p->check_from = p->check_sender && c->submission_check_from;
 	for (int st = 0; st < ACL_NSTAGES; st++)
 		p->acl[st] = l->acl[st];

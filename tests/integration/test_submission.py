@@ -148,6 +148,26 @@ def test_sender_not_owned_553(policy_daemon, user, sender):
     assert any(e.get("reply", "").startswith("553 5.7.1") for e in ev), ev
 
 
+def test_sender_checked_after_auth_on_mx_listener(policy_daemon):
+    # An MX listener with auth = yes: a login there sends only as an
+    # address it owns, as on the submission ports; servers that do not
+    # authenticate still send as anyone (ordinary MX traffic).
+    d = policy_daemon(mx_auth="yes")
+    c = Client(d.mx)
+    c.ehlo()
+    c.starttls()
+    assert auth_plain(c, CAROL, pw(CAROL)).code == 235
+    r = c.cmd("MAIL FROM:<alice@test.example>")
+    assert r.code == 553 and r.enhanced == "5.7.1", r
+    assert c.cmd("MAIL FROM:<%s>" % CAROL).code == 250
+    c.close()
+    c = Client(d.mx)
+    c.ehlo()
+    assert c.cmd("MAIL FROM:<alice@test.example>").code == 250
+    assert c.cmd("RCPT TO:<alice@test.example>").code == 250
+    c.close()
+
+
 # ---- relaying ---------------------------------------------------------------
 
 RELAY_FORMS = [
