@@ -468,8 +468,20 @@ int address_test(const struct conf *c, const char *address)
 		buf_free(&path);
 		return 1;
 	}
+	/* Resolved in the one form the SMTP server uses after RCPT. */
+	struct buf canon_addr;
+	buf_init(&canon_addr, 1024);
+	if (smtp_path_canonical(&p, &canon_addr) < 0 || !buf_cstr(&canon_addr)) {
+		printf("%s\n  not a valid address (RFC 5321 4.1.2)\n", address);
+		buf_free(&canon_addr);
+		buf_free(&path);
+		return 1;
+	}
 	log_set_level(LOG_LVL_WARN); /* the answer is what is printed */
 	printf("%s\n", address);
+	if (strcmp(buf_cstr(&canon_addr), address) != 0)
+		printf("  canonical form %s\n", buf_cstr(&canon_addr));
+	address = buf_cstr(&canon_addr);
 	bool local = !p.domain || smtp_domain_in_list(p.domain, p.domain_len,
 						      (const char *const *)c->local_domains,
 						      c->n_local_domains);
@@ -478,6 +490,7 @@ int address_test(const struct conf *c, const char *address)
 		printf("  result: on the MX port refused (550 5.7.1 relaying denied); from an "
 		       "authenticated user, delivered by SMTP to the domain's MX hosts\n");
 		buf_free(&path);
+		buf_free(&canon_addr);
 		return 0;
 	}
 	if (p.domain)
@@ -486,6 +499,7 @@ int address_test(const struct conf *c, const char *address)
 	buf_free(&path); /* p's views are not used past this point */
 	if (auth_backend_from_conf(c, &b, &e) < 0) {
 		printf("  user store: %s\n", e.msg);
+		buf_free(&canon_addr);
 		return 1;
 	}
 	struct auth_dir *d = auth_dir_new(c, b, 64u << 20);
@@ -517,5 +531,6 @@ int address_test(const struct conf *c, const char *address)
 		printf("  result: temporary failure at RCPT (451 4.3.0): %s\n", e.msg);
 	auth_dir_free(d);
 	auth_backend_free(b);
+	buf_free(&canon_addr);
 	return r == AUTH_LOOKUP_UNAVAILABLE ? 1 : 0;
 }

@@ -330,6 +330,103 @@ enum smtp_path_error smtp_parse_path(const char *p, size_t n, unsigned flags,
 	return r;
 }
 
+bool smtp_helo_arg_ok(const char *p, size_t n)
+{
+	if (n == 0 || n > PATH_DOMAIN_MAX)
+		return false;
+	const unsigned char *u = (const unsigned char *)p;
+	if (u[0] == '[') {
+		struct scan sc = { .p = u, .n = n, .i = 0 };
+		return scan_literal(&sc) == SMTP_PATH_OK && sc.i == n;
+	}
+	/* Labels of letters, digits, '-' (not first or last) and '_' (in
+	 * many hosts' own names), 63 octets at most (RFC 1035 §2.3.4); one
+	 * trailing dot; a name without dots is accepted, as many clients
+	 * send their bare host name. */
+	size_t start = 0;
+	for (size_t i = 0; i <= n; i++) {
+		if (i < n && u[i] != '.') {
+			if (!is_alpha(u[i]) && !is_digit(u[i]) && u[i] != '-' && u[i] != '_')
+				return false;
+			continue;
+		}
+		size_t len = i - start;
+		if (len == 0)
+			return i == n && i > 0; /* only after a final dot */
+		if (len > 63 || u[start] == '-' || u[i - 1] == '-')
+			return false;
+		start = i + 1;
+	}
+	return true;
+}
+
+/* True if q[0..n) is a Dot-string: atoms of atext (or UTF-8, already
+ * checked by the parser) separated by single dots. */
+static bool is_dot_atom(const unsigned char *q, size_t n)
+{
+	if (n == 0 || q[0] == '.' || q[n - 1] == '.')
+		return false;
+	for (size_t i = 0; i < n; i++) {
+		if (q[i] == '.') {
+			if (q[i - 1] == '.')
+				return false;
+		} else if (!is_atext(q[i]) && q[i] < 0x80) {
+			return false;
+		}
+	}
+	return true;
+}
+
+int smtp_path_canonical(const struct smtp_path *p, struct buf *out)
+{
+	if (p->is_null)
+		return 0;
+	const unsigned char *l = (const unsigned char *)p->local;
+	size_t n = p->local_len;
+	if (!p->quoted) {
+		if (buf_append(out, l, n) < 0)
+			return -1;
+	} else {
+		/* The content with its quoted-pairs resolved, at most as long
+		 * as the text written. */
+		if (n < 2)
+			return -1;
+		unsigned char *t = xmalloc(n);
+		size_t tn = 0;
+		for (size_t i = 1; i + 1 < n; i++) {
+			if (l[i] == '\\' && i + 2 < n)
+				i++;
+			t[tn++] = l[i];
+		}
+		int r = 0;
+		if (is_dot_atom(t, tn)) {
+			r = buf_append(out, t, tn);
+		} else {
+			/* Minimal quoting: only '"' and '\' need a backslash. */
+			r = buf_append(out, "\"", 1);
+			for (size_t i = 0; i < tn && r == 0; i++) {
+				if (t[i] == '"' || t[i] == '\\')
+					r = buf_append(out, "\\", 1);
+				if (r == 0)
+					r = buf_append(out, t + i, 1);
+			}
+			if (r == 0)
+				r = buf_append(out, "\"", 1);
+		}
+		free(t);
+		if (r < 0)
+			return -1;
+	}
+	if (!p->domain)
+		return 0;
+	size_t dn = p->domain_len;
+	if (!p->domain_literal && dn > 1 && p->domain[dn - 1] == '.')
+		dn--;
+	if (buf_append(out, "@", 1) < 0 || buf_append(out, p->domain, dn) < 0)
+		return -1;
+	return 0;
+}
+
 bool smtp_domain_in_list(const char *domain, size_t n, const char *const *domains,
 			 size_t n_domains)
 {

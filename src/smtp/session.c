@@ -22,6 +22,9 @@
 #define SMTP_LOG_MAX (4 * 1024 * 1024)
 /* A command line copied into a refusal log is cut here. */
 #define SMTP_LOG_CMD_MAX 512
+/* Room for a canonical address: never longer than the path parsed, which
+ * RFC 5321 §4.5.3.1.3 bounds (and smtp_parse_path enforces). */
+#define SMTP_CANON_MAX 512
 
 enum sess_state {
 	ST_CMD,
@@ -43,7 +46,7 @@ enum pend_kind { PEND_NONE = 0, PEND_SENDER, PEND_RCPT, PEND_FROM };
 #define SMTP_FROM_MAX (8 * 1024)
 #define SMTP_FROM_ADDRS 16
 
-enum body_bad { BAD_NONE = 0, BAD_BARE, BAD_LINE, BAD_HEADER, BAD_SIZE };
+enum body_bad { BAD_NONE = 0, BAD_BARE, BAD_LINE, BAD_HEADER, BAD_SIZE, BAD_FOLD };
 
 /* Scanner position inside message data. */
 enum data_state {
@@ -91,6 +94,7 @@ struct smtp_session {
 	bool env_ref;            /* an action of this event call points to env */
 	size_t rcpt_cap;
 	size_t n_errors;
+	size_t n_rcpt_over;      /* RCPTs past rcpt_max in this transaction */
 	uint64_t bdat_left;
 	uint64_t bdat_chunk;
 	uint64_t hdr_bytes;
@@ -212,12 +216,13 @@ static void force_close(struct smtp_session *s)
 }
 
 /*
- * A 4xx/5xx reply to a command: counted against errors_max (the reply is
- * replaced by 421 past it) and logged with the command line.
+ * A 4xx/5xx reply to a command, logged with the command line.  counted:
+ * it counts against errors_max (the reply is replaced by 421 past it).
  */
-static void refuse(struct smtp_session *s, const void *cmd, size_t cmdlen, const char *fmt, ...)
-	UTIL_PRINTF(4, 5);
-static void refuse(struct smtp_session *s, const void *cmd, size_t cmdlen, const char *fmt, ...)
+static void refuse_v(struct smtp_session *s, bool counted, const void *cmd, size_t cmdlen,
+		     const char *fmt, va_list ap) UTIL_PRINTF(5, 0);
+static void refuse_v(struct smtp_session *s, bool counted, const void *cmd, size_t cmdlen,
+		     const char *fmt, va_list ap)
 {
 	if (cmdlen > SMTP_LOG_CMD_MAX)
 		cmdlen = SMTP_LOG_CMD_MAX;
@@ -226,11 +231,8 @@ static void refuse(struct smtp_session *s, const void *cmd, size_t cmdlen, const
 	if (buf_append(&s->logb, cmd, cmdlen) < 0)
 		cmdlen = 0;
 	size_t reply_off = buf_len(&s->logb);
-	va_list ap;
-	va_start(ap, fmt);
 	int r = buf_vprintf(&s->logb, fmt, ap);
-	va_end(ap);
-	bool too_many = ++s->n_errors > s->pol->errors_max;
+	bool too_many = counted && ++s->n_errors > s->pol->errors_max;
 	if (too_many) {
 		s->logb.len = s->logb.off + reply_off;
 		r = buf_printf(&s->logb, "421 4.7.0 %s Too many errors", s->pol->hostname);
@@ -251,6 +253,28 @@ static void refuse(struct smtp_session *s, const void *cmd, size_t cmdlen, const
 		body_abort(s);
 		set_closing(s);
 	}
+}
+
+static void refuse(struct smtp_session *s, const void *cmd, size_t cmdlen, const char *fmt, ...)
+	UTIL_PRINTF(4, 5);
+static void refuse(struct smtp_session *s, const void *cmd, size_t cmdlen, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	refuse_v(s, true, cmd, cmdlen, fmt, ap);
+	va_end(ap);
+}
+
+/* A refusal the client was right to provoke: not an error. */
+static void refuse_nocount(struct smtp_session *s, const void *cmd, size_t cmdlen,
+			   const char *fmt, ...) UTIL_PRINTF(4, 5);
+static void refuse_nocount(struct smtp_session *s, const void *cmd, size_t cmdlen,
+			   const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	refuse_v(s, false, cmd, cmdlen, fmt, ap);
+	va_end(ap);
 }
 
 /* ---- transaction ----------------------------------------------------- */
@@ -330,6 +354,7 @@ static void reset_tx(struct smtp_session *s)
 	s->bdat_last = false;
 	s->abort_sent = false;
 	s->bad = BAD_NONE;
+	s->n_rcpt_over = 0;
 }
 
 static void forget_helo(struct smtp_session *s)
@@ -380,6 +405,10 @@ static void keep_bytes(struct smtp_session *s, struct scan *c, const uint8_t *sr
 	const struct smtp_policy *p = s->pol;
 	size_t ok = len;
 	enum body_bad why = BAD_NONE;
+	/* White space first would continue the Received: field written
+	 * before the message: the client could add to our trace text. */
+	if (s->env.size == 0 && (src[0] == ' ' || src[0] == '\t'))
+		mark_bad(s, BAD_FOLD);
 	if (text && s->line_len + len > p->data_line_max) {
 		ok = room(s->line_len, p->data_line_max);
 		why = BAD_LINE;
@@ -782,6 +811,11 @@ static void body_refuse(struct smtp_session *s, const char *cmd)
 	case BAD_SIZE:
 		refuse(s, cmd, strlen(cmd),
 		       "552 5.3.4 Message size exceeds fixed maximum message size");
+		break;
+	case BAD_FOLD:
+		refuse(s, cmd, strlen(cmd),
+		       "550 5.6.0 Message refused: first line begins with white space "
+		       "(a header continuation line without a header)");
 		break;
 	default:
 		refuse(s, cmd, strlen(cmd),
@@ -1247,33 +1281,6 @@ static bool reply_safe(const char *u)
 
 /* ---- commands -------------------------------------------------------- */
 
-static bool is_domain_char(unsigned char c)
-{
-	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-	       c == '-' || c == '_' || c == '.';
-}
-
-/* HELO/EHLO argument: a domain name or an address literal, nothing else. */
-static bool helo_arg_ok(const char *p, size_t n)
-{
-	if (n == 0 || n > 255)
-		return false;
-	if (p[0] == '[') {
-		if (n < 3 || p[n - 1] != ']')
-			return false;
-		for (size_t i = 1; i < n - 1; i++) {
-			unsigned char c = (unsigned char)p[i];
-			if (c < 33 || c > 126 || c == '[' || c == ']' || c == '\\')
-				return false;
-		}
-		return true;
-	}
-	for (size_t i = 0; i < n; i++)
-		if (!is_domain_char((unsigned char)p[i]))
-			return false;
-	return true;
-}
-
 static void cmd_helo(struct smtp_session *s, const char *line, size_t len,
 		     const struct smtp_cmd *c, bool ehlo)
 {
@@ -1281,7 +1288,7 @@ static void cmd_helo(struct smtp_session *s, const char *line, size_t len,
 		refuse(s, line, len, "501 5.5.4 %s requires a domain name", ehlo ? "EHLO" : "HELO");
 		return;
 	}
-	if (!helo_arg_ok(c->arg, c->arg_len)) {
+	if (!smtp_helo_arg_ok(c->arg, c->arg_len)) {
 		refuse(s, line, len, "501 5.5.4 Invalid domain name");
 		return;
 	}
@@ -1407,6 +1414,19 @@ static void rcpt_ok(struct smtp_session *s, const char *cmd, size_t cmdlen, char
 	}
 	add_rcpt(s, addr, orcpt, notify);
 	reply(s, "250 2.1.5 Recipient OK");
+}
+
+/* The canonical form of an accepted path (owned), the one form used from
+ * here on: envelope, checks, lookups, logs.  NULL if it does not fit. */
+static char *path_canonical_dup(const struct smtp_path *p)
+{
+	struct buf b;
+	buf_init(&b, SMTP_CANON_MAX);
+	char *r = NULL;
+	if (smtp_path_canonical(p, &b) == 0)
+		r = str_ndup(buf_ptr(&b), buf_len(&b));
+	buf_free(&b);
+	return r;
 }
 
 static void cmd_mail(struct smtp_session *s, const char *line, size_t len,
@@ -1537,8 +1557,13 @@ static void cmd_mail(struct smtp_session *s, const char *line, size_t len,
 		refuse(s, line, len, "553 5.6.7 Non-ASCII address requires SMTPUTF8");
 		return;
 	}
+	char *sender = path_canonical_dup(&path);
+	if (!sender) {
+		refuse(s, line, len, "501 5.1.7 Invalid sender address");
+		return;
+	}
 	reset_tx(s);
-	s->env.sender = path.is_null ? str_dup("") : str_ndup(path.mailbox, path.mailbox_len);
+	s->env.sender = sender;
 	s->env.size_declared = size;
 	s->env.body = body;
 	s->env.smtputf8 = utf8;
@@ -1547,7 +1572,7 @@ static void cmd_mail(struct smtp_session *s, const char *line, size_t len,
 		s->env.envid = str_ndup(envid->value, envid->value_len);
 	/* The null sender (bounces, auto-replies) is nobody's address. */
 	if (s->env.auth_user && s->pol->check_sender && !path.is_null) {
-		start_lookup(s, PEND_SENDER, line, len, path.mailbox, path.mailbox_len);
+		start_lookup(s, PEND_SENDER, line, len, sender, strlen(sender));
 		return;
 	}
 	mail_ok(s, line, len);
@@ -1641,7 +1666,13 @@ static void cmd_rcpt(struct smtp_session *s, const char *line, size_t len,
 		return;
 	}
 	if (s->env.n_rcpts >= s->pol->rcpt_max) {
-		refuse(s, line, len, "452 4.5.3 Too many recipients");
+		/* RFC 5321 §4.5.3.1.10: the client sends the rest in another
+		 * transaction, so this is no error; only a client that goes on
+		 * for as many again past the limit is counted. */
+		if (++s->n_rcpt_over > s->pol->rcpt_max)
+			refuse(s, line, len, "452 4.5.3 Too many recipients");
+		else
+			refuse_nocount(s, line, len, "452 4.5.3 Too many recipients");
 		return;
 	}
 	const char *p = c->arg;
@@ -1707,7 +1738,8 @@ static void cmd_rcpt(struct smtp_session *s, const char *line, size_t len,
 	bool local = !bare && smtp_domain_in_list(path.domain, path.domain_len,
 						  s->pol->local_domains, s->pol->n_local_domains);
 	/* An authenticated user relays anywhere, in any address form: the
-	 * address goes to the remote system unchanged. */
+	 * address goes to the remote system as given (in canonical form, the
+	 * same mailbox by RFC 5321 §4.1.2). */
 	if (!s->env.auth_user && !bare) {
 		if (relay_trick(&path)) {
 			refuse(s, line, len, "550 5.7.1 Relaying denied: address form not accepted");
@@ -1718,14 +1750,20 @@ static void cmd_rcpt(struct smtp_session *s, const char *line, size_t len,
 			return;
 		}
 	}
+	char *addr = path_canonical_dup(&path);
+	if (!addr) {
+		refuse(s, line, len, "501 5.1.3 Invalid recipient address");
+		return;
+	}
 	if (local && s->pol->check_rcpt_local) {
-		start_lookup(s, PEND_RCPT, line, len, path.mailbox, path.mailbox_len);
+		start_lookup(s, PEND_RCPT, line, len, addr, strlen(addr));
+		free(addr);
 		s->pend_orcpt = orcpt ? str_ndup(orcpt->value, orcpt->value_len) : NULL;
 		s->pend_notify = notify;
 		return;
 	}
-	rcpt_ok(s, line, len, str_ndup(path.mailbox, path.mailbox_len),
-		orcpt ? str_ndup(orcpt->value, orcpt->value_len) : NULL, notify, -1);
+	rcpt_ok(s, line, len, addr, orcpt ? str_ndup(orcpt->value, orcpt->value_len) : NULL,
+		notify, -1);
 }
 
 static void cmd_data(struct smtp_session *s, const char *line, size_t len,

@@ -62,6 +62,26 @@ enum smtp_path_error {
 enum smtp_path_error smtp_parse_path(const char *p, size_t n, unsigned flags,
 				     struct smtp_path *out, size_t *used);
 
+/*
+ * Appends the canonical form of an accepted path to out: the domain
+ * without a trailing dot; a quoted local part unquoted (quoted-pairs
+ * resolved) when that is a Dot-string, else quoted with only '"' and
+ * backslash escaped (RFC 5321 §4.1.2: such forms name the same mailbox).
+ * Letter case is kept.  The null path appends nothing; a bare "<postmaster>" appends
+ * its local part.  The result is never longer than the text parsed.
+ * Returns 0, or -1 if out's limit was reached (out then holds a prefix).
+ */
+int smtp_path_canonical(const struct smtp_path *p, struct buf *out);
+
+/*
+ * True if p[0..n) is acceptable as the HELO/EHLO argument: an address
+ * literal as in a path (RFC 5321 §4.1.3, the address checked), or a
+ * domain of LDH labels of 1 to 63 octets, no label starting or ending with
+ * '-'.  Lenient where real clients differ from the grammar: '_' in labels,
+ * one trailing dot, and a bare name without dots are accepted.
+ */
+bool smtp_helo_arg_ok(const char *p, size_t n);
+
 /* True if domain[0..n) (one trailing dot ignored, ASCII case-insensitive)
  * is one of domains (lowercase, no trailing dot). */
 bool smtp_domain_in_list(const char *domain, size_t n, const char *const *domains,

@@ -10,6 +10,7 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -605,6 +606,161 @@ static void test_xtext_bounded(void **state)
 	buf_free(&b);
 }
 
+/* ---- smtp_path_canonical --------------------------------------------- */
+
+struct canon_case {
+	const char *in;   /* the path as on the command line */
+	unsigned flags;
+	const char *want; /* canonical form */
+};
+
+static const struct canon_case canon_cases[] = {
+	{ "<bob@test.example>", 0, "bob@test.example" },
+	{ "<bob@test.example.>", 0, "bob@test.example" },
+	{ "<Bob@Test.Example.>", 0, "Bob@Test.Example" }, /* case is kept */
+	{ "<\"bob\"@test.example>", 0, "bob@test.example" },
+	{ "<\"alice\"@test.example.>", 0, "alice@test.example" },
+	{ "<\"b\\ob\"@test.example>", 0, "bob@test.example" },      /* quoted-pair */
+	{ "<\"first.last\"@x.example>", 0, "first.last@x.example" },
+	{ "<\"a+b=c\"@x.example>", 0, "a+b=c@x.example" },
+	{ "<\"a..b\"@x.example>", 0, "\"a..b\"@x.example" },         /* not a dot-atom */
+	{ "<\".a\"@x.example>", 0, "\".a\"@x.example" },
+	{ "<\"a.\"@x.example>", 0, "\"a.\"@x.example" },
+	{ "<\"\"@x.example>", 0, "\"\"@x.example" },                  /* empty */
+	{ "<\"a b\"@x.example>", 0, "\"a b\"@x.example" },
+	{ "<\"a\\ b\"@x.example>", 0, "\"a b\"@x.example" },       /* needless escape */
+	{ "<\"a\\\"b\"@x.example>", 0, "\"a\\\"b\"@x.example" },  /* needed escape */
+	{ "<\"a\\\\b\"@x.example>", 0, "\"a\\\\b\"@x.example" },
+	{ "<\"a@b\"@x.example>", 0, "\"a@b\"@x.example" },
+	{ "<\"a(b)\"@x.example>", 0, "\"a(b)\"@x.example" },
+	{ "<@r1.example,@r2.example:bob@x.example.>", 0, "bob@x.example" },
+	{ "<bob@[192.0.2.1]>", 0, "bob@[192.0.2.1]" },
+	{ "<bob@[IPv6:2001:db8::1]>", 0, "bob@[IPv6:2001:db8::1]" },
+	{ "<>", SMTP_PATH_ALLOW_NULL, "" },
+	{ "<Postmaster>", SMTP_PATH_ALLOW_BARE, "Postmaster" },
+	{ "<\"j\xc3\xb6rg\"@x.example.>", SMTP_PATH_UTF8, "j\xc3\xb6rg@x.example" },
+	{ "<\"j\xc3\xb6 rg\"@x.example>", SMTP_PATH_UTF8, "\"j\xc3\xb6 rg\"@x.example" },
+};
+
+static void check_canon(const struct canon_case *c, const char *in, size_t n)
+{
+	struct smtp_path p;
+	size_t used;
+	assert_int_equal(smtp_parse_path(in, n, c->flags, &p, &used), SMTP_PATH_OK);
+	struct buf b;
+	buf_init(&b, 1024);
+	buf_puts(&b, "x"); /* appended to, not replaced */
+	assert_int_equal(smtp_path_canonical(&p, &b), 0);
+	const char *got = buf_cstr(&b);
+	assert_non_null(got);
+	if (strcmp(got + 1, c->want) != 0)
+		fail_msg("%s: got %s want %s", c->in, got + 1, c->want);
+	assert_true(buf_len(&b) - 1 <= used);
+	/* The canonical form is a fixed point: parsed again, it stays. */
+	struct buf again;
+	buf_init(&again, 1024);
+	buf_printf(&again, "<%s>", got + 1);
+	char *in2 = exact((const char *)buf_ptr(&again), buf_len(&again));
+	struct smtp_path p2;
+	assert_int_equal(smtp_parse_path(in2, buf_len(&again), c->flags, &p2, &used),
+			 SMTP_PATH_OK);
+	buf_reset(&b);
+	assert_int_equal(smtp_path_canonical(&p2, &b), 0);
+	assert_string_equal(buf_cstr(&b), c->want);
+	free(in2);
+	buf_free(&again);
+	buf_free(&b);
+}
+
+static void test_path_canonical(void **state)
+{
+	for (size_t k = 0; k < sizeof(canon_cases) / sizeof(canon_cases[0]); k++) {
+		const struct canon_case *c = &canon_cases[k];
+		size_t n = strlen(c->in);
+		char *in = exact(c->in, n);
+		check_canon(c, in, n);
+		free(in);
+	}
+}
+
+static void test_path_canonical_bounded(void **state)
+{
+	static const char in[] = "<\"bob\"@test.example.>";
+	struct smtp_path p;
+	size_t used;
+	assert_int_equal(smtp_parse_path(in, sizeof(in) - 1, 0, &p, &used), SMTP_PATH_OK);
+	for (size_t max = 0; max < 16; max++) {
+		struct buf b;
+		buf_init(&b, max);
+		assert_int_equal(smtp_path_canonical(&p, &b), -1);
+		assert_true(buf_len(&b) <= max);
+		buf_free(&b);
+	}
+	struct buf b;
+	buf_init(&b, 16);
+	assert_int_equal(smtp_path_canonical(&p, &b), 0);
+	assert_int_equal(buf_len(&b), 16);
+	buf_free(&b);
+}
+
+/* ---- smtp_helo_arg_ok ------------------------------------------------ */
+
+static void test_helo_arg(void **state)
+{
+	char l63[64], l64[65], longname[260];
+	memset(l63, 'a', 63);
+	l63[63] = '\0';
+	memset(l64, 'a', 64);
+	l64[64] = '\0';
+	/* 4 labels of 63 and dots: 255 octets; one more label char: 256. */
+	snprintf(longname, sizeof(longname), "%s.%s.%s.%s", l63, l63, l63, l63);
+	static const struct {
+		const char *arg;
+		bool ok;
+	} cases[] = {
+		{ "client.example", true },      { "client.example.", true },
+		{ "localhost", true },           { "MyPC", true },
+		{ "my_pc.corp.example", true },  { "a-b.example", true },
+		{ "1.2.3.4", true },             { "x", true },
+		{ "[192.0.2.1]", true },         { "[IPv6:2001:db8::1]", true },
+		{ "[IPv6:::ffff:192.0.2.1]", true }, { "[tag:anything]", true },
+		{ "", false },                   { ".", false },
+		{ "foo..bar", false },           { ".foo", false },
+		{ "foo..", false },              { "-foo.example", false },
+		{ "foo-.example", false },       { "foo.-bar", false },
+		{ "bad!name", false },           { "a b", false },
+		{ "caf\xc3\xa9", false },        { "a\x01", false },
+		{ "[999.1.1.1]", false },        { "[1.2.3]", false },
+		{ "[1.2.3.4", false },           { "[]", false },
+		{ "[IPv6:zz]", false },          { "[IPv6:1::2::3]", false },
+		{ "[192.0.2.1]x", false },       { "[:x]", false },
+		{ "[-tag:x]", false },           { "[tag:]", false },
+	};
+	for (size_t k = 0; k < sizeof(cases) / sizeof(cases[0]); k++) {
+		size_t n = strlen(cases[k].arg);
+		char *a = exact(cases[k].arg, n);
+		if (smtp_helo_arg_ok(a, n) != cases[k].ok)
+			fail_msg("%s: want %d", cases[k].arg, cases[k].ok);
+		/* Every proper prefix is judged on its own length only. */
+		for (size_t m = 0; m < n; m++) {
+			char *b = exact(cases[k].arg, m);
+			(void)smtp_helo_arg_ok(b, m);
+			free(b);
+		}
+		free(a);
+	}
+	char lbl[80];
+	snprintf(lbl, sizeof(lbl), "%s.example", l63);
+	assert_true(smtp_helo_arg_ok(lbl, strlen(lbl)));
+	snprintf(lbl, sizeof(lbl), "%s.example", l64);
+	assert_false(smtp_helo_arg_ok(lbl, strlen(lbl)));
+	assert_int_equal(strlen(longname), 255);
+	assert_true(smtp_helo_arg_ok(longname, 255));
+	longname[255] = 'a';
+	longname[256] = '\0';
+	assert_false(smtp_helo_arg_ok(longname, 256));
+}
+
 /* ---- smtp_domain_in_list / smtp_role_name ---------------------------- */
 
 static void test_domain_in_list(void **state)
@@ -705,6 +861,9 @@ int main(void)
 		cmocka_unit_test(test_xtext_encode),
 		cmocka_unit_test(test_xtext_roundtrip),
 		cmocka_unit_test(test_xtext_bounded),
+		cmocka_unit_test(test_path_canonical),
+		cmocka_unit_test(test_path_canonical_bounded),
+		cmocka_unit_test(test_helo_arg),
 		cmocka_unit_test(test_domain_in_list),
 		cmocka_unit_test(test_role_name),
 		cmocka_unit_test(test_header_addresses),

@@ -431,6 +431,24 @@ static void test_helo(void **state)
 		{ "HELO bad argument", 0,
 		  { F("HELO a b\r\nEHLO bad!name\r\nEHLO [1.2\r\nEHLO a\x01\r\nEHLO caf\xc3\xa9\r\n") },
 		  "501 5.5.4\n501 5.5.4\n501 5.5.4\n501 5.5.4\n501 5.5.4", NULL },
+		{ "HELO address literal outside the grammar", 0,
+		  { F("EHLO [999.1.1.1]\r\nEHLO [1.2.3]\r\nHELO [IPv6:zz]\r\n"
+		      "EHLO [IPv6:1::2::3]\r\n" MAIL) },
+		  "501 5.5.4 Invalid domain name\n501 5.5.4\n501 5.5.4\n501 5.5.4\n"
+		  "503 5.5.1 Send HELO/EHLO first",
+		  "L|L|L|L|L|" },
+		{ "HELO domain outside the grammar", 0,
+		  { F("EHLO foo..bar\r\nEHLO -foo.example\r\n"
+		      "EHLO aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa.example\r\n"
+		      MAIL) },
+		  "501 5.5.4 Invalid domain name\n501 5.5.4\n501 5.5.4\n"
+		  "503 5.5.1 Send HELO/EHLO first",
+		  "L|L|L|L|" },
+		{ "HELO forms real clients send", 0,
+		  { F("EHLO MyPC\r\nHELO localhost\r\nEHLO my_pc.corp.example.\r\n"
+		      "EHLO aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa.example\r\n"
+		      "EHLO [IPv6:::1]\r\n" MAIL) },
+		  "250 HELP\n250 mx.test.example\n250 HELP\n250 HELP\n250 HELP\n250 2.1.0", "" },
 		{ "MAIL before HELO", 0,
 		  { F(MAIL RCPT "DATA\r\nBDAT 3 LAST\r\nabcNOOP\r\n") },
 		  "503 5.5.1\n503 5.5.1\n503 5.5.1\n503 5.5.1\n250 2.0.0", "L|L|L|L|" },
@@ -936,6 +954,7 @@ static void test_backpressure(void **state)
 		smtp_session_feed(s, NULL, 0);
 	}
 	assert_int_equal(lines, cmds);
+	assert_true(total > 64 * 1024);
 	assert_true(smtp_session_wants_input(s));
 	free(in);
 	smtp_session_free(s);
@@ -1408,6 +1427,126 @@ static void test_lookup_rcpt(void **state)
 	smtp_session_free(s);
 }
 
+/* ---- one canonical form per address ---------------------------------- */
+
+static void test_canonical(void **state)
+{
+	static const struct tcase t[] = {
+		{ "trailing dot and quotes are looked up canonical", P_CHK_RCPT,
+		  { F(EHLO MAIL "RCPT TO:<\"alice\"@test.example.>\r\n"), LOOKUP(AUTH_OK),
+		    F("RCPT TO:<b\\ob@local.example.>\r\n"), LOOKUP(AUTH_OK),
+		    F("RCPT TO:<\"b\\ob\"@local.example.>\r\n"), LOOKUP(AUTH_OK) },
+		  "250 HELP\n250 2.1.0\n250 2.1.5\n501 5.1.3\n250 2.1.5",
+		  "Kr:alice@test.example|L|Kr:bob@local.example|" },
+		{ "the refusal names the canonical address", P_CHK_RCPT,
+		  { F(EHLO MAIL "RCPT TO:<\"nobody\"@test.example.>\r\n"), LOOKUP(AUTH_FAIL) },
+		  "250 HELP\n250 2.1.0\n550 5.1.1 <nobody@test.example>: Recipient address "
+		  "rejected",
+		  "Kr:nobody@test.example|L|" },
+		{ "quoted local part that must stay quoted", P_CHK_RCPT,
+		  { F(EHLO MAIL "RCPT TO:<\"a\\ b\"@test.example.>\r\n"), LOOKUP(AUTH_OK) },
+		  "250 HELP\n250 2.1.0\n250 2.1.5", "Kr:\"a b\"@test.example|" },
+		{ "authenticated sender looked up canonical", P_AUTH | P_CHK_SENDER,
+		  { AUTHED, F("MAIL FROM:<\"user\"@test.example.>\r\n"), LOOKUP(AUTH_OK) },
+		  "250 HELP\n235 \n250 2.1.0", "Qp:user|Gok:user|Ks:user@test.example:user|" },
+	};
+	TABLE(t);
+
+	struct smtp_policy pol;
+	make_policy(&pol, 0);
+	pol.rcpt_max = 10;
+	struct smtp_session *s = smtp_session_new(&pol, &client);
+	const char *in = "EHLO c.example\r\nMAIL FROM:<\"a\"@Client.Example.>\r\n"
+			 "RCPT TO:<bob@test.example.>\r\n"
+			 "RCPT TO:<\"bob\"@test.example>\r\n"
+			 "RCPT TO:<\"B\\ob\"@TEST.example.>\r\n"
+			 "RCPT TO:<\"first.last\"@local.example>\r\n"
+			 "RCPT TO:<\"a..b\"@local.example>\r\n"
+			 "RCPT TO:<\"a\\ b\"@local.example>\r\n"
+			 "RCPT TO:<@r.example:u@test.example.>\r\n"
+			 "RCPT TO:<\"u%v\"@test.example>\r\n"
+			 "DATA\r\nab\r\n.\r\n";
+	smtp_session_feed(s, (const uint8_t *)in, strlen(in));
+	const struct smtp_action *a, *commit = NULL;
+	while ((a = smtp_session_next_action(s)) != NULL)
+		if (a->type == SMTP_ACT_COMMIT)
+			commit = a;
+	assert_non_null(commit);
+	const struct smtp_envelope *e = commit->env;
+	assert_string_equal(e->sender, "a@Client.Example");
+	static const char *const want[] = {
+		"bob@test.example", "bob@test.example", "Bob@TEST.example",
+		"first.last@local.example", "\"a..b\"@local.example", "\"a b\"@local.example",
+	};
+	/* The route and the '%' form are refused for an unauthenticated client. */
+	assert_int_equal(e->n_rcpts, sizeof(want) / sizeof(want[0]));
+	for (size_t i = 0; i < e->n_rcpts; i++)
+		assert_string_equal(e->rcpts[i].addr, want[i]);
+	smtp_session_free(s);
+}
+
+/* RFC 5321 §4.5.3.1.10: recipients past the limit get 452 and are no error. */
+static void test_rcpt_overshoot(void **state)
+{
+	/* rcpt_max 3, errors_max 5: three 452s are free, then they count. */
+#define R4 RCPT RCPT RCPT RCPT
+#define R452 "452 4.5.3 Too many recipients\n"
+	static const struct tcase t[] = {
+		{ "452s beyond errors_max, then the message", 0,
+		  { F(EHLO MAIL RCPT RCPT RCPT R4 R4 "DATA\r\n.\r\n"), OK("Q") },
+		  "250 HELP\n250 2.1.0\n250 2.1.5\n250 2.1.5\n250 2.1.5\n" R452 R452 R452 R452 R452
+		  R452 R452 R452 "354 \n250 2.0.0 OK queued as Q",
+		  "L|L|L|L|L|L|L|L|B|C|" },
+		{ "an endless stream of RCPTs is still bounded", 0,
+		  { F(EHLO MAIL RCPT RCPT RCPT R4 R4 RCPT "NOOP\r\n") },
+		  "250 HELP\n250 2.1.0\n250 2.1.5\n250 2.1.5\n250 2.1.5\n" R452 R452 R452 R452 R452
+		  R452 R452 R452 "421 4.7.0 mx.test.example Too many errors",
+		  "L|L|L|L|L|L|L|L|L|X|" },
+		/* The first transaction spends one error; the second gets its
+		 * three free 452s again. */
+		{ "a new transaction starts a new allowance", 0,
+		  { F(EHLO MAIL RCPT RCPT RCPT R4 "RSET\r\n" MAIL RCPT RCPT RCPT R4 R4 "NOOP\r\n") },
+		  "250 HELP\n250 2.1.0\n250 2.1.5\n250 2.1.5\n250 2.1.5\n" R452 R452 R452 R452
+		  "250 2.0.0\n250 2.1.0\n250 2.1.5\n250 2.1.5\n250 2.1.5\n" R452 R452 R452 R452
+		  R452 R452 R452 "421 4.7.0",
+		  NULL },
+	};
+#undef R4
+#undef R452
+	TABLE(t);
+}
+
+/* A first line of white space would continue our Received: field. */
+#define FOLDED TXR "354 \n550 5.6.0 Message refused: first line begins with white space"
+
+static void test_first_line_folded(void **state)
+{
+	static const struct tcase t[] = {
+		{ "tab", 0, { F(TX "DATA\r\n\tby forged.example\r\nSubject: x\r\n\r\nb\r\n.\r\n"
+				"NOOP\r\n"), OK("Q") },
+		  FOLDED "\n250 2.0.0", "B|A|L|" },
+		{ "space", 0, { F(TX "DATA\r\n x\r\n.\r\n"), OK("Q") }, FOLDED, "B|A|L|" },
+		{ "space after a stuffed dot", 0, { F(TX "DATA\r\n. x\r\n.\r\n"), OK("Q") },
+		  FOLDED, "B|A|L|" },
+		{ "continuation of a real field is fine", 0,
+		  { F(TX "DATA\r\nSubject: a\r\n b\r\n\r\n c\r\n.\r\n"), OK("Q") },
+		  TXR "354 \n250 2.0.0 OK queued as Q", "B|D:Subject: a\r\n b\r\n\r\n c\r\n|C|" },
+		{ "empty header block, then white space", 0,
+		  { F(TX "DATA\r\n\r\n x\r\n.\r\n"), OK("Q") },
+		  TXR "354 \n250 2.0.0 OK queued as Q", "B|D:\r\n x\r\n|C|" },
+		{ "BDAT first byte", 0, { F(TX "BDAT 4 LAST\r\n\tx\r\nNOOP\r\n"), OK("Q") },
+		  TXR "550 5.6.0 Message refused: first line begins with white space\n250 2.0.0",
+		  "B|A|L|" },
+		{ "BDAT first byte after an empty chunk", 0,
+		  { F(TX "BDAT 0\r\nBDAT 3 LAST\r\n x\n"), OK("Q") },
+		  TXR "250 2.0.0 0 octets\n550 5.6.0 Message refused: first line begins", "B|A|L|" },
+		{ "BDAT white space in a later chunk is fine", 0,
+		  { F(TX "BDAT 2\r\nA:BDAT 6 LAST\r\n b\r\n\r\n"), OK("Q") },
+		  TXR "250 2.0.0 2 octets\n250 2.0.0 OK queued as Q", "B|D:A: b\r\n\r\n|C|" },
+	};
+	TABLE(t);
+}
+
 #define SUB_TX E(EV_TLS), F(EHLO PLAIN_IR), AUTH(AUTH_OK, "user"), F(MAIL RCPT)
 #define SUB_A "Qp:user|Gok:user|"
 #define P_SUBH (P_SUB | P_AUTH | P_ADD_HDRS)
@@ -1543,6 +1682,9 @@ int main(void)
 		cmocka_unit_test(test_lookup_rcpt),
 		cmocka_unit_test(test_add_headers),
 		cmocka_unit_test(test_received_auth),
+		cmocka_unit_test(test_canonical),
+		cmocka_unit_test(test_rcpt_overshoot),
+		cmocka_unit_test(test_first_line_folded),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
