@@ -153,6 +153,8 @@ enum authd_type {
 	AUTHD_SCRAM_VERIFY = 3, /* ip, user, auth_message, proof -> result, user, server_signature */
 	AUTHD_RCPT = 4,         /* address -> result ("local", "unknown", "tempfail") */
 	AUTHD_SENDER = 5,       /* user, address -> result ("ok", "fail", "tempfail") */
+	AUTHD_PENALTY_STATE = 6, /* records (penalty_save) -> no reply: from an auth
+				  * process that stops to the one replacing it */
 	AUTHD_REPLY = 128,
 };
 
@@ -209,6 +211,18 @@ enum auth_result penalty_check(struct penalty *p, const char *key, int64_t now_s
 			       unsigned *delay_ms);
 void penalty_fail(struct penalty *p, const char *key, int64_t now_s);
 void penalty_success(struct penalty *p, const char *key);
+/*
+ * The counts that still apply at now_s, as records appended to out (oldest
+ * first) while out stays within max bytes.  *pos: NULL to begin; true when
+ * more remain (call again with an emptied out), false when all is written.
+ * The table must not change between the calls of one walk.
+ */
+bool penalty_save(const struct penalty *p, int64_t now_s, const void **pos, struct buf *out,
+		  size_t max);
+/* Adds saved records (whole ones, as penalty_save wrote them) to the
+ * table: failures add up, blocks keep the later end (at most block_s from
+ * now_s).  -1 if malformed (what came before is kept). */
+int penalty_load(struct penalty *p, const uint8_t *data, size_t n, int64_t now_s);
 
 /* ---- the auth process ------------------------------------------------ */
 

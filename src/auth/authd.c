@@ -17,6 +17,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <event2/event.h>
@@ -33,6 +34,15 @@
 #define AUTHD_FAKE_ITERATIONS 4096
 /* Replies queued for a worker that does not read before it is dropped. */
 #define AUTHD_MAX_QUEUED 4096
+/* Failed checks are answered no sooner than the slowest recent check
+ * (see authd_floor): measured over windows of this length... */
+#define AUTHD_FLOOR_WINDOW_MS 60000
+/* ...and never more than this, so one check slowed by a loaded machine
+ * cannot hold every failure up for long. */
+#define AUTHD_FLOOR_CAP_US 1000000
+/* How long a stopping auth process waits for its successor to take the
+ * penalty table (per message). */
+#define AUTHD_HANDOFF_TIMEOUT_MS 2000
 
 struct authd_out {
 	struct authd_out *next;
@@ -62,6 +72,18 @@ struct authd_pending {
 	struct authd_pending *next;
 };
 
+/*
+ * The time a failed check is answered no sooner than: the slowest local
+ * password check of the current and the previous window.  Checks cost what
+ * their scheme costs (SHA512-CRYPT a few ms, yescrypt or PBKDF2 more) and
+ * an unknown user costs the dummy hash; padding every failure up to the
+ * slowest keeps the time from telling which case it was.
+ */
+struct authd_floor {
+	int64_t win_start_ms;
+	int64_t cur_us, prev_us;
+};
+
 struct authd {
 	const struct conf *c;
 	struct event_base *base;
@@ -71,6 +93,7 @@ struct authd {
 	uid_t peer_uid;
 	uint8_t secret[32];
 	char *dummy_hash; /* checked for unknown users, so they cost the same time */
+	struct authd_floor floor;
 	struct authd_conn *conns;
 	uint8_t *rbuf;
 };
@@ -249,9 +272,9 @@ static void reply_str(struct authd_reply *r, const char *s)
 	reply_add(r, s, strlen(s));
 }
 
-/* Sends now, or after delay_ms.  -1 if the connection was closed. */
+/* Sends now, or after delay_us.  -1 if the connection was closed. */
 static int authd_reply(struct authd_conn *k, uint32_t id, const struct authd_reply *r,
-		       unsigned delay_ms)
+		       int64_t delay_us)
 {
 	struct buf msg;
 	buf_init(&msg, AUTHD_MAX_MSG);
@@ -261,7 +284,7 @@ static int authd_reply(struct authd_conn *k, uint32_t id, const struct authd_rep
 		authd_conn_close(k);
 		return -1;
 	}
-	if (delay_ms == 0) {
+	if (delay_us <= 0) {
 		int rc = authd_send(k, &msg);
 		buf_free(&msg);
 		return rc;
@@ -270,11 +293,59 @@ static int authd_reply(struct authd_conn *k, uint32_t id, const struct authd_rep
 	p->conn = k;
 	p->msg = msg;
 	p->timer = evtimer_new(k->d->base, authd_on_delay, p);
-	struct timeval tv = { .tv_sec = delay_ms / 1000, .tv_usec = (delay_ms % 1000) * 1000 };
+	struct timeval tv = { .tv_sec = (time_t)(delay_us / 1000000),
+			      .tv_usec = (suseconds_t)(delay_us % 1000000) };
 	p->next = k->pending;
 	k->pending = p;
 	evtimer_add(p->timer, &tv);
 	return 0;
+}
+
+/* ---- the time floor of failures -------------------------------------- */
+
+static int64_t mono_us(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+static void floor_rotate(struct authd_floor *f, int64_t now_us)
+{
+	int64_t now_ms = now_us / 1000;
+	if (now_ms - f->win_start_ms < AUTHD_FLOOR_WINDOW_MS)
+		return;
+	/* A window without checks keeps the last measure: an idle spell
+	 * must not leave the next failures unpadded. */
+	if (f->cur_us)
+		f->prev_us = f->cur_us;
+	f->cur_us = 0;
+	f->win_start_ms = now_ms;
+}
+
+/* A password check (or the dummy one) took us. */
+static void floor_note(struct authd_floor *f, int64_t us)
+{
+	floor_rotate(f, mono_us());
+	if (us > AUTHD_FLOOR_CAP_US)
+		us = AUTHD_FLOOR_CAP_US;
+	if (us > f->cur_us)
+		f->cur_us = us;
+}
+
+/* What is left to wait for a failure whose request came at start_us. */
+static int64_t floor_pad(struct authd_floor *f, int64_t start_us)
+{
+	int64_t now = mono_us();
+	floor_rotate(f, now);
+	int64_t fl = f->cur_us > f->prev_us ? f->cur_us : f->prev_us;
+	return fl > now - start_us ? fl - (now - start_us) : 0;
+}
+
+/* The answer delay of a failure: the penalty's, after the floor. */
+static int64_t fail_delay_us(struct authd *d, int64_t start_us, unsigned penalty_ms)
+{
+	return floor_pad(&d->floor, start_us) + (int64_t)penalty_ms * 1000;
 }
 
 /* ---- requests ----------------------------------------------------------- */
@@ -322,10 +393,12 @@ static enum auth_result keys_check(struct authd *d, const struct authd_keys *k, 
 	return a == AUTH_BLOCKED || b == AUTH_BLOCKED ? AUTH_BLOCKED : AUTH_OK;
 }
 
+/* A success clears the user's count only: the address's count runs out
+ * with its window, or one account could buy an address endless guesses
+ * at the others. */
 static void keys_outcome(struct authd *d, const struct authd_keys *k, enum auth_result r)
 {
 	if (r == AUTH_OK) {
-		penalty_success(d->pen, k->ip);
 		penalty_success(d->pen, k->user);
 	} else if (r == AUTH_FAIL) {
 		int64_t now = time_now_us() / 1000000;
@@ -357,7 +430,8 @@ struct plain_job {
 	uint32_t id;
 	struct authd_keys keys;
 	char *ip, *authzid, *user;
-	unsigned delay;
+	unsigned delay;   /* the penalty's, ms */
+	int64_t start_us; /* when the request came (monotonic) */
 };
 
 static void detach_jobs(struct authd_conn *k)
@@ -398,7 +472,8 @@ static void plain_finish(struct plain_job *j, enum auth_result res, const char *
 		struct authd_reply r = { 0 };
 		reply_str(&r, auth_result_name(res));
 		reply_str(&r, res == AUTH_OK ? canon : "");
-		(void)authd_reply(k, j->id, &r, res == AUTH_FAIL ? j->delay : 0);
+		(void)authd_reply(k, j->id, &r,
+				  res == AUTH_FAIL ? fail_delay_us(d, j->start_us, j->delay) : 0);
 	}
 	plain_job_free(j);
 }
@@ -419,7 +494,9 @@ static void authd_check_plain(struct plain_job *j, const char *pw, size_t n)
 	enum auth_result res;
 	switch (auth_dir_user(d->dir, j->user, &stored, &canon, &e)) {
 	case AUTH_LOOKUP_FOUND: {
+		int64_t t0 = mono_us();
 		int r = auth_password_check(buf_cstr(&stored), pw, n, &e);
+		floor_note(&d->floor, mono_us() - t0);
 		if (r == 1) {
 			res = AUTH_OK;
 		} else {
@@ -430,8 +507,11 @@ static void authd_check_plain(struct plain_job *j, const char *pw, size_t n)
 		break;
 	}
 	case AUTH_LOOKUP_NOTFOUND:
-		if (d->dummy_hash)
+		if (d->dummy_hash) {
+			int64_t t0 = mono_us();
 			(void)auth_password_check(d->dummy_hash, pw, n, NULL);
+			floor_note(&d->floor, mono_us() - t0);
+		}
 		err_set(&e, "unknown user");
 		res = AUTH_FAIL;
 		break;
@@ -461,6 +541,7 @@ static void authd_plain(struct authd_conn *k, const struct authd_msg *m)
 	j->d = d;
 	j->conn = k;
 	j->id = m->id;
+	j->start_us = mono_us();
 	j->ip = ip;
 	j->authzid = field_str(&m->f[1], AUTH_NAME_MAX);
 	j->user = field_str(&m->f[2], AUTH_NAME_MAX);
@@ -608,6 +689,7 @@ static int authd_scram_lookup(struct authd_conn *k, const struct authd_msg *m)
 static int authd_scram_verify(struct authd_conn *k, const struct authd_msg *m)
 {
 	struct authd *d = k->d;
+	int64_t start_us = mono_us();
 	struct err e = { "" };
 	char *ip, *user;
 	struct authd_keys keys;
@@ -643,7 +725,8 @@ static int authd_scram_verify(struct authd_conn *k, const struct authd_msg *m)
 		reply_add(&r, sig, sizeof(sig));
 	}
 	log_outcome(res, "scram", user ? user : "", ip, res == AUTH_OK ? NULL : e.msg);
-	int rc = authd_reply(k, m->id, &r, res == AUTH_FAIL ? delay : 0);
+	int rc = authd_reply(k, m->id, &r,
+			     res == AUTH_FAIL ? fail_delay_us(d, start_us, delay) : 0);
 	OPENSSL_cleanse(&sk, sizeof(sk));
 	keys_free(&keys);
 	buf_free(&canon);
@@ -700,10 +783,25 @@ static int authd_sender(struct authd_conn *k, const struct authd_msg *m)
 	return authd_reply(k, m->id, &r, 0);
 }
 
+/* Counts from the auth process this one replaces.  The peer passed the
+ * same check as any worker; loading only adds failures and never lifts a
+ * block, which a worker could bring about anyway by asking. */
+static int authd_penalty_state(struct authd_conn *k, const struct authd_msg *m)
+{
+	if (penalty_load(k->d->pen, m->f[0].p, m->f[0].n, time_now_us() / 1000000) < 0) {
+		log_event(LOG_LVL_ERR, "authd_peer_error", "fd=%d reason=\"malformed penalty state\"",
+			  k->fd);
+		authd_conn_close(k);
+		return -1;
+	}
+	log_event(LOG_LVL_INFO, "authd_penalty_loaded", "bytes=%zu", m->f[0].n);
+	return 0;
+}
+
 /* Field count per request type (index = type). */
 static const size_t authd_nfields[] = {
 	[AUTHD_PLAIN] = 4, [AUTHD_SCRAM_LOOKUP] = 2, [AUTHD_SCRAM_VERIFY] = 4,
-	[AUTHD_RCPT] = 1,  [AUTHD_SENDER] = 2,
+	[AUTHD_RCPT] = 1,  [AUTHD_SENDER] = 2,    [AUTHD_PENALTY_STATE] = 1,
 };
 
 /* -1 if the connection was closed. */
@@ -713,7 +811,7 @@ static int authd_dispatch(struct authd_conn *k, const uint8_t *p, size_t n)
 	const char *why = NULL;
 	if (authd_decode(p, n, &m) < 0)
 		why = "malformed message";
-	else if (m.type < AUTHD_PLAIN || m.type > AUTHD_SENDER)
+	else if (m.type < AUTHD_PLAIN || m.type > AUTHD_PENALTY_STATE)
 		why = "unexpected message type";
 	else if (m.n != authd_nfields[m.type])
 		why = "wrong number of fields";
@@ -727,6 +825,7 @@ static int authd_dispatch(struct authd_conn *k, const uint8_t *p, size_t n)
 	case AUTHD_SCRAM_LOOKUP: return authd_scram_lookup(k, &m);
 	case AUTHD_SCRAM_VERIFY: return authd_scram_verify(k, &m);
 	case AUTHD_RCPT: return authd_rcpt(k, &m);
+	case AUTHD_PENALTY_STATE: return authd_penalty_state(k, &m);
 	default: return authd_sender(k, &m);
 	}
 }
@@ -798,6 +897,77 @@ static void authd_on_accept(evutil_socket_t lfd, short what, void *arg)
 	}
 }
 
+/* ---- handing the penalty table to the next auth process --------------- */
+
+/*
+ * A reload replaces the auth process; its counts must not go with it, or
+ * a routine reload would lift every block.  The stopping process connects
+ * to the listening socket it shares with its successor (the master keeps
+ * it across restarts) and sends the table there: the connection waits in
+ * the backlog until the successor accepts it, however late that process
+ * starts.  Connecting comes before the workers' connections close, so the
+ * table is queued ahead of their reconnections.  When nothing replaces
+ * the process (a stop), the queued table goes with the socket.
+ */
+static int handoff_connect(int listen_fd)
+{
+	struct sockaddr_un sa;
+	socklen_t len = sizeof(sa);
+	memset(&sa, 0, sizeof(sa));
+	if (getsockname(listen_fd, (struct sockaddr *)&sa, &len) < 0 || sa.sun_family != AF_UNIX ||
+	    len <= offsetof(struct sockaddr_un, sun_path))
+		return -1;
+	int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -1;
+	/* Blocking with a bound: a full backlog or a successor slow to read
+	 * delays the exit, never holds it. */
+	struct timeval tv = { .tv_sec = AUTHD_HANDOFF_TIMEOUT_MS / 1000,
+			      .tv_usec = (AUTHD_HANDOFF_TIMEOUT_MS % 1000) * 1000 };
+	if (setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv)) < 0 ||
+	    connect(fd, (struct sockaddr *)&sa, len) < 0) {
+		log_event(LOG_LVL_WARN, "authd_handoff_failed", "reason=\"connect: %s\"",
+			  strerror(errno));
+		close(fd);
+		return -1;
+	}
+	return fd;
+}
+
+static void handoff_send(struct authd *d, int fd)
+{
+	struct buf rec, msg;
+	buf_init(&rec, AUTHD_MAX_MSG);
+	buf_init(&msg, AUTHD_MAX_MSG);
+	const void *pos = NULL;
+	bool more;
+	size_t bytes = 0;
+	int64_t now = time_now_us() / 1000000;
+	do {
+		buf_reset(&rec);
+		/* Room for the message header and the field length. */
+		more = penalty_save(d->pen, now, &pos, &rec, AUTHD_MAX_MSG - 16);
+		if (buf_len(&rec) == 0)
+			break;
+		struct authd_field f = { buf_ptr(&rec), buf_len(&rec) };
+		if (authd_encode(&msg, AUTHD_PENALTY_STATE, 0, 1, &f) < 0)
+			break;
+		ssize_t w;
+		do
+			w = send(fd, buf_ptr(&msg), buf_len(&msg), MSG_NOSIGNAL);
+		while (w < 0 && errno == EINTR);
+		if (w != (ssize_t)buf_len(&msg)) {
+			log_event(LOG_LVL_WARN, "authd_handoff_failed", "reason=\"send: %s\"",
+				  w < 0 ? strerror(errno) : "short");
+			break;
+		}
+		bytes += buf_len(&rec);
+	} while (more);
+	log_event(LOG_LVL_INFO, "authd_handoff", "bytes=%zu", bytes);
+	buf_free(&rec);
+	buf_free(&msg);
+}
+
 static void authd_on_signal(evutil_socket_t sig, short what, void *arg)
 {
 	struct authd *d = arg;
@@ -841,9 +1011,15 @@ int authd_main(const struct conf *c, int listen_fd, uid_t peer_uid)
 		    auth_password_hash("YESCRYPT", (const char *)rnd, 0, &h, NULL) == 0)
 			d.dummy_hash = str_dup(buf_cstr(&h));
 		buf_free(&h);
+		/* A first measure, so that the first failures are padded too. */
+		if (d.dummy_hash) {
+			int64_t t0 = mono_us();
+			(void)auth_password_check(d.dummy_hash, "x", 1, NULL);
+			floor_note(&d.floor, mono_us() - t0);
+		}
 	}
 	d.base = event_base_new();
-	int rc = 1;
+	int rc = 1, hfd = -1;
 	if (!d.base || !d.pen) {
 		log_event(LOG_LVL_ERR, "authd_error", "reason=\"cannot initialise\"");
 		goto out;
@@ -857,6 +1033,7 @@ int authd_main(const struct conf *c, int listen_fd, uid_t peer_uid)
 	event_add(ev_int, NULL);
 	log_event(LOG_LVL_INFO, "authd_start", "backend=%s", d.b ? d.b->name : "none");
 	rc = event_base_dispatch(d.base) < 0 ? 1 : 0;
+	hfd = handoff_connect(listen_fd);
 	while (d.conns)
 		authd_conn_close(d.conns);
 	event_free(ev_listen);
@@ -867,6 +1044,10 @@ out:
 	 * their outcome in the penalty table and use the event base. */
 	auth_dir_free(d.dir);
 	auth_backend_free(d.b);
+	if (hfd >= 0) {
+		handoff_send(&d, hfd);
+		close(hfd);
+	}
 	if (d.base)
 		event_base_free(d.base);
 	penalty_free(d.pen);

@@ -11,7 +11,9 @@ with warnings.catch_warnings():
 import hashlib
 import hmac
 import os
+import signal
 import smtplib
+import statistics
 import subprocess
 import time
 
@@ -28,6 +30,7 @@ from helpers import (
     ehlo_auth_mechs,
     make_body,
     scram_entry,
+    wait_until,
     write_file,
 )
 
@@ -519,6 +522,109 @@ def test_success_clears_user_count(auth_daemon):
                     else "127.0.0.6") as c:
             c.ehlo()
             assert auth_plain(c, CAROL, pw(CAROL)).code == 235
+
+
+def test_success_does_not_clear_address_count(auth_daemon):
+    """One valid account must not buy an address unlimited guesses at the
+    others: failures for several users interleaved with successful logins
+    from the same address end in the block."""
+    d = auth_daemon(auth_fail_delay_after="2", auth_fail_block_after="6",
+                    auth_fail_window="1m", auth_fail_block_time="30s",
+                    auth_fail_max_delay="20ms")
+    codes = []
+    with Client(d.smtps, tls=True, source="127.0.0.21") as c:
+        c.ehlo()
+        for rnd in range(8):
+            for i in range(2):
+                codes.append(auth_plain(c, "victim%d@test.example" % rnd, "guess %d" % i).code)
+            r = auth_plain(c, BOB, pw(BOB))
+            codes.append(r.code)
+            if r.code == 454:
+                break
+            assert r.code == 235, (rnd, codes)
+            # A new session to log in again (AUTH once per session).
+            c.close()
+            c = Client(d.smtps, tls=True, source="127.0.0.21")
+            c.ehlo()
+        assert 454 in codes, codes
+        # Six failures: the seventh attempt and everything after is refused.
+        assert codes.index(454) <= 8, codes
+        assert auth_plain(c, BOB, pw(BOB)).code in (454, 503), codes
+    with Client(d.smtps, tls=True, source="127.0.0.21") as c:
+        c.ehlo()
+        r = auth_plain(c, BOB, pw(BOB))
+        assert r.code == 454 and r.enhanced == "4.7.0", r
+    # Bob himself is not blocked from elsewhere: only the address is.
+    with Client(d.smtps, tls=True, source="127.0.0.22") as c:
+        c.ehlo()
+        assert auth_plain(c, BOB, pw(BOB)).code == 235
+
+
+def test_failure_time_does_not_tell_if_user_exists(auth_daemon):
+    """A wrong password for a SCRAM-SHA-256 user, a SHA512-CRYPT user and
+    a BLF-CRYPT user, and any password for an unknown user, take about the
+    same time: failures are answered no sooner than the slowest recent
+    check."""
+    d = auth_daemon(auth_fail_delay_after="1000", auth_fail_block_after="2000")
+    who = {"unknown": "nobody-here@test.example", "scram": BOB, "sha512": ALICE,
+           "blf": CAROL}
+    times = {k: [] for k in who}
+    n = 0
+    for rnd in range(7):
+        for kind, user in who.items():
+            n += 1
+            # A fresh address each time: no penalty count builds up.
+            with Client(d.smtps, tls=True, source="127.0.%d.%d" % (40 + n // 200, n % 200 + 1)) as c:
+                c.ehlo()
+                t = time.monotonic()
+                r = auth_plain(c, user, "not the password %d" % rnd)
+                dt = time.monotonic() - t
+                assert r.code == 535, (kind, r)
+                if rnd:  # the first round warms up
+                    times[kind].append(dt)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    base = med["unknown"]
+    for kind, m in med.items():
+        assert 0.6 * base <= m <= 1.6 * base, (kind, med, times)
+
+
+def test_reload_keeps_penalties(auth_daemon):
+    """A reload replaces the auth process; its blocks carry over."""
+    d = auth_daemon(auth_fail_delay_after="2", auth_fail_block_after="3",
+                    auth_fail_window="5m", auth_fail_block_time="5m",
+                    auth_fail_max_delay="20ms")
+    with Client(d.smtps, tls=True, source="127.0.0.31") as c:
+        c.ehlo()
+        for i in range(3):
+            assert auth_plain(c, ALICE, "guess %d" % i).code == 535
+        assert auth_plain(c, CAROL, pw(CAROL)).code == 454
+    # Counts below the block carry over too.
+    with Client(d.smtps, tls=True, source="127.0.0.32") as c:
+        c.ehlo()
+        for i in range(2):
+            assert auth_plain(c, CAROL, "guess %d" % i).code == 535
+    d.signal(signal.SIGHUP)
+    d.wait_event("reload")
+    d.wait_event("authd_handoff")
+    d.wait_event("authd_penalty_loaded")
+
+    def answer(src, user, password):
+        try:
+            with Client(d.smtps, tls=True, source=src) as c:
+                c.ehlo()
+                return auth_plain(c, user, password).code
+        except OSError:
+            return None
+
+    # The new auth process answers (a user never counted logs in) ...
+    assert wait_until(lambda: answer("127.0.0.33", BOB, pw(BOB)) == 235, 10)
+    # ... and the address and the user are still refused.
+    assert answer("127.0.0.31", BOB, pw(BOB)) == 454
+    assert answer("127.0.0.34", ALICE, pw(ALICE)) == 454
+    # Carol had two failures: one more from anywhere blocks her.
+    assert answer("127.0.0.35", CAROL, "guess 3") == 535
+    assert answer("127.0.0.36", CAROL, pw(CAROL)) == 454
+    assert d.events("authd_handoff_failed") == []
 
 
 # ---- log -------------------------------------------------------------------

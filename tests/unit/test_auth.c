@@ -753,6 +753,153 @@ static void test_dovecot_backend(void **state)
 	unlink(sock);
 }
 
+/* ---- the penalty table across a reload (save / load) ------------------- */
+
+static const struct penalty_conf save_conf = {
+	.delay_after = 2, .block_after = 4, .window_s = 100, .block_s = 50,
+	.max_delay_ms = 1000, .max_entries = 64,
+};
+
+/* Saves p at now in chunks of at most max bytes, each loaded into q
+ * whole, or record by record when by_record (records found by their
+ * length fields). */
+static void save_into(const struct penalty *p, struct penalty *q, int64_t now, size_t max,
+		      bool by_record)
+{
+	struct buf b;
+	buf_init(&b, 1 << 20);
+	const void *pos = NULL;
+	bool more;
+	int chunks = 0;
+	do {
+		buf_reset(&b);
+		more = penalty_save(p, now, &pos, &b, max);
+		assert_true(buf_len(&b) <= max);
+		const uint8_t *d = buf_ptr(&b);
+		size_t n = buf_len(&b);
+		if (!by_record) {
+			assert_int_equal(penalty_load(q, d, n, now), 0);
+		} else {
+			size_t i = 0;
+			while (i < n) {
+				assert_true(n - i >= 22);
+				size_t len = 22 + ((size_t)d[i + 20] << 8 | d[i + 21]);
+				assert_int_equal(penalty_load(q, d + i, len, now), 0);
+				i += len;
+			}
+		}
+		assert_true(++chunks < 1000);
+	} while (more);
+	buf_free(&b);
+}
+
+static void test_penalty_save_load(void **state)
+{
+	static const struct {
+		size_t max;
+		bool by_record;
+	} modes[] = { { 1 << 16, false }, { 1 << 16, true }, { 40, false }, { 40, true } };
+	for (size_t m = 0; m < sizeof(modes) / sizeof(modes[0]); m++) {
+		struct penalty *p = penalty_new(&save_conf);
+		unsigned d;
+		/* blocked at 10 until 60 */
+		for (int i = 0; i < 4; i++)
+			penalty_fail(p, "ip:192.0.2.1", 10);
+		/* three failures from 20: delayed, not blocked */
+		for (int i = 0; i < 3; i++)
+			penalty_fail(p, "user:carol", 20);
+		/* one failure at 0: out of the window at 100 */
+		penalty_fail(p, "user:old", 0);
+		/* a block served by 70 */
+		for (int i = 0; i < 4; i++)
+			penalty_fail(p, "ip:192.0.2.9", 5);
+		struct penalty *q = penalty_new(&save_conf);
+		/* q already counted one failure for carol: they add up to the block */
+		penalty_fail(q, "user:carol", 40);
+		save_into(p, q, 50, modes[m].max, modes[m].by_record);
+		assert_int_equal(penalty_check(q, "ip:192.0.2.1", 50, &d), AUTH_BLOCKED);
+		assert_int_equal(penalty_check(q, "ip:192.0.2.1", 59, &d), AUTH_BLOCKED);
+		assert_int_equal(penalty_check(q, "ip:192.0.2.1", 60, &d), AUTH_OK);
+		assert_int_equal(penalty_check(q, "user:carol", 50, &d), AUTH_BLOCKED);
+		penalty_free(q);
+
+		/* into an empty table: the count below the block carries its delay */
+		q = penalty_new(&save_conf);
+		save_into(p, q, 100, modes[m].max, modes[m].by_record);
+		assert_int_equal(penalty_check(q, "user:carol", 100, &d), AUTH_OK);
+		assert_true(d > 0);
+		penalty_fail(q, "user:carol", 100);
+		assert_int_equal(penalty_check(q, "user:carol", 100, &d), AUTH_BLOCKED);
+		/* what had run out does not come back */
+		assert_int_equal(penalty_check(q, "user:old", 100, &d), AUTH_OK);
+		assert_int_equal(d, 0);
+		assert_int_equal(penalty_check(q, "ip:192.0.2.9", 100, &d), AUTH_OK);
+		assert_int_equal(d, 0);
+		assert_int_equal(penalty_check(q, "ip:192.0.2.1", 100, &d), AUTH_OK);
+		penalty_free(q);
+		penalty_free(p);
+	}
+}
+
+static void test_penalty_load_bounds(void **state)
+{
+	struct penalty *p = penalty_new(&save_conf);
+	for (int i = 0; i < 4; i++)
+		penalty_fail(p, "ip:192.0.2.1", 10);
+	struct buf b;
+	buf_init(&b, 4096);
+	const void *pos = NULL;
+	assert_false(penalty_save(p, 10, &pos, &b, 4096));
+	size_t n = buf_len(&b);
+	assert_int_equal(n, 22 + strlen("ip:192.0.2.1"));
+	/* every truncation is refused and blocks nothing */
+	for (size_t cut = 1; cut < n; cut++) {
+		struct penalty *q = penalty_new(&save_conf);
+		assert_int_equal(penalty_load(q, buf_ptr(&b), cut, 10), -1);
+		unsigned d;
+		assert_int_equal(penalty_check(q, "ip:192.0.2.1", 10, &d), AUTH_OK);
+		penalty_free(q);
+	}
+	/* a NUL in a key, an empty key */
+	uint8_t bad[64];
+	memcpy(bad, buf_ptr(&b), n);
+	bad[25] = 0;
+	struct penalty *q = penalty_new(&save_conf);
+	assert_int_equal(penalty_load(q, bad, n, 10), -1);
+	memset(bad + 20, 0, 2);
+	assert_int_equal(penalty_load(q, bad, 22, 10), -1);
+	/* a saved block lasts no longer than this table's block_s */
+	struct penalty_conf shortc = save_conf;
+	shortc.block_s = 5;
+	struct penalty *r = penalty_new(&shortc);
+	assert_int_equal(penalty_load(r, buf_ptr(&b), n, 10), 0);
+	unsigned d;
+	assert_int_equal(penalty_check(r, "ip:192.0.2.1", 14, &d), AUTH_BLOCKED);
+	assert_int_equal(penalty_check(r, "ip:192.0.2.1", 15, &d), AUTH_OK);
+	/* the table stays bounded whatever is loaded */
+	struct penalty_conf tiny = save_conf;
+	tiny.max_entries = 2;
+	struct penalty *t = penalty_new(&tiny);
+	penalty_fail(p, "user:a", 10);
+	penalty_fail(p, "user:b", 10);
+	penalty_fail(p, "user:c", 10);
+	buf_reset(&b);
+	pos = NULL;
+	assert_false(penalty_save(p, 10, &pos, &b, 4096));
+	assert_int_equal(penalty_load(t, buf_ptr(&b), buf_len(&b), 10), 0);
+	/* the newest two survive: c and b; the block of the address went */
+	assert_int_equal(penalty_check(t, "ip:192.0.2.1", 10, &d), AUTH_OK);
+	penalty_fail(t, "user:c", 10);
+	penalty_fail(t, "user:b", 10);
+	assert_int_equal(penalty_check(t, "user:c", 10, &d), AUTH_OK);
+	assert_int_equal(d, (unsigned)(tiny.max_delay_ms * 1 / 2));
+	penalty_free(t);
+	penalty_free(r);
+	penalty_free(q);
+	buf_free(&b);
+	penalty_free(p);
+}
+
 /* ---- the auth process end to end --------------------------------------- */
 
 struct authd_fixture {
@@ -979,6 +1126,141 @@ static void test_authd_penalty(void **state)
 	close(fd2);
 }
 
+/* A correct login clears the user's count, not the address's: one account
+ * must not buy an address endless guesses at the others. */
+static void test_authd_success_keeps_address_count(void **state)
+{
+	int fd = cli_connect();
+	struct reply *r = xmalloc(sizeof(*r));
+	uint32_t id = 600;
+	bool blocked = false;
+	char user[32];
+	for (int i = 0; i < 8 && !blocked; i++) {
+		snprintf(user, sizeof(user), "ghost%d", i);
+		ask(fd, r, ++id, AUTHD_PLAIN, 4, S("198.51.100.60"), S(""), S(user), S("bad"));
+		assert_true(field_is(&r->m, 0, "fail") || field_is(&r->m, 0, "blocked"));
+		ask(fd, r, ++id, AUTHD_PLAIN, 4, S("198.51.100.60"), S(""), S("alice"), S("pw"));
+		if (field_is(&r->m, 0, "blocked"))
+			blocked = true;
+		else
+			assert_true(field_is(&r->m, 0, "ok"));
+	}
+	/* block_after = 5: the fifth failure blocks the address */
+	assert_true(blocked);
+	assert_int_equal(id, 600 + 2 * 5);
+	/* alice herself is not blocked elsewhere */
+	ask(fd, r, ++id, AUTHD_PLAIN, 4, S("198.51.100.61"), S(""), S("alice"), S("pw"));
+	assert_true(field_is(&r->m, 0, "ok"));
+	free(r);
+	close(fd);
+}
+
+/* Failures are answered no sooner than the slowest recent check: a wrong
+ * password for a SHA512-CRYPT user takes as long as an unknown user's
+ * (dummy yescrypt). */
+static int64_t median3(int64_t a, int64_t b, int64_t c)
+{
+	return a > b ? (b > c ? b : a > c ? c : a) : (a > c ? a : b > c ? c : b);
+}
+
+static void test_authd_failure_floor(void **state)
+{
+	int fd = cli_connect();
+	struct reply *r = xmalloc(sizeof(*r));
+	uint32_t id = 700;
+	int64_t known[3], unknown[3], ok[3];
+	char ip[32], nobody[32];
+	for (int i = 0; i < 3; i++) {
+		/* fresh addresses and unknown names, and alice's count cleared by
+		 * her success: no penalty delay */
+		snprintf(ip, sizeof(ip), "198.51.100.%d", 80 + 3 * i);
+		snprintf(nobody, sizeof(nobody), "nobody%d", i);
+		ask(fd, r, ++id, AUTHD_PLAIN, 4, S(ip), S(""), S(nobody), S("bad"));
+		assert_true(field_is(&r->m, 0, "fail"));
+		unknown[i] = r->ms;
+		snprintf(ip, sizeof(ip), "198.51.100.%d", 81 + 3 * i);
+		ask(fd, r, ++id, AUTHD_PLAIN, 4, S(ip), S(""), S("alice"), S("bad"));
+		assert_true(field_is(&r->m, 0, "fail"));
+		known[i] = r->ms;
+		snprintf(ip, sizeof(ip), "198.51.100.%d", 82 + 3 * i);
+		ask(fd, r, ++id, AUTHD_PLAIN, 4, S(ip), S(""), S("alice"), S("pw"));
+		assert_true(field_is(&r->m, 0, "ok"));
+		ok[i] = r->ms;
+	}
+	int64_t mu = median3(unknown[0], unknown[1], unknown[2]);
+	int64_t mk = median3(known[0], known[1], known[2]);
+	int64_t mo = median3(ok[0], ok[1], ok[2]);
+	/* SHA512-CRYPT alone is several times faster than yescrypt; padded,
+	 * the failure is not */
+	if (mu >= 8 && mo * 3 < mu)
+		assert_true(mk * 10 >= mu * 6);
+	else
+		print_message("floor check skipped: unknown %lld ms, success %lld ms\n",
+			      (long long)mu, (long long)mo);
+	free(r);
+	close(fd);
+}
+
+/* A reload replaces the auth process: the stopping one hands its table to
+ * the next through the listening socket they share. */
+static void test_authd_handoff(void **state)
+{
+	char tag[64];
+	snprintf(tag, sizeof(tag), "test-ho-%ld", (long)getpid());
+	struct err e;
+	int lfd = authd_listen(tag, &e);
+	if (lfd < 0)
+		fail_msg("%s", e.msg);
+	char logp[512];
+	path_in(logp, sizeof(logp), "handoff.log");
+	pid_t pids[3];
+	struct reply *r = xmalloc(sizeof(*r));
+	uint32_t id = 800;
+	for (int gen = 0; gen < 3; gen++) {
+		pids[gen] = fork();
+		assert_true(pids[gen] >= 0);
+		if (pids[gen] == 0) {
+			log_to_file(logp, &e);
+			_exit(authd_main(fx.c, lfd, 54321));
+		}
+		int fd = authd_connect(tag, &e);
+		if (fd < 0)
+			fail_msg("%s", e.msg);
+		if (gen == 0) {
+			for (int i = 0; i < 5; i++) {
+				ask(fd, r, ++id, AUTHD_PLAIN, 4, S("198.51.100.90"), S(""),
+				    S("ho-user"), S("bad"));
+				assert_true(field_is(&r->m, 0, "fail"));
+			}
+			ask(fd, r, ++id, AUTHD_PLAIN, 4, S("198.51.100.91"), S(""), S("carol"),
+			    S("bad"));
+		} else {
+			/* still blocked after one and after two replacements */
+			ask(fd, r, ++id, AUTHD_PLAIN, 4, S("198.51.100.90"), S(""), S("alice"),
+			    S("pw"));
+			assert_true(field_is(&r->m, 0, "blocked"));
+			ask(fd, r, ++id, AUTHD_PLAIN, 4, S("198.51.100.92"), S(""), S("ho-user"),
+			    S("bad"));
+			assert_true(field_is(&r->m, 0, "blocked"));
+			ask(fd, r, ++id, AUTHD_PLAIN, 4, S("198.51.100.93"), S(""), S("alice"),
+			    S("pw"));
+			assert_true(field_is(&r->m, 0, "ok"));
+		}
+		close(fd);
+		kill(pids[gen], SIGTERM);
+		int st = 0;
+		waitpid(pids[gen], &st, 0);
+		assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	}
+	close(lfd);
+	char *log = slurp(logp);
+	assert_non_null(strstr(log, "event=authd_handoff "));
+	assert_non_null(strstr(log, "event=authd_penalty_loaded"));
+	assert_null(strstr(log, "event=authd_handoff_failed"));
+	free(log);
+	free(r);
+}
+
 static void scram_client(const char *password, const uint8_t *salt, size_t salt_len,
 			 unsigned iter, const char *am, uint8_t proof[32], uint8_t server_sig[32])
 {
@@ -1127,11 +1409,16 @@ int main(void)
 		cmocka_unit_test(test_directory_sqlite),
 		cmocka_unit_test(test_directory_no_user_list),
 		cmocka_unit_test(test_dovecot_backend),
+		cmocka_unit_test(test_penalty_save_load),
+		cmocka_unit_test(test_penalty_load_bounds),
 	};
 	const struct CMUnitTest e2e[] = {
 		cmocka_unit_test(test_authd_plain),
 		cmocka_unit_test(test_authd_scram),
 		cmocka_unit_test(test_authd_penalty),
+		cmocka_unit_test(test_authd_success_keeps_address_count),
+		cmocka_unit_test(test_authd_failure_floor),
+		cmocka_unit_test(test_authd_handoff),
 		cmocka_unit_test(test_authd_bad_peer),
 	};
 	log_set_level(LOG_LVL_DEBUG);
