@@ -565,6 +565,49 @@ static void add_headers(struct smtp_session *s)
 	s->acts[s->n_acts - 1].a.add_headers = bits;
 }
 
+/* How long a header line's start may be before it is taken for a field
+ * without seeing its ':' (a bound on waiting, not on storage). */
+#define SMTP_HDR_DECIDE_MAX 1024
+
+/* Whether a header-block line that starts with p[0..n) is a header field
+ * (RFC 5322 3.6.8: a field name of printable ASCII without ':', white space
+ * as the obsolete syntax allows, then ':') or the continuation of one:
+ * 1 yes, 0 no, -1 not known yet.  complete: the line ends within p[0..n). */
+static int hdr_line_kind(const uint8_t *p, size_t n, bool complete)
+{
+	if (n > 0 && (p[0] == ' ' || p[0] == '\t'))
+		return 1;
+	size_t i = 0;
+	while (i < n && p[i] >= 33 && p[i] <= 126 && p[i] != ':')
+		i++;
+	if (i < n && i == 0)
+		return 0;
+	while (i < n && (p[i] == ' ' || p[i] == '\t'))
+		i++;
+	if (i < n)
+		return p[i] == ':';
+	if (complete)
+		return n > 0 ? 0 : 1;
+	return n >= SMTP_HDR_DECIDE_MAX ? 1 : -1;
+}
+
+/* A line of the header block that is no header field: the message has no
+ * header section, or lacks the empty line after it (RFC 5322 2.1).  Fields
+ * to add go before this line, with the empty line after them, so that
+ * they are header fields and the line is body text, not appended to the
+ * body where no reader sees them. */
+static void hdr_missing_separator(struct smtp_session *s, struct scan *c)
+{
+	s->in_header = false;
+	if (s->seen_date && s->seen_msgid) {
+		s->track_hdrs = false;
+		return;
+	}
+	scan_flush(s, c);
+	add_headers(s);
+	keep_bytes(s, c, (const uint8_t *)"\r\n", 2, false, false);
+}
+
 /* The empty line that ends the header block: what came before is handed
  * out, the added fields come next, then the empty line itself. */
 static void hdr_block_end(struct smtp_session *s, struct scan *c)
@@ -577,10 +620,13 @@ static void hdr_block_end(struct smtp_session *s, struct scan *c)
 
 /*
  * Scans p[0..n) of message data.  dot: DATA (unstuffing, ends at
- * CRLF.CRLF) rather than BDAT.  Returns the bytes consumed; *ended is set
- * when the DATA terminator was consumed.
+ * CRLF.CRLF) rather than BDAT.  more: bytes after p[n) may still come for
+ * this data (not so at the end of a BDAT chunk).  Returns the bytes
+ * consumed, which may stop short at the start of a header line still
+ * undecided; *ended is set when the DATA terminator was consumed.
  */
-static size_t scan(struct smtp_session *s, uint8_t *p, size_t n, bool dot, bool *ended)
+static size_t scan(struct smtp_session *s, uint8_t *p, size_t n, bool dot, bool more,
+		   bool *ended)
 {
 	struct scan c = { p, p };
 	uint8_t *r = p, *e = p + n;
@@ -645,6 +691,16 @@ static size_t scan(struct smtp_session *s, uint8_t *p, size_t n, bool dot, bool 
 		size_t lim = lf ? (size_t)(lf - r) : left;
 		uint8_t *cr = memchr(r, '\r', lim);
 		uint8_t *q = cr ? cr : (lf ? lf : e);
+		if (s->track_hdrs && s->in_header && s->line_len == 0) {
+			/* Decided on the line's start alone, however the input
+			 * was split: until then it waits in the input buffer. */
+			int kind = hdr_line_kind(r, (size_t)(q - r), q < e);
+			if (kind < 0 && more)
+				goto out;
+			/* Cut by the end of a BDAT chunk: taken for a field. */
+			if (kind == 0)
+				hdr_missing_separator(s, &c);
+		}
 		keep(s, &c, r, (size_t)(q - r), true);
 		r = q;
 		if (r == e)
@@ -899,7 +955,7 @@ static bool step_data(struct smtp_session *s)
 	if (n == 0)
 		return false;
 	bool ended;
-	size_t used = scan(s, s->in.data + s->in.off, n, true, &ended);
+	size_t used = scan(s, s->in.data + s->in.off, n, true, true, &ended);
 	buf_consume(&s->in, used);
 	if (!ended)
 		return false;
@@ -922,7 +978,7 @@ static bool step_bdat(struct smtp_session *s)
 		if (n > s->bdat_left)
 			n = (size_t)s->bdat_left;
 		bool ended;
-		size_t used = scan(s, s->in.data + s->in.off, n, false, &ended);
+		size_t used = scan(s, s->in.data + s->in.off, n, false, n < s->bdat_left, &ended);
 		buf_consume(&s->in, used);
 		s->bdat_left -= used;
 		if (s->bdat_left > 0)

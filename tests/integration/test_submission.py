@@ -236,6 +236,23 @@ def test_message_id_and_date_added(auth_daemon, port):
     assert header_fields(sp, "Subject") == ["bare"]
 
 
+@pytest.mark.parametrize("text", [b"hello\r\nsecond line\r\n", b"hello\r\nDate: fake\r\n"])
+def test_fields_added_to_message_without_header_section(auth_daemon, text):
+    # RFC 5322 3.6: Date is required.  A message whose first line is no
+    # header field has no header section: the fields go first, then the
+    # empty line, and the client's text is the body.
+    import email
+    import email.policy
+    d = auth_daemon()
+    with session(d, "smtps", ALICE) as c:
+        qid = submit(c, text)
+    sp = d.spool_msg(qid)
+    m = email.message_from_bytes(sp.message, policy=email.policy.default)
+    assert m.defects == [], m.defects
+    assert m["Date"] is not None and m["Message-ID"] is not None, sp.message
+    assert sp.message.endswith(b"\r\n\r\n" + text), sp.message
+
+
 def test_message_ids_differ(auth_daemon):
     d = auth_daemon()
     with session(d, "smtps", ALICE) as c:

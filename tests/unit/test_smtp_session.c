@@ -1568,8 +1568,29 @@ static void test_add_headers(void **state)
 		  { SUB_TX, F("DATA\r\nX-Date: x\r\nSubject: y\r\n Date: z\r\nDates: q\r\nDate\r\n"
 			      "\r\nDate: body\r\n.\r\n"), OK("Q") },
 		  NULL,
-		  SUB_A "B|D:X-Date: x\r\nSubject: y\r\n Date: z\r\nDates: q\r\nDate\r\n|H3|"
-			"D:\r\nDate: body\r\n|C|" },
+		  SUB_A "B|D:X-Date: x\r\nSubject: y\r\n Date: z\r\nDates: q\r\n|H3|"
+			"D:\r\nDate\r\n\r\nDate: body\r\n|C|" },
+		/* RFC 5322 2.1: a line that is no field ends the header section;
+		 * the fields go before it, with the empty line after them. */
+		{ "no header section", P_SUBH,
+		  { SUB_TX, F("DATA\r\nhello\r\nsecond line\r\n.\r\n"), OK("Q") },
+		  NULL, SUB_A "B|H3|D:\r\nhello\r\nsecond line\r\n|C|" },
+		{ "a field name in the body text is not a field", P_SUBH,
+		  { SUB_TX, F("DATA\r\nhello\r\nDate: fake\r\n.\r\n"), OK("Q") },
+		  NULL, SUB_A "B|H3|D:\r\nhello\r\nDate: fake\r\n|C|" },
+		{ "no empty line after the fields", P_SUBH,
+		  { SUB_TX, F("DATA\r\nSubject: x\r\nDate: y\r\nHi there.\r\n.\r\n"), OK("Q") },
+		  NULL, SUB_A "B|D:Subject: x\r\nDate: y\r\n|H2|D:\r\nHi there.\r\n|C|" },
+		{ "nothing to add: the text is left as it is", P_SUBH,
+		  { SUB_TX, F("DATA\r\nDate: y\r\nMessage-ID: <a@b>\r\nHi there.\r\n.\r\n"),
+		    OK("Q") },
+		  NULL, SUB_A "B|D:Date: y\r\nMessage-ID: <a@b>\r\nHi there.\r\n|C|" },
+		{ "obsolete white space before the colon", P_SUBH,
+		  { SUB_TX, F("DATA\r\nSubject : x\r\n\r\nb\r\n.\r\n"), OK("Q") },
+		  NULL, SUB_A "B|D:Subject : x\r\n|H3|D:\r\nb\r\n|C|" },
+		{ "a line cut by the chunk counts as a field", P_SUBH,
+		  { SUB_TX, F("BDAT 5\r\nhello"), F("BDAT 10 LAST\r\n world\r\n\r\n"), OK("Q") },
+		  NULL, SUB_A "B|D:hello world\r\n|H3|D:\r\n|C|" },
 		{ "dot-stuffed field name", P_SUBH,
 		  { SUB_TX, F("DATA\r\n.Date: x\r\n\r\n.\r\n"), OK("Q") },
 		  NULL, SUB_A "B|D:Date: x\r\n|H2|D:\r\n|C|" },
