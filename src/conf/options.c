@@ -170,7 +170,9 @@ const struct conf_option conf_options[] = {
 		.def = "20", .min = 1, .max = 1000000,
 		.off = OFF(smtp_max_errors),
 		.help = "How many rejected or malformed commands a client may send in one connection; "
-			"after that the connection is closed with a 421 reply.",
+			"after that the connection is closed with a 421 reply.  The `452` for "
+			"recipients beyond `recipients_max` counts only after as many again "
+			"(RFC 5321 section 4.5.3.1.10: the client sends the rest later).",
 	},
 	{
 		.name = "smtp_line_max", .type = CONF_T_UINT, .width = CONF_W_UNSIGNED,
@@ -328,8 +330,9 @@ const struct conf_option conf_options[] = {
 		.def = "", .def_doc = "empty (no file)", .allow_empty = true,
 		.off = OFF(virtual_alias_file),
 		.help = "A file of aliases for whole addresses: `address target, target`, with "
-			"`@domain target` catching every other address of a domain.  See *Aliases "
-			"and senders*.",
+			"`@domain target` catching every other address of a domain.  When set, the "
+			"file must be readable by `user` when the daemon starts or reloads.  See "
+			"*Aliases and senders*.",
 	},
 	{
 		.name = "submission_senders_file", .type = CONF_T_PATH,
@@ -337,8 +340,9 @@ const struct conf_option conf_options[] = {
 		.off = OFF(submission_senders_file),
 		.help = "A file giving logins the right to send as further addresses: "
 			"`login: pattern, pattern`, where a pattern is an address or `*@domain`.  "
-			"See *Aliases and senders* for the addresses a login may use without an "
-			"entry.",
+			"When set, the file must be readable by `user` when the daemon starts or "
+			"reloads.  See *Aliases and senders* for the addresses a login may use "
+			"without an entry.",
 	},
 	{
 		.name = "submission_add_headers", .type = CONF_T_BOOL,

@@ -212,17 +212,28 @@ static struct gen *gen_build(struct master *m, struct conf *c, struct err *e)
 			}
 		}
 	}
-	if (c->aliases_file && *c->aliases_file &&
-	    aliases_check(c->aliases_file, g->drop, g->uid, g->gid, e) < 0) {
+	/* The address files are read by the auth process and the runner as
+	 * user: one they cannot read would defer every lookup for ever. */
+	const struct {
+		const char *name, *path;
+	} files[] = {
+		{ "aliases_file", c->aliases_file },
+		{ "virtual_alias_file", c->virtual_alias_file },
+		{ "submission_senders_file", c->submission_senders_file },
+	};
+	for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
+		if (!files[i].path || !*files[i].path ||
+		    aliases_check(files[i].path, g->drop, g->uid, g->gid, e) == 0)
+			continue;
 		char why[sizeof(e->msg)];
 		snprintf(why, sizeof(why), "%s", e->msg);
 		if (g->drop)
-			err_set(e, "%s: aliases_file %s cannot be read by user '%s': %s (make it "
-				   "readable by that user, or leave aliases_file empty for none)",
-				c->path, c->aliases_file, c->user, why);
+			err_set(e, "%s: %s %s cannot be read by user '%s': %s (make it readable by "
+				   "that user, or leave %s empty for none)",
+				c->path, files[i].name, files[i].path, c->user, why, files[i].name);
 		else
-			err_set(e, "%s: aliases_file %s cannot be read: %s (leave aliases_file "
-				   "empty for none)", c->path, c->aliases_file, why);
+			err_set(e, "%s: %s %s cannot be read: %s (leave %s empty for none)", c->path,
+				files[i].name, files[i].path, why, files[i].name);
 		gen_free(g);
 		return NULL;
 	}

@@ -122,6 +122,14 @@ def test_aliases_file_missing_refused_at_start(start_daemon, test_dir):
     assert os.strerror(2) in err, err  # ENOENT
 
 
+@pytest.mark.parametrize("option", ["virtual_alias_file", "submission_senders_file"])
+def test_other_address_files_missing_refused_at_start(start_daemon, test_dir, option):
+    missing = os.path.join(test_dir, "no-such-file")
+    d, err = _start_fails(start_daemon, **{option: missing})
+    assert "%s: %s %s cannot be read" % (d.conf, option, missing) in err, err
+    assert os.strerror(2) in err, err  # ENOENT
+
+
 @as_root
 def test_aliases_file_unreadable_by_user_refused(start_daemon, test_dir):
     # Root could read it; the processes that do (running as user) cannot.
