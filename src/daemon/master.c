@@ -16,6 +16,7 @@
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <sys/file.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <time.h>
@@ -61,6 +62,7 @@ struct master {
 	struct sock *socks;
 	size_t n_socks;
 	struct spool *spool;
+	int spool_lock_fd;         /* flock'd spool directory: one daemon per spool */
 	uint32_t *slots;
 	struct net_hosts *hosts;
 	struct child *children;
@@ -348,6 +350,8 @@ static int spawn(struct master *m, struct gen *g)
 			close(m->ctl_fd);
 		if (m->authd_fd >= 0)
 			close(m->authd_fd);
+		if (m->spool_lock_fd >= 0)
+			close(m->spool_lock_fd);
 		/* The listening sockets of other generations are not ours. */
 		for (size_t i = 0; i < m->n_socks; i++) {
 			bool mine = false;
@@ -397,6 +401,8 @@ static void spawn_authd(struct master *m)
 			close(m->ctl_fd);
 		if (m->local_fd >= 0)
 			close(m->local_fd);
+		if (m->spool_lock_fd >= 0)
+			close(m->spool_lock_fd);
 		sigset_t none;
 		sigemptyset(&none);
 		sigprocmask(SIG_SETMASK, &none, NULL);
@@ -442,12 +448,16 @@ static void prepare_maildir_root(const struct conf *c, uid_t uid, gid_t gid, boo
 static void child_common(struct master *m)
 {
 	for (size_t i = 0; i < m->n_socks; i++)
-		close(m->socks[i].fd);
+		if (m->socks[i].fd >= 0)
+			close(m->socks[i].fd);
 	if (m->authd_fd >= 0)
 		close(m->authd_fd);
 	if (m->local_fd >= 0)
 		close(m->local_fd);
 	close(m->notify_wr);
+	/* The spool's lock says a master runs: children do not keep it. */
+	if (m->spool_lock_fd >= 0)
+		close(m->spool_lock_fd);
 	sigset_t none;
 	sigemptyset(&none);
 	sigprocmask(SIG_SETMASK, &none, NULL);
@@ -694,21 +704,48 @@ static void log_warnings(const struct conf *c)
 	}
 }
 
+/* Opens log_file again, under its name: after logrotate renamed it, the
+ * processes started from now on write to the new file. */
+static void log_reopen(const struct conf *c)
+{
+	if (!c->log_file || !*c->log_file || strcmp(c->log_file, "syslog") == 0)
+		return;
+	struct err e = { "" };
+	if (log_to_file(c->log_file, &e) < 0) {
+		struct buf *l = log_begin(LOG_LVL_ERR, "log_reopen_failed");
+		log_kv_esc(l, "error", e.msg, strlen(e.msg));
+		log_end(l);
+	}
+}
+
+static void reload_failed(const char *why)
+{
+	static const char keep[] = "keeping the running configuration";
+	struct buf *l = log_begin(LOG_LVL_ERR, "reload_failed");
+	log_kv_esc(l, "error", why, strlen(why));
+	log_kv_esc(l, "action", keep, sizeof(keep) - 1);
+	log_end(l);
+}
+
 static void reload(struct master *m)
 {
 	struct err e = { "" };
 	struct conf *nc = NULL;
+	log_reopen(m->cur->conf);
 	if (conf_load(m->o->conf_path, m->o->ports_override, m->o->tls_on_connect_all, &nc, &e) <
 	    0) {
-		struct buf *l = log_begin(LOG_LVL_ERR, "reload_failed");
-		log_kv_esc(l, "error", e.msg, strlen(e.msg));
-		log_kv(l, "action", "%s", "keeping the running configuration");
-		log_end(l);
+		reload_failed(e.msg);
 		return;
 	}
-	if (strcmp(nc->spool_directory, m->cur->conf->spool_directory) != 0)
+	if (strcmp(nc->spool_directory, m->cur->conf->spool_directory) != 0) {
+		/* Every process of the new generation uses the spool this master
+		 * recovered, holds locked and hands out; a new one would be
+		 * neither. */
 		log_event(LOG_LVL_WARN, "reload_note",
 			  "msg=\"spool_directory change takes effect at the next restart\"");
+		free(nc->spool_directory);
+		nc->spool_directory = str_dup(m->cur->conf->spool_directory);
+	}
 	struct gen *g = gen_build(m, nc, &e);
 	if (!g) {
 		conf_free(nc);
@@ -717,10 +754,7 @@ static void reload(struct master *m)
 			for (size_t k = 0; k < m->cur->n_wl; k++)
 				if (m->cur->wl[k].fd == m->socks[i].fd)
 					m->socks[i].used = true;
-		struct buf *l = log_begin(LOG_LVL_ERR, "reload_failed");
-		log_kv_esc(l, "error", e.msg, strlen(e.msg));
-		log_kv(l, "action", "%s", "keeping the running configuration");
-		log_end(l);
+		reload_failed(e.msg);
 		return;
 	}
 	log_warnings(nc);
@@ -741,6 +775,8 @@ static void reload(struct master *m)
 	m->old[m->n_old++] = m->cur;
 	struct gen *prev = m->cur;
 	m->cur = g;
+	if (!prev->conf->log_file || !nc->log_file || strcmp(prev->conf->log_file, nc->log_file) != 0)
+		log_reopen(nc);
 	m->want_workers = nc->smtp_workers ? nc->smtp_workers : ncores();
 	/* The auth process reads the new configuration (backend, files) by
 	 * being replaced; workers reconnect to the same socket. */
@@ -765,6 +801,15 @@ static int prepare_spool(struct master *m, const struct conf *c, const struct ge
 {
 	if (fs_mkdir_p(c->spool_directory, 0700, e) < 0)
 		return -1;
+	/* Before anything is recovered: recovery empties tmp/, which holds
+	 * the messages another daemon on this spool is receiving. */
+	m->spool_lock_fd = open(c->spool_directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (m->spool_lock_fd < 0)
+		return err_set(e, "%s: %s", c->spool_directory, strerror(errno));
+	if (flock(m->spool_lock_fd, LOCK_EX | LOCK_NB) < 0)
+		return err_set(e, "%s is in use by another sluice daemon (%s)",
+			       c->spool_directory,
+			       errno == EWOULDBLOCK ? "locked" : strerror(errno));
 	if (spool_open(c->spool_directory, &m->spool, e) < 0)
 		return -1;
 	if (g->drop) {
@@ -825,6 +870,7 @@ int master_run(const struct daemon_opts *o, struct conf *c)
 	m.authd_fd = -1;
 	m.ctl_fd = -1;
 	m.local_fd = -1;
+	m.spool_lock_fd = -1;
 	log_set_process("master");
 	tls_global_init();
 
@@ -936,6 +982,14 @@ int master_run(const struct daemon_opts *o, struct conf *c)
 		if ((sig == SIGTERM || sig == SIGINT) && !m.stopping) {
 			m.stopping = true;
 			log_event(LOG_LVL_INFO, "stopping", "workers=%zu", m.n_children);
+			/* The workers close theirs at once: with this copy closed too
+			 * new connections are refused rather than left unanswered
+			 * while sessions finish. */
+			for (size_t i = 0; i < m.n_socks; i++) {
+				if (m.socks[i].fd >= 0)
+					close(m.socks[i].fd);
+				m.socks[i].fd = -1;
+			}
 			for (size_t i = 0; i < m.n_children; i++)
 				kill(m.children[i].pid, SIGTERM);
 			if (m.authd_pid > 0)
@@ -988,7 +1042,8 @@ int master_run(const struct daemon_opts *o, struct conf *c)
 		unlink(m.cur->conf->pid_file);
 	log_event(LOG_LVL_INFO, "stop", "status=0");
 	for (size_t i = 0; i < m.n_socks; i++) {
-		close(m.socks[i].fd);
+		if (m.socks[i].fd >= 0)
+			close(m.socks[i].fd);
 		free(m.socks[i].addr);
 	}
 	free(m.socks);
