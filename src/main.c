@@ -360,6 +360,21 @@ int main(int argc, char **argv)
 	case M_VERSION:
 		for (size_t i = 0; i < c->n_warnings; i++)
 			fprintf(stderr, "sluice: warning: %s\n", c->warnings[i]);
+		/* The certificate and key are loaded as the daemon would (start
+		 * and reload refuse what fails here). */
+		tls_global_init();
+		for (size_t i = 0; i < c->n_listeners; i++) {
+			const struct conf_listener *l = &c->listeners[i];
+			struct tls_ctx *t = NULL;
+			if (!c->tls_certificate || l->tls == CONF_TLS_NONE)
+				continue;
+			if (tls_ctx_new(c, l, &t, &e) < 0) {
+				fprintf(stderr, "sluice: %s: %s\n", c->path, e.msg);
+				conf_free(c);
+				return 1;
+			}
+			tls_ctx_free(t);
+		}
 		printf("sluice version %s\n", SLUICE_VERSION);
 		printf("Configuration file %s is valid\n", c->path);
 		printf("Libraries: %s; libevent %s\n", tls_library_version(), event_get_version());

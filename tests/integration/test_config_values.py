@@ -84,6 +84,31 @@ def test_delivery_values_accepted_by_bV(binary, test_dir, text):
     assert r.returncode == 0, r.stderr.decode()
 
 
+def test_bV_loads_the_certificate(binary, cert, test_dir):
+    # -bV refuses what the daemon's start would: a missing certificate,
+    # a key that is not the certificate's.
+    ports = (2525, 2587, 2465)
+    cases = [
+        (dict(tls_certificate=os.path.join(test_dir, "missing.pem")), "missing.pem"),
+        (dict(tls_privatekey=os.path.join(test_dir, "other.key")), "other.key"),
+    ]
+    subprocess.run(["openssl", "genpkey", "-algorithm", "RSA", "-pkeyopt",
+                    "rsa_keygen_bits:2048", "-out", os.path.join(test_dir, "other.key")],
+                   check=True, capture_output=True, timeout=60)
+    for kw, what in cases:
+        path = os.path.join(test_dir, "tls.conf")
+        with open(path, "w") as f:
+            f.write(config_text(test_dir, cert, ports, **kw))
+        r = subprocess.run([binary, "-C", path, "-bV"], capture_output=True, text=True,
+                           timeout=20)
+        assert r.returncode == 1, (kw, r.stdout, r.stderr)
+        assert what in r.stderr, r.stderr
+    with open(path, "w") as f:
+        f.write(config_text(test_dir, cert, ports))
+    r = subprocess.run([binary, "-C", path, "-bV"], capture_output=True, text=True, timeout=20)
+    assert r.returncode == 0, r.stderr
+
+
 def _start_fails(start_daemon, **kw):
     """Starts the daemon with the overrides; it must exit non-zero without
     serving.  Returns (daemon, stderr)."""
