@@ -725,12 +725,19 @@ static int spool_list_one(const char *id, void *arg)
 	fprintf(c->f, "%3s %5s %s <", age, size, id);
 	spool_put_safe(c->f, env.sender);
 	fputs(">\n", c->f);
+	/* As Exim's listing: "D" before a recipient that is done (delivered,
+	 * or failed and reported), from the runner's state file. */
+	struct spool_state st;
+	bool have_st = spool_state_read(c->sp, id, env.n_rcpts, &st, &er) == 0;
 	for (size_t i = 0; i < env.n_rcpts; i++) {
-		fputs("          ", c->f);
+		bool done = have_st && i < st.n_rcpts && st.rcpts[i].status != SPOOL_RCPT_PENDING;
+		fputs(done ? "        D " : "          ", c->f);
 		spool_put_safe(c->f, env.rcpts[i].addr);
 		fputc('\n', c->f);
 	}
 	fputc('\n', c->f);
+	if (have_st)
+		spool_state_free(&st);
 	spool_env_free(&env);
 	return 0;
 }

@@ -441,6 +441,19 @@ def test_queue_tools(dlv, peer, test_dir):
     assert r.returncode == 64
 
 
+def test_queue_listing_marks_recipients_done(dlv, peer):
+    # -bp marks with "D" the recipients that need nothing more (as Exim's
+    # listing does): here the local one, while the remote one waits.
+    peer.rcpt_reply = lambda a, p: "451 4.3.0 later"
+    d = dlv(queue_retry_min="1h", queue_retry_max="2h")
+    submit(d, ["later@remote.example", ALICE])
+    wait_mail(d, ALICE)
+    d.wait_event("deferred")
+    out = d.cli("-bp").stdout.decode()
+    assert "\n        D %s\n" % ALICE in out, out
+    assert "\n          later@remote.example\n" in out, out
+
+
 def test_mrm_without_daemon(dlv, peer):
     d = dlv(queue_only="yes")
     submit(d, ["x@remote.example"])
