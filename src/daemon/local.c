@@ -32,6 +32,7 @@ struct local {
 	struct smtp_session *s;
 	struct spool *sp;
 	struct spool_msg *msg;
+	enum spool_fail why;    /* why msg was dropped by a failed write */
 	char qid[QUEUE_ID_LEN + 1];
 	uint64_t test_bytes;
 	pid_t authd_pid;
@@ -190,12 +191,23 @@ static void do_auth(struct local *L, const struct sasl_request *q)
 	buf_free(&user);
 }
 
+/* RFC 1870 §6, as in the daemon: a SIZE= the spool cannot hold now. */
+static bool local_space_ok(void *ctx, uint64_t size)
+{
+	struct local *L = ctx;
+	uint64_t avail = 0;
+	if (!L->sp || spool_free_space(L->sp, &avail, NULL) < 0)
+		return true;
+	return size <= avail;
+}
+
 static void body_begin(struct local *L, const struct smtp_envelope *env)
 {
 	struct err e = { "" };
 	if (L->msg)
 		spool_msg_abort(L->msg);
 	L->msg = NULL;
+	L->why = SPOOL_FAIL_NONE;
 	L->test_bytes = 0;
 	if (L->o->test) {
 		snprintf(L->qid, sizeof(L->qid), "%s", "bh-test");
@@ -210,6 +222,7 @@ static void body_write(struct local *L, const void *p, size_t n)
 	struct err e = { "" };
 	L->test_bytes += n;
 	if (L->msg && spool_msg_write(L->msg, p, n, &e) < 0) {
+		L->why = spool_msg_failure(L->msg);
 		spool_msg_abort(L->msg);
 		L->msg = NULL;
 	}
@@ -309,19 +322,24 @@ static void run(struct local *L)
 			break;
 		if (pend == P_COMMIT) {
 			bool ok = false;
+			enum spool_fail why = L->why;
 			if (L->o->test) {
 				ok = true;
 				say(L, "message of %llu bytes accepted; -bh queues nothing",
 				    (unsigned long long)L->test_bytes);
 			} else if (L->msg) {
-				spool_commit_batch(L->sp, &L->msg, 1, &ok, &e);
+				spool_commit_batch_why(L->sp, &L->msg, 1, &ok, &why, &e);
 				L->msg = NULL;
 				/* Tell a running daemon's queue runner; without one the
 				 * message waits for the next start. */
 				if (ok)
 					runner_ctl_notify(L->c, L->qid);
 			}
-			smtp_session_commit_done(L->s, ok, L->qid);
+			smtp_session_commit_result(L->s,
+						   ok ? SMTP_COMMIT_OK
+						   : why == SPOOL_FAIL_NOSPACE ? SMTP_COMMIT_NOSPACE
+									       : SMTP_COMMIT_TEMPFAIL,
+						   L->qid);
 			continue;
 		}
 		if (pend == P_TLS) {
@@ -421,6 +439,8 @@ int local_session(const struct conf *c, const struct local_opts *o)
 		return 1;
 	}
 	L.s = smtp_session_new(&L.pol, &L.cl);
+	if (L.sp)
+		smtp_session_set_space_check(L.s, local_space_ok, &L);
 	if (o->test)
 		say(&L, "test session from %s to port %u: role %s, TLS %s, AUTH %s", o->ip, o->port,
 		    smtp_role_name(L.pol.role),

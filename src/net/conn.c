@@ -47,6 +47,7 @@ struct net_conn {
 	uint32_t host_bucket[NET_HOST_ROWS];
 	struct spool_msg *msg;
 	bool msg_failed;
+	enum spool_fail msg_why;        /* why msg_failed, when the spool said */
 	char qid[QUEUE_ID_LEN + 1];
 	bool want_starttls;
 	bool want_close;
@@ -57,6 +58,7 @@ struct net_conn {
 	enum sasl_req_kind auth_kind;   /* what the pending request asked */
 	enum smtp_action_type async_type;
 	bool commit_fail_pending;
+	enum spool_fail commit_fail_why;
 	bool in_run;
 	bool closed;
 };
@@ -95,6 +97,7 @@ static void body_abort(struct net_conn *c)
 		spool_msg_abort(c->msg);
 	c->msg = NULL;
 	c->msg_failed = false;
+	c->msg_why = SPOOL_FAIL_NONE;
 }
 
 static void log_refused(struct net_conn *c, const struct smtp_action *a)
@@ -168,6 +171,7 @@ static void add_headers(struct net_conn *c, unsigned what)
 		log_event(LOG_LVL_ERR, "spool_error", "session=%s id=%s error=\"%s\"", c->sid, c->qid,
 			  e.msg);
 		c->msg_failed = true;
+		c->msg_why = spool_msg_failure(c->msg);
 	}
 	buf_free(&h);
 }
@@ -181,6 +185,11 @@ static void log_auth(struct net_conn *c, const struct smtp_action *a)
 	if (a->len)
 		log_kv_esc(l, "user", a->data, a->len);
 	log_end(l);
+}
+
+static enum smtp_commit_result commit_result(enum spool_fail why)
+{
+	return why == SPOOL_FAIL_NOSPACE ? SMTP_COMMIT_NOSPACE : SMTP_COMMIT_TEMPFAIL;
 }
 
 static void drain_actions(struct net_conn *c)
@@ -201,6 +210,7 @@ static void drain_actions(struct net_conn *c)
 				log_event(LOG_LVL_ERR, "spool_error", "session=%s id=%s error=\"%s\"",
 					  c->sid, c->qid, e.msg);
 				c->msg_failed = true;
+				c->msg_why = spool_msg_failure(c->msg);
 			}
 			break;
 		case SMTP_ACT_BODY_ABORT:
@@ -213,8 +223,10 @@ static void drain_actions(struct net_conn *c)
 				c->srv->commit_head = c;
 				event_active(c->srv->commit_ev, 0, 0);
 			} else {
+				enum spool_fail why = c->msg_why;
 				body_abort(c);
 				c->commit_fail_pending = true;
+				c->commit_fail_why = why;
 			}
 			break;
 		case SMTP_ACT_LOG_REFUSED:
@@ -253,7 +265,7 @@ static void drain_actions(struct net_conn *c)
 		/* Told after the action loop so that the machine is never re-entered
 		 * while we iterate its actions. */
 		c->commit_fail_pending = false;
-		smtp_session_commit_done(c->s, false, NULL);
+		smtp_session_commit_result(c->s, commit_result(c->commit_fail_why), NULL);
 		drain_actions(c);
 	}
 }
@@ -662,6 +674,7 @@ struct commit_job {
 	struct net_conn **cs;
 	struct spool_msg **ms;
 	bool *ok;
+	enum spool_fail *why; /* per message, beside ok */
 	size_t *at; /* cs[i]'s index in ms, or n */
 	size_t n, nm;
 };
@@ -671,6 +684,7 @@ static void commit_job_free(struct commit_job *j)
 	free(j->cs);
 	free(j->ms);
 	free(j->ok);
+	free(j->why);
 	free(j->at);
 	free(j);
 }
@@ -681,6 +695,7 @@ static void commit_finish(struct net_server *srv, struct commit_job *j, const st
 	for (size_t i = 0; i < j->n; i++) {
 		struct net_conn *c = j->cs[i];
 		bool done = j->at[i] < j->n && j->ok[j->at[i]];
+		enum spool_fail why = j->at[i] < j->n ? j->why[j->at[i]] : SPOOL_FAIL_OTHER;
 		c->commit_wait = false;
 		if (c->closed) {
 			/* Closed (shutdown timeout, write error) while the thread had
@@ -733,11 +748,11 @@ static void commit_finish(struct net_server *srv, struct commit_job *j, const st
 				(void)!send(srv->notify_fd, c->qid, strlen(c->qid),
 					    MSG_DONTWAIT | MSG_NOSIGNAL);
 		} else {
-			log_event(LOG_LVL_ERR, "commit_failed", "session=%s id=%s error=\"%s\"", c->sid,
-				  c->qid, e->msg);
+			log_event(LOG_LVL_ERR, "commit_failed", "session=%s id=%s nospace=%s error=\"%s\"",
+				  c->sid, c->qid, why == SPOOL_FAIL_NOSPACE ? "yes" : "no", e->msg);
 		}
 		/* 250 only now: spool_commit_batch said this message is durable. */
-		smtp_session_commit_done(c->s, done, c->qid);
+		smtp_session_commit_result(c->s, done ? SMTP_COMMIT_OK : commit_result(why), c->qid);
 		drain_actions(c);
 		conn_run(c);
 	}
@@ -758,6 +773,7 @@ static void commit_cb(evutil_socket_t fd, short what, void *arg)
 	j->cs = xcalloc(n, sizeof(*j->cs));
 	j->ms = xcalloc(n, sizeof(*j->ms));
 	j->ok = xcalloc(n, sizeof(*j->ok));
+	j->why = xcalloc(n, sizeof(*j->why));
 	j->at = xcalloc(n, sizeof(*j->at));
 	j->n = n;
 	size_t i = 0;
@@ -775,13 +791,13 @@ static void commit_cb(evutil_socket_t fd, short what, void *arg)
 	/* With the spool's thread the loop goes on serving sessions while the
 	 * batch syncs; the sessions that end their data meanwhile wait on
 	 * commit_head for the next batch. */
-	if (j->nm > 0 && spool_commit_submit(srv->spool, j->ms, j->nm, j->ok)) {
+	if (j->nm > 0 && spool_commit_submit_why(srv->spool, j->ms, j->nm, j->ok, j->why)) {
 		srv->commit_inflight = j;
 		return;
 	}
 	struct err e = { "" };
 	if (j->nm > 0)
-		spool_commit_batch(srv->spool, j->ms, j->nm, j->ok, &e);
+		spool_commit_batch_why(srv->spool, j->ms, j->nm, j->ok, j->why, &e);
 	commit_finish(srv, j, &e);
 }
 
@@ -809,6 +825,18 @@ static void make_nonce(void *ctx, struct buf *out)
 		memcpy(r, &t, sizeof(t));
 	}
 	b64_encode(r, sizeof(r), out);
+}
+
+/* RFC 1870 §6: a declared SIZE larger than the spool's free space is
+ * refused at MAIL (452 4.3.1).  One fstatvfs, only for a MAIL with SIZE=;
+ * when it cannot tell, the message is tried. */
+static bool conn_space_ok(void *ctx, uint64_t size)
+{
+	struct net_conn *c = ctx;
+	uint64_t avail = 0;
+	if (!c->srv->spool || spool_free_space(c->srv->spool, &avail, NULL) < 0)
+		return true;
+	return size <= avail;
 }
 
 static void format_ip(const struct sockaddr *sa, char *out, size_t n)
@@ -907,6 +935,7 @@ static void accept_cb(struct evconnlistener *lev, evutil_socket_t fd, struct soc
 	}
 	c->client.make_nonce = make_nonce;
 	c->s = smtp_session_new(&l->policy, &c->client);
+	smtp_session_set_space_check(c->s, conn_space_ok, c);
 	c->ev_io = event_new(srv->base, fd, EV_READ | EV_PERSIST, conn_io_cb, c);
 	c->ev_want = EV_READ;
 	c->ev_timer = evtimer_new(srv->base, conn_timer_cb, c);

@@ -31,6 +31,7 @@ struct spool_fst {
 	struct spool_msg **msgs;
 	size_t n;
 	bool *ok;
+	enum spool_fail *why;  /* may be NULL */
 	bool job, done;
 	size_t committed;
 	struct err err;
@@ -45,9 +46,10 @@ static void *fst_main(void *arg)
 			struct spool_msg **msgs = t->msgs;
 			size_t n = t->n;
 			bool *ok = t->ok;
+			enum spool_fail *why = t->why;
 			pthread_mutex_unlock(&t->mu);
 			struct err e = { "" };
-			size_t c = spool_commit_batch(t->sp, msgs, n, ok, &e);
+			size_t c = spool_commit_batch_why(t->sp, msgs, n, ok, why, &e);
 			pthread_mutex_lock(&t->mu);
 			t->committed = c;
 			t->err = e;
@@ -119,6 +121,12 @@ int spool_commit_fd(const struct spool *sp)
 
 bool spool_commit_submit(struct spool *sp, struct spool_msg **msgs, size_t n, bool *ok)
 {
+	return spool_commit_submit_why(sp, msgs, n, ok, NULL);
+}
+
+bool spool_commit_submit_why(struct spool *sp, struct spool_msg **msgs, size_t n, bool *ok,
+			     enum spool_fail *why)
+{
 	struct spool_fst *t = sp->fst;
 	if (!t)
 		return false;
@@ -128,6 +136,7 @@ bool spool_commit_submit(struct spool *sp, struct spool_msg **msgs, size_t n, bo
 		t->msgs = msgs;
 		t->n = n;
 		t->ok = ok;
+		t->why = why;
 		t->job = true;
 		t->done = false;
 		pthread_cond_broadcast(&t->cv);
@@ -151,6 +160,7 @@ bool spool_commit_collect(struct spool *sp, size_t *committed, struct err *e)
 		t->job = t->done = false;
 		t->msgs = NULL;
 		t->ok = NULL;
+		t->why = NULL;
 	}
 	pthread_mutex_unlock(&t->mu);
 	return done;

@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include "spool_int.h"
@@ -33,6 +34,7 @@ struct spool_msg {
 	struct buf out;   /* pending bytes, flushed in SPOOL_BLOCK pieces */
 	bool failed;      /* a write failed: the commit must fail */
 	struct err err;   /* why */
+	enum spool_fail why; /* ... and whether that was a full file system */
 	uint64_t written; /* bytes already in the file (the rest is in out) */
 	off_t mark_at;    /* file offset of the '8' of "content 8bit", -1 if none */
 	bool saw_8bit;    /* a message byte above 127 was written */
@@ -152,11 +154,37 @@ void spool_close(struct spool *sp)
 
 /* ---- writing ------------------------------------------------------------ */
 
+/* A full file system or quota is worth telling apart: the client is told
+ * 452 4.3.1 (RFC 3463) rather than a generic local error. */
+static enum spool_fail spool_fail_of(int er)
+{
+	return er == ENOSPC || er == EDQUOT ? SPOOL_FAIL_NOSPACE : SPOOL_FAIL_OTHER;
+}
+
 static void spool_msg_fail(struct spool_msg *m, const char *what, int er)
 {
-	if (!m->failed)
+	if (!m->failed) {
 		err_set(&m->err, "spool %s: %s: %s", m->id, what, strerror(er));
+		m->why = spool_fail_of(er);
+	}
 	m->failed = true;
+}
+
+enum spool_fail spool_msg_failure(const struct spool_msg *m)
+{
+	return m->failed ? m->why : SPOOL_FAIL_NONE;
+}
+
+int spool_free_space(const struct spool *sp, uint64_t *bytes, struct err *e)
+{
+	struct statvfs st;
+	if (fstatvfs(sp->tmpfd, &st) < 0)
+		return err_set(e, "spool: statvfs: %s", strerror(errno));
+	/* f_bavail: what an unprivileged writer (the workers) may still use. */
+	uint64_t fr = st.f_frsize ? st.f_frsize : st.f_bsize;
+	uint64_t av = st.f_bavail;
+	*bytes = fr && av > UINT64_MAX / fr ? UINT64_MAX : av * fr;
+	return 0;
 }
 
 /* The file is made only when bytes must go to it: a message that fits in
@@ -362,6 +390,12 @@ static int spool_rename_noreplace(int from_dir, const char *from, int to_dir, co
 size_t spool_commit_batch(struct spool *sp, struct spool_msg **msgs, size_t n, bool *ok,
 			  struct err *e)
 {
+	return spool_commit_batch_why(sp, msgs, n, ok, NULL, e);
+}
+
+size_t spool_commit_batch_why(struct spool *sp, struct spool_msg **msgs, size_t n, bool *ok,
+			      enum spool_fail *why, struct err *e)
+{
 	bool first_err = true;
 	size_t renamed = 0;
 #define NOTE_ERR(...)                              \
@@ -374,6 +408,8 @@ size_t spool_commit_batch(struct spool *sp, struct spool_msg **msgs, size_t n, b
 	size_t live = 0;
 	for (size_t i = 0; i < n; i++) {
 		ok[i] = false;
+		if (why)
+			why[i] = SPOOL_FAIL_NONE;
 		spool_msg_settle(msgs[i]);
 		if (spool_msg_flush(msgs[i]) == 0)
 			live++;
@@ -405,6 +441,8 @@ size_t spool_commit_batch(struct spool *sp, struct spool_msg **msgs, size_t n, b
 			spool_msg_fail(m, "rename into queue", errno);
 		if (m->failed) {
 			NOTE_ERR("%s", m->err.msg);
+			if (why)
+				why[i] = m->why;
 			if (m->created)
 				unlinkat(sp->tmpfd, m->id, 0);
 			continue;
@@ -423,6 +461,8 @@ size_t spool_commit_batch(struct spool *sp, struct spool_msg **msgs, size_t n, b
 			if (ok[i]) {
 				unlinkat(sp->queuefd, msgs[i]->id, 0);
 				ok[i] = false;
+				if (why)
+					why[i] = spool_fail_of(er);
 			}
 		}
 		renamed = 0;

@@ -116,6 +116,10 @@ struct smtp_session {
 	char *auth_user;         /* owned; env.auth_user points here */
 	char *auth_try;          /* identity given in the exchange, for the log */
 	struct buf auth_cmd;     /* "AUTH <mech>": what refusals of AUTH log */
+	bool after_auth;         /* an AUTH was refused: unknown lines may be SASL data */
+	/* RFC 1870 §6: does a declared SIZE fit in the spool now (injected). */
+	bool (*space_ok)(void *ctx, uint64_t size);
+	void *space_ctx;
 	struct buf chal;
 	/* A MAIL or RCPT waiting for the answer to SMTP_ACT_LOOKUP. */
 	uint8_t pend;
@@ -215,6 +219,71 @@ static void force_close(struct smtp_session *s)
 	set_closing(s);
 }
 
+/* A SASL mechanism name (RFC 4422 §3.1): 1 to 20 of A-Z 0-9 - _. */
+static bool mech_token_ok(const char *p, size_t n)
+{
+	if (n == 0 || n > 20)
+		return false;
+	for (size_t i = 0; i < n; i++) {
+		unsigned char ch = (unsigned char)p[i];
+		if (!((ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') ||
+		      (ch >= '0' && ch <= '9') || ch == '-' || ch == '_'))
+			return false;
+	}
+	return true;
+}
+
+static bool is_letter(unsigned char ch)
+{
+	return (ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z');
+}
+
+/*
+ * True if a client line may be an AUTH command in any spelling: after
+ * whatever non-letters lead it, its first four letters are "AUTH" in any
+ * case, whatever follows them (TAB, other bytes, more letters as in
+ * "AUTHX").  Such a line may carry credentials and is never logged whole.
+ */
+static bool line_is_auth(const void *line, size_t n)
+{
+	const char *p = line;
+	size_t i = 0;
+	while (i < n && !is_letter((unsigned char)p[i]))
+		i++;
+	return n - i >= 4 && str_has_prefix_nocase(p + i, n - i, "AUTH");
+}
+
+/*
+ * Appends what the log shows of an AUTH line: "AUTH", and the mechanism
+ * name, upper-cased, only for the well-formed "AUTH" SP mechanism [SP ...]
+ * (the initial response after it is never shown).
+ */
+static int auth_log_form(struct buf *out, const void *line, size_t n)
+{
+	const char *p = line;
+	if (buf_puts(out, "AUTH") < 0)
+		return -1;
+	if (n < 6 || !str_has_prefix_nocase(p, n, "AUTH "))
+		return 0;
+	const char *m = p + 5;
+	size_t rest = n - 5, ml = 0;
+	while (ml < rest && m[ml] != ' ')
+		ml++;
+	if (!mech_token_ok(m, ml))
+		return 0;
+	size_t at = buf_len(out);
+	if (buf_puts(out, " ") < 0 || buf_append(out, m, ml) < 0)
+		return -1;
+	char *w = (char *)out->data + out->off + at + 1;
+	for (size_t i = 0; i < ml; i++)
+		if (w[i] >= 'a' && w[i] <= 'z')
+			w[i] = (char)(w[i] - 'a' + 'A');
+	return 0;
+}
+
+/* Logged instead of a line that may be a SASL response of a refused AUTH. */
+static const char auth_tail_log[] = "(line after AUTH, not logged)";
+
 /*
  * A 4xx/5xx reply to a command, logged with the command line.  counted:
  * it counts against errors_max (the reply is replaced by 421 past it).
@@ -224,12 +293,22 @@ static void refuse_v(struct smtp_session *s, bool counted, const void *cmd, size
 static void refuse_v(struct smtp_session *s, bool counted, const void *cmd, size_t cmdlen,
 		     const char *fmt, va_list ap)
 {
-	if (cmdlen > SMTP_LOG_CMD_MAX)
-		cmdlen = SMTP_LOG_CMD_MAX;
 	size_t base = buf_len(&s->logb);
 	size_t cmd_off = base;
-	if (buf_append(&s->logb, cmd, cmdlen) < 0)
-		cmdlen = 0;
+	if (line_is_auth(cmd, cmdlen)) {
+		/* Whatever the spelling, an AUTH line is logged as "AUTH" and at
+		 * most its mechanism: the rest may be credentials.  The lines
+		 * after it may be SASL responses sent regardless. */
+		s->after_auth = true;
+		if (auth_log_form(&s->logb, cmd, cmdlen) < 0)
+			s->logb.len = s->logb.off + base;
+		cmdlen = buf_len(&s->logb) - base;
+	} else {
+		if (cmdlen > SMTP_LOG_CMD_MAX)
+			cmdlen = SMTP_LOG_CMD_MAX;
+		if (buf_append(&s->logb, cmd, cmdlen) < 0)
+			cmdlen = 0;
+	}
 	size_t reply_off = buf_len(&s->logb);
 	int r = buf_vprintf(&s->logb, fmt, ap);
 	bool too_many = counted && ++s->n_errors > s->pol->errors_max;
@@ -1049,20 +1128,6 @@ static unsigned offered_mechs(const struct smtp_session *s)
 	return m;
 }
 
-/* A SASL mechanism name (RFC 4422 §3.1): 1 to 20 of A-Z 0-9 - _. */
-static bool mech_token_ok(const char *p, size_t n)
-{
-	if (n == 0 || n > 20)
-		return false;
-	for (size_t i = 0; i < n; i++) {
-		unsigned char ch = (unsigned char)p[i];
-		if (!((ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') ||
-		      (ch >= '0' && ch <= '9') || ch == '-' || ch == '_'))
-			return false;
-	}
-	return true;
-}
-
 /*
  * What refusals of this AUTH log as the command: "AUTH" and the mechanism
  * name, never the rest of the line (an initial response carries
@@ -1077,13 +1142,7 @@ static void auth_cmd_set(struct smtp_session *s, const char *arg, size_t n)
 	buf_puts(&s->auth_cmd, "AUTH");
 	if (mech_token_ok(arg, ml)) {
 		buf_puts(&s->auth_cmd, " ");
-		size_t at = buf_len(&s->auth_cmd);
-		if (buf_append(&s->auth_cmd, arg, ml) == 0) {
-			char *w = (char *)s->auth_cmd.data + s->auth_cmd.off + at;
-			for (size_t i = 0; i < ml; i++)
-				if (w[i] >= 'a' && w[i] <= 'z')
-					w[i] = (char)(w[i] - 'a' + 'A');
-		}
+		buf_append(&s->auth_cmd, arg, ml);
 	}
 }
 
@@ -1613,6 +1672,12 @@ static void cmd_mail(struct smtp_session *s, const char *line, size_t len,
 		refuse(s, line, len, "553 5.6.7 Non-ASCII address requires SMTPUTF8");
 		return;
 	}
+	/* RFC 1870 §6.1: a size that fits the limit but not the spool's free
+	 * space now is a temporary refusal.  Not the client's error. */
+	if ((seen & P_SIZE) && size > 0 && s->space_ok && !s->space_ok(s->space_ctx, size)) {
+		refuse_nocount(s, line, len, "452 4.3.1 Insufficient system storage");
+		return;
+	}
 	char *sender = path_canonical_dup(&path);
 	if (!sender) {
 		refuse(s, line, len, "501 5.1.7 Invalid sender address");
@@ -1922,6 +1987,15 @@ static void exec_cmd(struct smtp_session *s, const char *line, size_t len)
 {
 	struct smtp_cmd c;
 	smtp_parse_cmd(line, len, &c);
+	/* After a refused AUTH the client may go on with its SASL responses
+	 * (base64 credentials): until a command is recognised again, a line
+	 * that is none is not logged. */
+	if (c.verb != SMTP_CMD_UNKNOWN)
+		s->after_auth = false;
+	if (c.verb == SMTP_CMD_UNKNOWN && s->after_auth && !line_is_auth(line, len)) {
+		line = auth_tail_log;
+		len = sizeof(auth_tail_log) - 1;
+	}
 	bool tls_block = s->pol->tls_required && !s->in_tls;
 	if (tls_block) {
 		switch (c.verb) {
@@ -2002,14 +2076,13 @@ static void exec_cmd(struct smtp_session *s, const char *line, size_t len)
 	}
 }
 
-/* A line refused before it was parsed: if it is an AUTH command, only
- * "AUTH <mech>" is logged, as for every AUTH. */
+/* A line refused before it was parsed.  refuse() never logs more than
+ * "AUTH <mech>" of an AUTH line; a line that may be a SASL response of a
+ * refused AUTH is not logged at all. */
 static void refuse_line(struct smtp_session *s, const uint8_t *p, size_t n, const char *msg)
 {
-	const char *l = (const char *)p;
-	if (str_has_prefix_nocase(l, n, "AUTH") && (n == 4 || l[4] == ' ')) {
-		auth_cmd_set(s, n > 5 ? l + 5 : "", n > 5 ? n - 5 : 0);
-		refuse_auth(s, msg);
+	if (s->after_auth && !line_is_auth(p, n)) {
+		refuse(s, auth_tail_log, sizeof(auth_tail_log) - 1, "%s", msg);
 		return;
 	}
 	refuse(s, p, n, "%s", msg);
@@ -2194,6 +2267,13 @@ void smtp_session_free(struct smtp_session *s)
 	free(s);
 }
 
+void smtp_session_set_space_check(struct smtp_session *s, bool (*fn)(void *ctx, uint64_t size),
+				  void *ctx)
+{
+	s->space_ok = fn;
+	s->space_ctx = ctx;
+}
+
 void smtp_session_start(struct smtp_session *s)
 {
 	event_begin(s);
@@ -2248,11 +2328,19 @@ void smtp_session_tls_started(struct smtp_session *s, const char *version, const
 
 void smtp_session_commit_done(struct smtp_session *s, bool ok, const char *queue_id)
 {
+	smtp_session_commit_result(s, ok ? SMTP_COMMIT_OK : SMTP_COMMIT_TEMPFAIL, queue_id);
+}
+
+void smtp_session_commit_result(struct smtp_session *s, enum smtp_commit_result r,
+				const char *queue_id)
+{
 	event_begin(s);
 	if (s->closing || s->state != ST_WAIT_COMMIT)
 		return;
-	if (ok)
+	if (r == SMTP_COMMIT_OK)
 		reply(s, "250 2.0.0 OK queued as %s", queue_id ? queue_id : "");
+	else if (r == SMTP_COMMIT_NOSPACE) /* RFC 5321 §4.2.3, RFC 3463 X.3.1 */
+		reply(s, "452 4.3.1 Insufficient system storage; try again later");
 	else
 		reply(s, "451 4.3.0 Local error in processing; try again later");
 	reset_tx(s);

@@ -277,6 +277,24 @@ void smtp_session_tls_started(struct smtp_session *s, const char *version, const
 /* Result of SMTP_ACT_COMMIT: ok with the queue id, or a temporary failure. */
 void smtp_session_commit_done(struct smtp_session *s, bool ok, const char *queue_id);
 
+/* Why a commit failed, for the reply. */
+enum smtp_commit_result {
+	SMTP_COMMIT_OK = 0,
+	SMTP_COMMIT_TEMPFAIL,   /* 451 4.3.0 */
+	SMTP_COMMIT_NOSPACE,    /* the spool's file system is full: 452 4.3.1 (RFC 3463) */
+};
+/* Result of SMTP_ACT_COMMIT with its reason; smtp_session_commit_done(ok)
+ * is this with OK or TEMPFAIL. */
+void smtp_session_commit_result(struct smtp_session *s, enum smtp_commit_result r,
+				const char *queue_id);
+
+/* RFC 1870 §6: fn (called during a MAIL with a SIZE= parameter) tells
+ * whether size bytes fit in the spool now; a MAIL whose SIZE does not is
+ * answered 452 4.3.1.  Without it (the default) SIZE is checked only
+ * against message_max. */
+void smtp_session_set_space_check(struct smtp_session *s, bool (*fn)(void *ctx, uint64_t size),
+				  void *ctx);
+
 /* The auth process's answer to SMTP_ACT_AUTH_REQUEST (views borrowed for
  * the call). */
 void smtp_session_auth_answer(struct smtp_session *s, const struct sasl_answer *a);

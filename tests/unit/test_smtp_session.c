@@ -1670,6 +1670,245 @@ static void test_received_auth(void **state)
 	buf_free(&b);
 }
 
+/* ---- AUTH lines in the refusal log ------------------------------------ */
+
+struct logcase {
+	const char *name;
+	unsigned flags;
+	struct step steps[8];
+	const char *logs;     /* the refusal log, exact */
+	const char *replies;  /* final reply lines (prefixes) */
+};
+
+/* Runs each case whole and byte by byte: the log must be exactly the one
+ * given, and (checked in drain and here) hold no form of the secret. */
+static void run_logcases(const struct logcase *lc, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		struct smtp_policy pol;
+		make_policy(&pol, lc[i].flags);
+		for (int bw = 0; bw < 2; bw++) {
+			struct trace t;
+			run_steps(&pol, lc[i].steps, bw, &t);
+			check_no_secret(buf_ptr(&t.logs), buf_len(&t.logs));
+			check_no_secret(buf_ptr(&t.acts), buf_len(&t.acts));
+			if (strcmp((const char *)buf_ptr(&t.logs), lc[i].logs) != 0)
+				fail_msg("%s (%s): log\n got:\n%s\n want:\n%s", lc[i].name,
+					 bw ? "bytewise" : "whole", (const char *)buf_ptr(&t.logs),
+					 lc[i].logs);
+			char name[160];
+			snprintf(name, sizeof(name), "%s (%s)", lc[i].name, bw ? "bytewise" : "whole");
+			if (lc[i].replies)
+				check_lines(name, (const char *)buf_ptr(&t.last), lc[i].replies);
+			trace_free(&t);
+		}
+	}
+}
+
+static void test_auth_log_spellings(void **state)
+{
+	static const struct logcase t[] = {
+		{ "TAB after AUTH (MX)", 0,
+		  { F(EHLO "AUTH\tPLAIN AHVzZXIAczNjcjN0\r\n") },
+		  "AUTH => 500 5.5.1 Command unrecognized\n", "250 HELP\n500 5.5.1" },
+		{ "TAB after AUTH before STARTTLS (submission)", P_SUB | P_AUTH | P_TLS_REQ | P_AUTH_REQ,
+		  { F(EHLO "AUTH\tPLAIN AHVzZXIAczNjcjN0\r\n") },
+		  "AUTH => 530 5.7.0 Must issue a STARTTLS command first\n", "250 HELP\n530 5.7.0" },
+		{ "TAB after AUTH inside TLS", P_SUB | P_AUTH,
+		  { TLS_EHLO, F("AUTH\tPLAIN AHVzZXIAczNjcjN0\r\n") },
+		  "AUTH => 500 5.5.1 Command unrecognized\n", "250 HELP\n500 5.5.1" },
+		{ "lower case and TAB", 0,
+		  { F("auth\tplain AHVzZXIAczNjcjN0\r\n") },
+		  "AUTH => 500 5.5.1 Command unrecognized\n", "500 5.5.1" },
+		{ "mixed case with a space keeps the mechanism", 0,
+		  { F(EHLO "aUtH pLaIn AHVzZXIAczNjcjN0\r\n") },
+		  "AUTH PLAIN => 502 5.5.1 AUTH not available\n", "250 HELP\n502 5.5.1" },
+		{ "verb that starts with AUTH", 0,
+		  { F("AUTHX AHVzZXIAczNjcjN0\r\nauthplain s3cr3t\r\n") },
+		  "AUTH => 500 5.5.1 Command unrecognized\nAUTH => 500 5.5.1 Command unrecognized\n",
+		  "500 5.5.1\n500 5.5.1" },
+		{ "other bytes after AUTH", 0,
+		  { F("AUTH\x01PLAIN AHVzZXIAczNjcjN0\r\nAUTH\x0bPLAIN AHVzZXIAczNjcjN0\r\n"
+		      "AUTH\xc2\xa0PLAIN AHVzZXIAczNjcjN0\r\n") },
+		  "AUTH => 500 5.5.1 Command unrecognized\nAUTH => 500 5.5.1 Command unrecognized\n"
+		  "AUTH => 500 5.5.1 Command unrecognized\n", NULL },
+		{ "white space before AUTH", 0,
+		  { F(" AUTH PLAIN AHVzZXIAczNjcjN0\r\n\tAuth LOGIN czNjcjN0\r\n") },
+		  "AUTH => 500 5.5.1 Command unrecognized\nAUTH => 500 5.5.1 Command unrecognized\n",
+		  NULL },
+		{ "TAB form with a bare CR", 0,
+		  { F("AUTH\tPLAIN AHVzZXIAczNjcjN0\rx\r\n") },
+		  "AUTH => 500 5.5.2 Syntax error: bare CR or LF in command\n", "500 5.5.2" },
+		{ "mechanism that is not a token is not logged", P_AUTH,
+		  { TLS_EHLO, F("AUTH PLAIN\tAHVzZXIAczNjcjN0\r\n") },
+		  "AUTH => 504 5.5.4 Unrecognized authentication mechanism\n", "250 HELP\n504 5.5.4" },
+		{ "a refused AUTH LOGIN: the responses after it are not logged",
+		  P_SUB | P_AUTH | P_TLS_REQ,
+		  { F(EHLO "AUTH LOGIN\r\ndXNlcg==\r\nczNjcjN0\r\nNOOP\r\nXYZZY\r\n") },
+		  "AUTH LOGIN => 530 5.7.0 Must issue a STARTTLS command first\n"
+		  "(line after AUTH, not logged) => 530 5.7.0 Must issue a STARTTLS command first\n"
+		  "(line after AUTH, not logged) => 530 5.7.0 Must issue a STARTTLS command first\n"
+		  "XYZZY => 530 5.7.0 Must issue a STARTTLS command first\n",
+		  "250 HELP\n530 \n530 \n530 \n250 2.0.0\n530 " },
+		{ "responses after a refused TAB form", 0,
+		  { F("AUTH\tLOGIN\r\ndXNlcg==\r\nczNjcjN0\r\n") },
+		  "AUTH => 500 5.5.1 Command unrecognized\n"
+		  "(line after AUTH, not logged) => 500 5.5.1 Command unrecognized\n"
+		  "(line after AUTH, not logged) => 500 5.5.1 Command unrecognized\n", NULL },
+		{ "a failed exchange: a response sent after it is not logged", P_AUTH,
+		  { TLS_EHLO, F("AUTH LOGIN\r\ndXNlcg==\r\n*\r\nczNjcjN0\r\n") },
+		  "auth cancelled\nAUTH LOGIN => 501 5.0.0 Authentication cancelled\n"
+		  "(line after AUTH, not logged) => 500 5.5.1 Command unrecognized\n",
+		  "250 HELP\n334 \n334 \n501 5.0.0\n500 5.5.1" },
+		{ "cut off after too many errors", 0,
+		  { F("A\r\nB\r\nC\r\nD\r\nE\r\nAUTH\tPLAIN AHVzZXIAczNjcjN0\r\nczNjcjN0\r\n") },
+		  "A => 500 5.5.1 Command unrecognized\nB => 500 5.5.1 Command unrecognized\n"
+		  "C => 500 5.5.1 Command unrecognized\nD => 500 5.5.1 Command unrecognized\n"
+		  "E => 500 5.5.1 Command unrecognized\nAUTH => 421 4.7.0 mx.test.example Too many "
+		  "errors\n",
+		  NULL },
+	};
+	run_logcases(t, sizeof(t) / sizeof(t[0]));
+}
+
+/* Over-long lines: a TAB-form AUTH, and an over-long SASL response inside
+ * an exchange and the response sent after it. */
+static void test_auth_log_long(void **state)
+{
+	char *line = malloc(1200);
+	memcpy(line, "AUTH\tPLAIN ", 11);
+	for (size_t i = 11; i < 1198; i += 16)
+		memcpy(line + i, "AHVzZXIAczNjcjN0", i + 16 <= 1198 ? 16 : 1198 - i);
+	memcpy(line + 1198, "\r\n", 2);
+	char *resp = malloc(1200);
+	for (size_t i = 0; i < 1198; i += 8)
+		memcpy(resp + i, "czNjcjN0", i + 8 <= 1198 ? 8 : 1198 - i);
+	memcpy(resp + 1198, "\r\n", 2);
+	struct logcase t[] = {
+		{ "long TAB form", 0,
+		  { { EV_FEED, line, 1200 }, F("NOOP\r\n") },
+		  "AUTH => 500 5.5.2 Line too long\n", "500 5.5.2\n250 2.0.0" },
+		{ "long TAB form without its end", 0,
+		  { { EV_FEED, line, 1100 } },
+		  "AUTH => 500 5.5.2 Line too long\n", "500 5.5.2" },
+		{ "long response in an exchange, then a response", P_AUTH,
+		  { TLS_EHLO, F("AUTH LOGIN\r\ndXNlcg==\r\n"), { EV_FEED, resp, 1200 },
+		    F("czNjcjN0\r\nNOOP\r\n") },
+		  "auth syntax\nAUTH LOGIN => 500 5.5.6 Authentication exchange line is too long\n"
+		  "(line after AUTH, not logged) => 500 5.5.1 Command unrecognized\n",
+		  "250 HELP\n334 \n334 \n500 5.5.6\n500 5.5.1\n250 2.0.0" },
+	};
+	run_logcases(t, sizeof(t) / sizeof(t[0]));
+	free(line);
+	free(resp);
+}
+
+/* ---- commit failures and SIZE against free space ---------------------- */
+
+static uint64_t fake_free;
+static unsigned space_asked;
+
+static bool fake_space_ok(void *ctx, uint64_t size)
+{
+	space_asked++;
+	return size <= fake_free;
+}
+
+static void test_commit_reasons(void **state)
+{
+	struct smtp_policy pol;
+	make_policy(&pol, 0);
+	static const struct {
+		enum smtp_commit_result r;
+		const char *want;
+	} t[] = {
+		{ SMTP_COMMIT_OK, "250 2.0.0 OK queued as Q1" },
+		{ SMTP_COMMIT_TEMPFAIL, "451 4.3.0 Local error in processing" },
+		{ SMTP_COMMIT_NOSPACE, "452 4.3.1 Insufficient system storage" },
+	};
+	for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
+		struct smtp_session *s = smtp_session_new(&pol, &client);
+		struct trace tr;
+		trace_init(&tr);
+		static const char in[] = TX "DATA\r\nSubject: x\r\n\r\nhi\r\n.\r\n";
+		smtp_session_feed(s, (const uint8_t *)in, sizeof(in) - 1);
+		drain(s, &tr);
+		smtp_session_commit_result(s, t[i].r, "Q1");
+		drain(s, &tr);
+		/* The session goes on: the next transaction is accepted. */
+		smtp_session_feed(s, (const uint8_t *)MAIL, sizeof(MAIL) - 1);
+		drain(s, &tr);
+		finish_trace(&tr);
+		char want[256];
+		snprintf(want, sizeof(want), TXR "354 \n%s\n250 2.1.0", t[i].want);
+		check_lines("commit reason", (const char *)buf_ptr(&tr.last), want);
+		trace_free(&tr);
+		smtp_session_free(s);
+	}
+	/* commit_done keeps its meaning. */
+	static const struct tcase c[] = {
+		{ "commit_done false", 0,
+		  { F(TX "DATA\r\nx\r\n.\r\n"), E(EV_FAIL) },
+		  TXR "354 \n451 4.3.0", NULL },
+	};
+	TABLE(c);
+}
+
+static void test_size_free_space(void **state)
+{
+	struct smtp_policy pol;
+	make_policy(&pol, 0);
+	static const struct {
+		const char *mail;
+		uint64_t free;
+		unsigned asked;
+		const char *want;
+	} t[] = {
+		{ "MAIL FROM:<a@client.example> SIZE=5000\r\n", 4999, 1,
+		  "452 4.3.1 Insufficient system storage" },
+		{ "MAIL FROM:<a@client.example> SIZE=5000\r\n", 5000, 1, "250 2.1.0" },
+		{ "MAIL FROM:<a@client.example>\r\n", 0, 0, "250 2.1.0" },       /* no SIZE: not asked */
+		{ "MAIL FROM:<a@client.example> SIZE=0\r\n", 0, 0, "250 2.1.0" },
+		{ "MAIL FROM:<a@client.example> SIZE=20000\r\n", 0, 0, "552 5.3.4" }, /* limit first */
+	};
+	for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
+		for (int bw = 0; bw < 2; bw++) {
+			struct smtp_session *s = smtp_session_new(&pol, &client);
+			smtp_session_set_space_check(s, fake_space_ok, NULL);
+			fake_free = t[i].free;
+			space_asked = 0;
+			struct trace tr;
+			trace_init(&tr);
+			char in[256];
+			snprintf(in, sizeof(in), "EHLO c.example\r\n%s" RCPT, t[i].mail);
+			size_t n = strlen(in);
+			if (bw) {
+				for (size_t k = 0; k < n; k++) {
+					smtp_session_feed(s, (const uint8_t *)in + k, 1);
+					drain(s, &tr);
+				}
+			} else {
+				smtp_session_feed(s, (const uint8_t *)in, n);
+				drain(s, &tr);
+			}
+			finish_trace(&tr);
+			char want[256];
+			snprintf(want, sizeof(want), "250 HELP\n%s\n%s", t[i].want,
+				 t[i].want[0] == '2' ? "250 2.1.5" : "503 5.5.1 Need MAIL");
+			check_lines("SIZE and free space", (const char *)buf_ptr(&tr.last), want);
+			assert_int_equal(space_asked, t[i].asked);
+			trace_free(&tr);
+			smtp_session_free(s);
+		}
+	}
+	/* Without a check, SIZE is held against message_max only. */
+	static const struct tcase c[] = {
+		{ "no space check", 0, { F(EHLO "MAIL FROM:<a@client.example> SIZE=9999\r\n") },
+		  "250 HELP\n250 2.1.0", NULL },
+	};
+	TABLE(c);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1706,6 +1945,10 @@ int main(void)
 		cmocka_unit_test(test_canonical),
 		cmocka_unit_test(test_rcpt_overshoot),
 		cmocka_unit_test(test_first_line_folded),
+		cmocka_unit_test(test_auth_log_spellings),
+		cmocka_unit_test(test_auth_log_long),
+		cmocka_unit_test(test_commit_reasons),
+		cmocka_unit_test(test_size_free_space),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mount.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -483,11 +484,17 @@ static void test_write_error(void **state)
 	assert_int_equal(spool_msg_write(msgs[0], "x", 1, &e), -1);
 	assert_int_equal(spool_msg_write(msgs[1], "fine\r\n", 6, &e), 0);
 	e.msg[0] = '\0';
-	assert_int_equal(spool_commit_batch(fx->sp, msgs, 2, ok, &e), 1);
+	/* EFBIG is a local error, not a full file system (451 4.3.0). */
+	assert_int_equal(spool_msg_failure(msgs[0]), SPOOL_FAIL_OTHER);
+	assert_int_equal(spool_msg_failure(msgs[1]), SPOOL_FAIL_NONE);
+	enum spool_fail why[2] = { SPOOL_FAIL_NOSPACE, SPOOL_FAIL_NOSPACE };
+	assert_int_equal(spool_commit_batch_why(fx->sp, msgs, 2, ok, why, &e), 1);
 	setrlimit(RLIMIT_FSIZE, &old);
 	signal(SIGXFSZ, prev);
 	assert_false(ok[0]);
 	assert_true(ok[1]);
+	assert_int_equal(why[0], SPOOL_FAIL_OTHER);
+	assert_int_equal(why[1], SPOOL_FAIL_NONE);
 	assert_non_null(strstr(e.msg, "File too large"));
 	assert_int_equal(count_entries(fx, "tmp"), 0);
 	assert_int_equal(count_entries(fx, "queue"), 1);
@@ -1150,6 +1157,157 @@ static void test_format_parse(void **state)
 	buf_free(&t);
 }
 
+/* ---- a full file system ---------------------------------------------------- */
+
+/* The spool on a 1 MiB tmpfs of its own (needs root; skipped without). */
+struct fullfx {
+	char dir[64];
+	bool mounted;
+	struct spool *sp;
+};
+
+static int setup_full(void **state)
+{
+	struct fullfx *fx = calloc(1, sizeof(*fx));
+	snprintf(fx->dir, sizeof(fx->dir), "/tmp/spoolfull.XXXXXX");
+	if (!mkdtemp(fx->dir))
+		return -1;
+	*state = fx;
+	if (mount("tmpfs", fx->dir, "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,mode=0700") < 0)
+		return 0; /* the test skips */
+	fx->mounted = true;
+	char path[128];
+	snprintf(path, sizeof(path), "%s/spool", fx->dir);
+	struct err e = { "" };
+	if (spool_open(path, &fx->sp, &e) < 0) {
+		fprintf(stderr, "%s\n", e.msg);
+		return -1;
+	}
+	return 0;
+}
+
+static int teardown_full(void **state)
+{
+	struct fullfx *fx = *state;
+	if (fx->sp) {
+		spool_thread_stop(fx->sp);
+		spool_close(fx->sp);
+	}
+	if (fx->mounted)
+		umount2(fx->dir, MNT_DETACH);
+	rmdir(fx->dir);
+	free(fx);
+	return 0;
+}
+
+/* Writes to <dir>/fill until the file system says it is full. */
+static void fill_fs(struct fullfx *fx)
+{
+	char path[128];
+	snprintf(path, sizeof(path), "%s/fill", fx->dir);
+	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	assert_true(fd >= 0);
+	static char blk[4096];
+	memset(blk, 'f', sizeof(blk));
+	ssize_t w;
+	while ((w = write(fd, blk, sizeof(blk))) > 0)
+		;
+	assert_int_equal(w, -1);
+	assert_int_equal(errno, ENOSPC);
+	close(fd);
+}
+
+static void unfill_fs(struct fullfx *fx)
+{
+	char path[128];
+	snprintf(path, sizeof(path), "%s/fill", fx->dir);
+	assert_int_equal(unlink(path), 0);
+}
+
+static size_t count_sub(struct fullfx *fx, const char *sub)
+{
+	char path[160];
+	snprintf(path, sizeof(path), "%s/spool/%s", fx->dir, sub);
+	DIR *d = opendir(path);
+	assert_non_null(d);
+	size_t n = 0;
+	struct dirent *de;
+	while ((de = readdir(d)) != NULL)
+		if (strcmp(de->d_name, ".") && strcmp(de->d_name, ".."))
+			n++;
+	closedir(d);
+	return n;
+}
+
+static void test_full_fs(void **state)
+{
+	struct fullfx *fx = *state;
+	if (!fx->mounted)
+		skip();
+	struct err e = { "" };
+	uint64_t before = 0, full = 0, after = 0;
+	assert_int_equal(spool_free_space(fx->sp, &before, &e), 0);
+	assert_true(before > 512 * 1024 && before <= 1024 * 1024);
+	fill_fs(fx);
+	assert_int_equal(spool_free_space(fx->sp, &full, &e), 0);
+	assert_true(full < 64 * 1024);
+
+	struct spool_env env = make_env(1);
+	/* A small message is written by the commit itself: the commit fails,
+	 * saying the file system is full. */
+	struct spool_msg *m[2];
+	bool ok[2];
+	enum spool_fail why[2];
+	static char body[200 * 1024];
+	memset(body, 'a', sizeof(body));
+	for (size_t i = 0; i < sizeof(body); i += 100)
+		memcpy(body + i + 98, "\r\n", 2);
+	assert_int_equal(spool_msg_begin(fx->sp, &env, 1000, &m[0], &e), 0);
+	assert_int_equal(spool_msg_write(m[0], body, sizeof(body), &e), -1);
+	assert_non_null(strstr(e.msg, "No space left"));
+	assert_int_equal(spool_msg_failure(m[0]), SPOOL_FAIL_NOSPACE);
+	assert_int_equal(spool_msg_begin(fx->sp, &env, 1000, &m[1], &e), 0);
+	assert_int_equal(spool_msg_write(m[1], body, 1000, &e), 0);
+	assert_int_equal(spool_msg_failure(m[1]), SPOOL_FAIL_NONE);
+	e.msg[0] = '\0';
+	assert_int_equal(spool_commit_batch_why(fx->sp, m, 2, ok, why, &e), 0);
+	assert_false(ok[0]);
+	assert_false(ok[1]);
+	assert_int_equal(why[0], SPOOL_FAIL_NOSPACE);
+	assert_int_equal(why[1], SPOOL_FAIL_NOSPACE);
+	assert_non_null(strstr(e.msg, "No space left"));
+	assert_int_equal(count_sub(fx, "tmp"), 0);
+	assert_int_equal(count_sub(fx, "queue"), 0);
+
+	/* The same through the file-system thread. */
+	assert_int_equal(spool_thread_start(fx->sp, &e), 0);
+	assert_int_equal(spool_msg_begin(fx->sp, &env, 1000, &m[0], &e), 0);
+	assert_int_equal(spool_msg_write(m[0], body, 1000, &e), 0);
+	why[0] = SPOOL_FAIL_NONE;
+	assert_true(spool_commit_submit_why(fx->sp, m, 1, ok, why));
+	spool_commit_wait(fx->sp);
+	size_t committed = 9;
+	assert_true(spool_commit_collect(fx->sp, &committed, &e));
+	assert_int_equal(committed, 0);
+	assert_false(ok[0]);
+	assert_int_equal(why[0], SPOOL_FAIL_NOSPACE);
+
+	/* Space again: the next message is committed. */
+	unfill_fs(fx);
+	assert_int_equal(spool_free_space(fx->sp, &after, &e), 0);
+	assert_true(after > full + 512 * 1024);
+	assert_int_equal(spool_msg_begin(fx->sp, &env, 1000, &m[0], &e), 0);
+	assert_int_equal(spool_msg_write(m[0], body, sizeof(body), &e), 0);
+	why[0] = SPOOL_FAIL_OTHER;
+	assert_true(spool_commit_submit_why(fx->sp, m, 1, ok, why));
+	spool_commit_wait(fx->sp);
+	assert_true(spool_commit_collect(fx->sp, &committed, &e));
+	assert_int_equal(committed, 1);
+	assert_true(ok[0]);
+	assert_int_equal(why[0], SPOOL_FAIL_NONE);
+	assert_int_equal(count_sub(fx, "queue"), 1);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1167,6 +1325,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_recover, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_list, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_content_8bit, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_full_fs, setup_full, teardown_full),
 		cmocka_unit_test(test_parse_errors),
 		cmocka_unit_test(test_format_parse),
 	};
