@@ -30,6 +30,7 @@
 #include <netinet/in.h>
 #include <stdlib.h>
 #include <string.h>
+#include <idn2.h>
 #include <unbound.h>
 
 #include "deliver.h"
@@ -549,17 +550,44 @@ static void dns_mx_cb(void *my, int err, struct ub_result *res)
 
 /* ---- entry points ---------------------------------------------------- */
 
+/* An internationalised domain (UTF-8, from an SMTPUTF8 message) is looked
+ * up by its ASCII form (IDNA2008 A-labels, RFC 5891): *out gets that form,
+ * to be freed with idn2_free, or NULL when domain is ASCII already. */
+static int dns_idna(const char *domain, char **out, struct err *e)
+{
+	*out = NULL;
+	bool ascii = true;
+	for (const unsigned char *p = (const unsigned char *)domain; *p; p++)
+		ascii = ascii && *p < 0x80;
+	if (ascii)
+		return 0;
+	int r = idn2_to_ascii_8z(domain, out, IDN2_NFC_INPUT | IDN2_NONTRANSITIONAL);
+	if (r != IDN2_OK) {
+		*out = NULL;
+		return err_set(e, "domain has no IDNA form (%s)", idn2_strerror(r));
+	}
+	return 0;
+}
+
 int dns_route_lookup(struct dns *d, const char *domain, dns_route_cb cb, void *arg,
 		     struct err *e)
 {
 	if (d->failed)
 		return err_set(e, "resolver not running");
+	char *alabel = NULL;
+	if (domain && dns_idna(domain, &alabel, e) < 0)
+		return -1;
+	if (alabel)
+		domain = alabel;
 	size_t n = domain ? dns_text_check(domain) : 0;
-	if (n == 0)
+	if (n == 0) {
+		idn2_free(alabel);
 		return err_set(e, "not a valid domain name for DNS");
+	}
 	struct dns_lookup *lk = xcalloc(1, sizeof(*lk));
 	lk->d = d;
 	lk->domain = str_ndup(domain, n);
+	idn2_free(alabel);
 	str_lower(lk->domain);
 	lk->cb = cb;
 	lk->arg = arg;

@@ -441,6 +441,24 @@ def test_queue_tools(dlv, peer, test_dir):
     assert r.returncode == 64
 
 
+def test_internationalised_domain_is_looked_up_by_its_a_label(dlv, peer):
+    # An SMTPUTF8 message to a UTF-8 domain: DNS knows the domain only by
+    # its IDNA form (RFC 5891), and the peer gets the address as written.
+    peer.extensions.append("SMTPUTF8")
+    d = dlv(records=["xn--bcher-kva.example. MX 10 mx.remote.example."])
+    s = smtplib.SMTP("127.0.0.1", d.sub, timeout=15)
+    try:
+        s.starttls(context=client_ctx())
+        s.login(ALICE, d.passwords[ALICE])
+        s.sendmail(ALICE, ["jörg@bücher.example"], MSG.encode(),
+                   mail_options=["SMTPUTF8"])
+    finally:
+        s.quit()
+    peer.wait_transactions(1)
+    assert peer.transactions[0].rcpts == ["jörg@bücher.example"]
+    wait_queue_empty(d)
+
+
 def test_queue_listing_marks_recipients_done(dlv, peer):
     # -bp marks with "D" the recipients that need nothing more (as Exim's
     # listing does): here the local one, while the remote one waits.
