@@ -430,6 +430,14 @@ int local_session(const struct conf *c, const struct local_opts *o)
 	L.cl.make_nonce = local_nonce;
 	if (!o->test && spool_open(c->spool_directory, &L.sp, &e) < 0) {
 		fprintf(stderr, "sluice: %s\n", e.msg);
+		/* The client on the other end speaks SMTP: it gets a reply, not
+		 * an empty stream.  -bs writes the spool itself, so it needs the
+		 * spool's owner or root; others submit with plain sendmail. */
+		printf("421 4.3.0 %s cannot open the mail queue: use sendmail without -bs\r\n",
+		       c->primary_hostname);
+		fflush(stdout);
+		rate_free(rates);
+		buf_free(&L.io);
 		return 1;
 	}
 	if (start_authd(&L) < 0) {

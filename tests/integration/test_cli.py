@@ -79,6 +79,22 @@ def test_bP_unknown_option_fails(binary, make_config):
     assert r.stderr.strip()
 
 
+def test_bs_without_access_to_the_spool_replies_421(binary, make_config, test_dir):
+    # A program running "sendmail -bs" as a user who cannot write the
+    # spool gets an SMTP reply it understands, not an empty stream.
+    conf, _ = make_config()
+    os.makedirs(os.path.join(test_dir, "spool"), exist_ok=True)
+    os.chmod(os.path.join(test_dir, "spool"), 0o700)
+    os.chmod(conf, 0o644)
+    r = subprocess.run(["runuser", "-u", "nobody", "--", binary, "-C", conf, "-bs"],
+                       input=b"EHLO client.example\r\nQUIT\r\n", capture_output=True,
+                       timeout=30)
+    out = r.stdout.decode()
+    assert r.returncode != 0
+    assert re.match(r"^421 4\.3\.0 ", out), (out, r.stderr)
+    assert b"LeakSanitizer" not in r.stderr, r.stderr
+
+
 def test_bs_session_on_stdin(binary, make_config, test_dir):
     conf, _ = make_config()
     script = (b"EHLO client.example\r\n"
