@@ -115,11 +115,13 @@ struct conf {
 	unsigned delay_warning;      /* seconds before a delay warning; 0 = none */
 	unsigned remote_max_parallel;   /* outgoing connections in all */
 	unsigned remote_max_per_destination; /* outgoing connections per destination */
+	unsigned remote_rcpt_max;    /* recipients per outgoing transaction */
 	unsigned remote_smtp_port;   /* port of remote MX hosts */
 	char *remote_tls;            /* "may", "verify", "none" */
 	char *tls_verify_certificates; /* CA file; "" = system default */
 	unsigned remote_connect_timeout; /* seconds */
 	unsigned remote_command_timeout; /* seconds per reply / data block */
+	unsigned remote_data_done_timeout; /* seconds for the reply to the final dot */
 	char *smarthost;             /* "" or host[:port]: all remote mail goes there */
 	char *smarthost_tls;         /* "starttls", "on_connect", "may", "none" */
 	char *smarthost_user;        /* "" = no AUTH */

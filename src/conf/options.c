@@ -434,6 +434,17 @@ const struct conf_option conf_options[] = {
 			"connection, which then carries several messages in turn.",
 	},
 	{
+		.name = "remote_rcpt_max", .type = CONF_T_UINT, .width = CONF_W_UNSIGNED,
+		.def = "100", .min = 1, .max = 1000,
+		.off = OFF(remote_rcpt_max),
+		.help = "The most recipients sent in one SMTP or LMTP transaction; a message for "
+			"more recipients of one destination goes in several transactions.  RFC 5321 "
+			"section 4.5.3.1.8 requires servers to take at least 100.  Recipients a "
+			"server refuses with a temporary reply to `RCPT` (a limit of its own, or "
+			"`552`, which is taken as `452`) go at once in a further transaction after "
+			"one that delivered to some recipient.",
+	},
+	{
 		.name = "remote_smtp_port", .type = CONF_T_UINT, .width = CONF_W_UNSIGNED,
 		.def = "25", .min = 1, .max = 65535,
 		.off = OFF(remote_smtp_port),
@@ -466,8 +477,19 @@ const struct conf_option conf_options[] = {
 		.name = "remote_command_timeout", .type = CONF_T_TIME, .width = CONF_W_UNSIGNED,
 		.def = "5m", .min = 1, .max = 3600,
 		.off = OFF(remote_command_timeout),
-		.help = "How long to wait for each reply of a remote server, and for each block "
-			"of message data to be taken (RFC 5321 section 4.5.3.2 suggests 5 minutes).",
+		.help = "How long to wait for each reply of a remote server except the one to "
+			"the end of the message data, and for each block of message data to be "
+			"taken.  RFC 5321 section 4.5.3.2 suggests 5 minutes for the greeting, "
+			"`MAIL` and `RCPT`, 2 minutes for `DATA` and 3 minutes per data block.",
+	},
+	{
+		.name = "remote_data_done_timeout", .type = CONF_T_TIME, .width = CONF_W_UNSIGNED,
+		.def = "10m", .min = 1, .max = 3600,
+		.off = OFF(remote_data_done_timeout),
+		.help = "How long to wait for the reply to the end of the message data (the final "
+			"dot), when the server may be checking the message.  RFC 5321 section "
+			"4.5.3.2.6 asks for at least 10 minutes: giving up earlier while the server "
+			"goes on to deliver sends the message twice.",
 	},
 	{
 		.name = "smarthost", .type = CONF_T_STRING,

@@ -49,6 +49,11 @@
 #define RUNNER_TARGETS_MAX 1000    /* mailboxes one recipient may expand into */
 #define RUNNER_CTL_MAX 512         /* a control request */
 #define RUNNER_READ_MAX (64u << 20) /* alias files */
+/* Further transactions at once for recipients a server put off with a
+ * temporary RCPT reply (a recipient limit): each one delivers to someone,
+ * so the number of recipients bounds them already; this bounds the work
+ * of one attempt whatever a server does. */
+#define RUNNER_RCPT_ROUNDS 100
 
 enum dest_kind { DEST_DOMAIN, DEST_SMARTHOST, DEST_LMTP, DEST_LITERAL };
 enum target_kind { T_LOCAL, T_SMTP };
@@ -91,6 +96,9 @@ struct txn {
 	size_t *tix;        /* target indices */
 	size_t n;
 	struct smtpc_rcpt *rc;
+	size_t min_ord;     /* only addresses of the route from this one on (in
+			       route order) may take it: those before failed it */
+	unsigned rounds;    /* further transactions made of what a server put off */
 	struct txn *next;
 };
 
@@ -102,6 +110,7 @@ struct rconn {
 	bool idle;           /* READY and given nothing since: the only state
 				in which a message may be handed to it */
 	bool quitting;       /* QUIT sent: takes no more work */
+	size_t ord;          /* the address it went to, in route order */
 	char peer[300];
 	struct rconn *next;
 };
@@ -178,6 +187,8 @@ struct runner {
 static void schedule(struct runner *r);
 static void kick(struct runner *r);
 static void dest_pump(struct dest *d);
+static size_t dest_n_addrs(const struct dest *d);
+static struct txn *txn_new(struct job *j, struct dest *d, size_t *tix, size_t n);
 static void job_target_done(struct job *j, size_t ti, int code, const char *status,
 			    const char *text, const char *mta);
 
@@ -1017,8 +1028,23 @@ static void txn_fail(struct txn *x, int code, const char *status, const char *te
 		     const char *mta, bool server_reply)
 {
 	for (size_t k = 0; k < x->n; k++) {
+		struct target *t = &x->job->t[x->tix[k]];
+		if (!t->done && t->code && !server_reply) {
+			/* A server's reply at an earlier address of the route says
+			 * more than our own reason for not getting further. */
+			char st[sizeof(t->status)];
+			memcpy(st, t->status, sizeof(st));
+			char *tt = t->text, *tm = t->mta;
+			bool sr = t->server_reply;
+			t->text = t->mta = NULL;
+			job_target_done(x->job, x->tix[k], t->code, st, tt, tm);
+			t->server_reply = sr;
+			free(tt);
+			free(tm);
+			continue;
+		}
 		job_target_done(x->job, x->tix[k], code, status, text, mta);
-		x->job->t[x->tix[k]].server_reply = server_reply;
+		t->server_reply = server_reply;
 	}
 	struct job *j = x->job;
 	txn_free(x);
@@ -1034,6 +1060,37 @@ static void dest_fail_waiting(struct dest *d, int code, const char *status, cons
 			d->tail = NULL;
 		txn_fail(x, code, status, text, NULL, false);
 	}
+}
+
+/* Keeps a server's reply on a target that is not done yet: what it ends
+ * with unless a later try says otherwise (see txn_fail). */
+static void target_keep(struct target *t, const struct smtpc_reply *r, const char *mta)
+{
+	t->code = r->code;
+	snprintf(t->status, sizeof(t->status), "%s", r->status);
+	free(t->text);
+	t->text = str_dup(r->text ? r->text : "");
+	free(t->mta);
+	t->mta = mta ? str_dup(mta) : NULL;
+	t->server_reply = !r->local;
+}
+
+/* A transaction that failed temporarily as a whole at rc's address goes
+ * back in line for the addresses after it (RFC 5321 5.1: the next MX
+ * now, not at the next retry); false when rc's was the last address. */
+static bool txn_next_address(struct txn *x, struct rconn *rc, const char *why)
+{
+	struct dest *d = rc->d;
+	if (rc->ord + 1 >= dest_n_addrs(d))
+		return false;
+	x->min_ord = rc->ord + 1;
+	x->next = d->head;
+	d->head = x;
+	if (!d->tail)
+		d->tail = x;
+	log_event(LOG_LVL_INFO, "next_address", "id=%s dest=%s peer=%s rcpts=%zu reason=\"%s\"",
+		  x->job->m->id, d->key, rc->peer, x->n, why ? why : "");
+	return true;
 }
 
 static void conn_ready_cb(void *arg, struct net_smtp *c);
@@ -1066,6 +1123,34 @@ static void fmt_addr(const struct sockaddr_storage *ss, char *out, size_t n)
 		snprintf(out, n, "?");
 }
 
+/* Addresses are numbered in route order (hosts by preference, each
+ * host's addresses in turn). */
+static size_t dest_n_addrs(const struct dest *d)
+{
+	size_t n = 0;
+	for (size_t i = 0; i < d->n_hosts; i++)
+		n += d->hosts[i].n;
+	return n;
+}
+
+static size_t dest_next_ord(const struct dest *d)
+{
+	size_t n = 0;
+	for (size_t i = 0; i < d->try_host && i < d->n_hosts; i++)
+		n += d->hosts[i].n;
+	return n + d->try_addr;
+}
+
+static void dest_seek(struct dest *d, size_t ord)
+{
+	d->try_host = 0;
+	while (d->try_host < d->n_hosts && ord >= d->hosts[d->try_host].n) {
+		ord -= d->hosts[d->try_host].n;
+		d->try_host++;
+	}
+	d->try_addr = d->try_host < d->n_hosts ? ord : 0;
+}
+
 /* Opens one more connection to the next address of the route; false when
  * every address has been tried. */
 static bool dest_connect(struct dest *d)
@@ -1079,6 +1164,7 @@ static bool dest_connect(struct dest *d)
 			d->try_addr = 0;
 			continue;
 		}
+		size_t ord = dest_next_ord(d);
 		struct sockaddr_storage ss = h->addrs[d->try_addr++];
 		socklen_t len = sizeof(struct sockaddr_un);
 		if (ss.ss_family == AF_INET)
@@ -1098,6 +1184,7 @@ static bool dest_connect(struct dest *d)
 		}
 		struct rconn *rc = xcalloc(1, sizeof(*rc));
 		rc->d = d;
+		rc->ord = ord;
 		char ip[INET6_ADDRSTRLEN + 120];
 		fmt_addr(&ss, ip, sizeof(ip));
 		if (ss.ss_family == AF_UNIX)
@@ -1116,6 +1203,7 @@ static bool dest_connect(struct dest *d)
 			free(rc);
 			continue;
 		}
+		net_smtp_set_data_done_timeout(rc->c, c->remote_data_done_timeout);
 		rc->next = d->conns;
 		d->conns = rc;
 		d->n_conns++;
@@ -1134,7 +1222,13 @@ static void conn_ready_cb(void *arg, struct net_smtp *c)
 	/* A working server: later connections start from it again. */
 	d->try_host = 0;
 	d->try_addr = 0;
-	struct txn *x = d->head;
+	/* The first transaction this address may carry (those that failed
+	 * here wait for a later address). */
+	struct txn *x = d->head, *prev = NULL;
+	while (x && x->min_ord > rc->ord) {
+		prev = x;
+		x = x->next;
+	}
 	if (!x || rc->quitting) {
 		rc->idle = false;
 		rc->quitting = true;
@@ -1144,9 +1238,12 @@ static void conn_ready_cb(void *arg, struct net_smtp *c)
 	/* Busy until the machine says READY again: after a message it may
 	 * first reset the session, or end it. */
 	rc->idle = false;
-	d->head = x->next;
-	if (!d->head)
-		d->tail = NULL;
+	if (prev)
+		prev->next = x->next;
+	else
+		d->head = x->next;
+	if (d->tail == x)
+		d->tail = prev;
 	x->next = NULL;
 	struct job *j = x->job;
 	struct smtpc_msg m = {
@@ -1179,8 +1276,38 @@ static void conn_result_cb(void *arg, struct net_smtp *c, const struct smtpc_rep
 	rc->cur = NULL;
 	if (!x)
 		return;
+	struct dest *d = rc->d;
+	bool stopping = d->r->stopping;
+	bool any_ok = false, all_temp = n == x->n && n > 0, before_data = true;
+	for (size_t k = 0; k < n; k++) {
+		if (rp[k].code / 100 == 2)
+			any_ok = true;
+		if (rp[k].code / 100 != 4)
+			all_temp = false;
+		if (rp[k].stage != SMTPC_STAGE_MAIL && rp[k].stage != SMTPC_STAGE_RCPT)
+			before_data = false;
+	}
+	/* Put off as a whole before any recipient was taken (4xx to MAIL, or
+	 * to every RCPT): the next address of the route may take it now. */
+	if (all_temp && before_data && !stopping) {
+		for (size_t k = 0; k < x->n; k++)
+			target_keep(&x->job->t[x->tix[k]], &rp[k], rc->peer);
+		if (txn_next_address(x, rc, rp[0].text))
+			return;
+	}
+	/* Recipients put off at RCPT (most often a per-transaction limit,
+	 * RFC 5321 4.5.3.1.10) after the others were delivered go again at
+	 * once in a further transaction, rather than at the next retry. */
+	size_t *again = NULL, n_again = 0;
 	for (size_t k = 0; k < x->n; k++) {
 		const struct smtpc_reply *one = k < n ? &rp[k] : NULL;
+		if (one && any_ok && !stopping && x->rounds < RUNNER_RCPT_ROUNDS &&
+		    one->code / 100 == 4 && one->stage == SMTPC_STAGE_RCPT) {
+			again = xrealloc(again, (n_again + 1) * sizeof(*again));
+			again[n_again++] = x->tix[k];
+			target_keep(&x->job->t[x->tix[k]], one, rc->peer);
+			continue;
+		}
 		job_target_done(x->job, x->tix[k], one ? one->code : 451,
 				one ? one->status : "4.3.0", one ? one->text : "no reply", rc->peer);
 		struct target *t = &x->job->t[x->tix[k]];
@@ -1188,6 +1315,20 @@ static void conn_result_cb(void *arg, struct net_smtp *c, const struct smtpc_rep
 		t->reports_on = one && one->dsn;
 	}
 	struct job *j = x->job;
+	if (n_again) {
+		log_event(LOG_LVL_INFO, "rcpt_again", "id=%s dest=%s peer=%s rcpts=%zu round=%u",
+			  j->m->id, d->key, rc->peer, n_again, x->rounds + 1);
+		struct txn *y = txn_new(j, d, again, n_again);
+		y->min_ord = x->min_ord;
+		y->rounds = x->rounds + 1;
+		/* First in line: this connection takes it at its next READY. */
+		y->next = d->head;
+		d->head = y;
+		if (!d->tail)
+			d->tail = y;
+	} else {
+		free(again);
+	}
 	txn_free(x);
 	job_part_done(j);
 	/* ready_cb follows from the machine (READY): it takes the next one. */
@@ -1203,6 +1344,14 @@ static void conn_closed_cb(void *arg, struct net_smtp *c, const struct smtpc_rep
 	conn_unlink(rc);
 	if (why)
 		set_reply(&d->last, why->code, why->status, why->text);
+	if (x && why && !why->local && why->code / 100 == 4 && !r->stopping) {
+		/* The server itself ended the transaction (421): it did not take
+		 * the message, so the next address of the route may now. */
+		for (size_t k = 0; k < x->n; k++)
+			target_keep(&x->job->t[x->tix[k]], why, rc->peer);
+		if (txn_next_address(x, rc, why->text))
+			x = NULL;
+	}
 	if (x) {
 		/* Lost in the middle of a message: it may or may not have been
 		 * taken; trying later again is the at-least-once side. */
@@ -1242,6 +1391,39 @@ static bool smarthost_split(const struct conf *c, char *host, size_t hn, uint16_
 				   &e) == 0;
 }
 
+/* Host names equal, ASCII case aside, a trailing dot ignored. */
+static bool host_name_eq(const char *a, const char *b)
+{
+	size_t an = strlen(a), bn = strlen(b);
+	if (an && a[an - 1] == '.')
+		an--;
+	if (bn && b[bn - 1] == '.')
+		bn--;
+	return an == bn && strncasecmp(a, b, an) == 0;
+}
+
+/* RFC 5321 5.1: when this host is one of the domain's mail exchangers,
+ * only the hosts preferred to it (a lower preference value) may be used;
+ * the others, itself included, would send the mail back here.  Returns
+ * how many of the route's first hosts remain (all when it is not in the
+ * list; 0 when it is the best). */
+static size_t route_self_cut(const struct runner *r, const struct dns_route *rt)
+{
+	const char *me = r->c->primary_hostname;
+	if (!me || !*me)
+		return rt->n_hosts;
+	for (size_t i = 0; i < rt->n_hosts; i++) {
+		if (!rt->hosts[i].name || !host_name_eq(rt->hosts[i].name, me))
+			continue;
+		/* By preference: those of our preference come just before us. */
+		size_t keep = i;
+		while (keep > 0 && rt->hosts[keep - 1].pref >= rt->hosts[i].pref)
+			keep--;
+		return keep;
+	}
+	return rt->n_hosts;
+}
+
 static void route_cb(void *arg, const struct dns_route *rt)
 {
 	struct dest *d = arg;
@@ -1269,15 +1451,26 @@ static void route_cb(void *arg, const struct dns_route *rt)
 		buf_printf(&t, "DNS lookup failed: %s", rt->why ? rt->why : "temporary failure");
 		dest_fail_waiting(d, 451, "4.4.3", buf_cstr(&t));
 		buf_free(&t);
+	} else if (d->kind == DEST_DOMAIN && route_self_cut(r, rt) == 0) {
+		struct buf t;
+		buf_init(&t, 4096);
+		buf_printf(&t, "mail for %s loops back to myself", d->key);
+		log_event(LOG_LVL_WARN, "mx_loop", "dest=%s msg=\"this host is the best MX\"", d->key);
+		dest_fail_waiting(d, 554, "5.4.6", buf_cstr(&t));
+		buf_free(&t);
 	} else {
 		uint16_t port_host = (uint16_t)r->c->remote_smtp_port;
+		size_t n_use = d->kind == DEST_DOMAIN ? route_self_cut(r, rt) : rt->n_hosts;
+		if (n_use < rt->n_hosts)
+			log_event(LOG_LVL_INFO, "mx_self", "dest=%s used=%zu dropped=%zu", d->key, n_use,
+				  rt->n_hosts - n_use);
 		if (d->kind == DEST_SMARTHOST) {
 			char host[300];
 			if (!smarthost_split(r->c, host, sizeof(host), &port_host))
 				port_host = conf_smarthost_default_port(r->c);
 		}
-		d->hosts = xcalloc(rt->n_hosts, sizeof(*d->hosts));
-		for (size_t i = 0; i < rt->n_hosts; i++) {
+		d->hosts = xcalloc(n_use, sizeof(*d->hosts));
+		for (size_t i = 0; i < n_use; i++) {
 			struct route_host *h = &d->hosts[d->n_hosts++];
 			h->name = str_dup(rt->hosts[i].name);
 			h->n = rt->hosts[i].n_addrs;
@@ -1407,10 +1600,16 @@ static void dest_pump(struct dest *d)
 			return;
 		}
 	}
-	/* Count the transactions not yet on a connection. */
-	size_t waiting = 0;
-	for (struct txn *x = d->head; x; x = x->next)
+	/* Count the transactions not yet on a connection; new connections
+	 * start no earlier than the first address one of them may use. */
+	size_t waiting = 0, need = SIZE_MAX;
+	for (struct txn *x = d->head; x; x = x->next) {
 		waiting++;
+		if (x->min_ord < need)
+			need = x->min_ord;
+	}
+	if (need != SIZE_MAX && dest_next_ord(d) < need)
+		dest_seek(d, need);
 	size_t connecting = 0;
 	for (struct rconn *rc = d->conns; rc; rc = rc->next)
 		if (!rc->ready)
@@ -1445,7 +1644,9 @@ static void dest_pump(struct dest *d)
 	}
 }
 
-static void dest_add(struct job *j, struct dest *d, size_t *tix, size_t n)
+/* A transaction for targets tix[n] (taken over) of job j, counted in the
+ * job's outstanding parts; the caller puts it in d's line. */
+static struct txn *txn_new(struct job *j, struct dest *d, size_t *tix, size_t n)
 {
 	struct txn *x = xcalloc(1, sizeof(*x));
 	x->job = j;
@@ -1463,12 +1664,37 @@ static void dest_add(struct job *j, struct dest *d, size_t *tix, size_t n)
 			x->rc[k].orcpt = sr->orcpt;
 		}
 	}
+	j->outstanding++;
+	return x;
+}
+
+static void dest_add_one(struct job *j, struct dest *d, size_t *tix, size_t n)
+{
+	struct txn *x = txn_new(j, d, tix, n);
 	if (d->tail)
 		d->tail->next = x;
 	else
 		d->head = x;
 	d->tail = x;
-	j->outstanding++;
+}
+
+/* Targets tix[n] (taken over) for d, in transactions of at most
+ * remote_rcpt_max recipients (RFC 5321 4.5.3.1.8 guarantees servers take
+ * 100; more in one go only meets the server's own limit). */
+static void dest_add(struct job *j, struct dest *d, size_t *tix, size_t n)
+{
+	size_t max = j->r->c->remote_rcpt_max ? j->r->c->remote_rcpt_max : 100;
+	if (n <= max) {
+		dest_add_one(j, d, tix, n);
+		return;
+	}
+	for (size_t off = 0; off < n; off += max) {
+		size_t m = n - off < max ? n - off : max;
+		size_t *part = xmalloc(m * sizeof(*part));
+		memcpy(part, tix + off, m * sizeof(*part));
+		dest_add_one(j, d, part, m);
+	}
+	free(tix);
 }
 
 /* ---- routing --------------------------------------------------------- */
@@ -2309,7 +2535,8 @@ int runner_ctl_command(const struct conf *c, const char *cmd, const char *id)
 	(void)!send(fd, buf_ptr(&b), buf_len(&b), MSG_NOSIGNAL);
 	buf_free(&b);
 	/* -M waits for the attempt; a delivery may take a while. */
-	struct timeval tv = { (time_t)c->remote_command_timeout * 4 + 60, 0 };
+	struct timeval tv = { (time_t)c->remote_command_timeout * 4 +
+				      (time_t)c->remote_data_done_timeout + 60, 0 };
 	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
 	char ans[1024];
 	ssize_t n = recv(fd, ans, sizeof(ans) - 1, 0);

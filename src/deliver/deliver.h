@@ -217,6 +217,14 @@ struct smtpc_msg {
 	const char *envid;          /* xtext, sent with DSN */
 };
 
+/* Which command of the transaction a recipient's reply answered. */
+enum smtpc_stage {
+	SMTPC_STAGE_NONE = 0,       /* not a reply to the transaction (ours, a session end) */
+	SMTPC_STAGE_MAIL,           /* MAIL FROM refused: no recipient was tried */
+	SMTPC_STAGE_RCPT,           /* the recipient's own RCPT TO reply (a refusal) */
+	SMTPC_STAGE_DATA,           /* DATA or the end of data (accepted at RCPT) */
+};
+
 /* The outcome for one recipient: code 2xx delivered, 4xx retry, 5xx failed. */
 struct smtpc_reply {
 	int code;
@@ -227,6 +235,8 @@ struct smtpc_reply {
 	bool dsn;                   /* RESULT: the server offered DSN, so the
 				       recipient's NOTIFY went with it and the server
 				       reports from there (RFC 3461 4.1) */
+	enum smtpc_stage stage;     /* RESULT: the command answered.  A 552 to RCPT
+				       arrives as 452 (RFC 5321 4.5.3.1.10) */
 };
 
 enum smtpc_action_type {

@@ -120,6 +120,7 @@ static void reply_set(struct smtpc_reply *r, int code, const char *status, const
 	r->code = code;
 	snprintf(r->status, sizeof(r->status), "%s", status ? status : "");
 	r->text = str_dup(text ? text : "");
+	r->stage = SMTPC_STAGE_NONE;
 	/* Text given here is ours unless the caller then marks it as the
 	 * server's (reply_copy, close_with_reply, dot_lost). */
 	r->local = true;
@@ -129,6 +130,7 @@ static void reply_copy(struct smtpc_reply *dst, const struct smtpc_reply *src)
 {
 	reply_set(dst, src->code, src->status, src->text);
 	dst->local = src->local;
+	dst->stage = src->stage;
 }
 
 static void reply_clear(struct smtpc_reply *r)
@@ -138,6 +140,7 @@ static void reply_clear(struct smtpc_reply *r)
 	r->code = 0;
 	r->status[0] = 0;
 	r->local = false;
+	r->stage = SMTPC_STAGE_NONE;
 }
 
 static void msg_free(struct smtpc *c)
@@ -448,7 +451,21 @@ static const struct smtpc_reply *cur_reply(struct smtpc *c, struct smtpc_reply *
 	memcpy(tmp->status, c->r_status, sizeof(tmp->status));
 	tmp->text = (char *)(t ? t : "");
 	tmp->local = false;
+	tmp->dsn = false;
+	tmp->stage = SMTPC_STAGE_NONE;
 	return tmp;
+}
+
+/* RFC 5321 4.5.3.1.10: a 552 to RCPT is how old servers say "too many
+ * recipients", and clients should take it as temporary.  The server's
+ * text is kept; the code and the enhanced status class become 4. */
+static void rcpt_552_as_452(struct smtpc_reply *r)
+{
+	if (r->code != 552)
+		return;
+	r->code = 452;
+	if (r->status[0] == '5' && r->status[1] == '.')
+		r->status[0] = '4';
 }
 
 static void txn_reply(struct smtpc *c)
@@ -462,6 +479,7 @@ static void txn_reply(struct smtpc *c)
 	if (i == 0) {
 		c->mail_ok = ok;
 		if (!ok) {
+			tmp.stage = SMTPC_STAGE_MAIL;
 			for (size_t k = 0; k < n; k++)
 				reply_copy(&c->res[k], r);
 			if (!c->pipelined) {
@@ -476,10 +494,13 @@ static void txn_reply(struct smtpc *c)
 	}
 	if (i <= n) {
 		if (c->mail_ok) {
+			tmp.stage = SMTPC_STAGE_RCPT;
 			reply_copy(&c->res[i - 1], r);
 			c->accepted[i - 1] = ok;
 			if (ok)
 				c->n_accepted++;
+			else
+				rcpt_552_as_452(&c->res[i - 1]);
 		}
 		if (!c->pipelined) {
 			if (i < n)
@@ -505,6 +526,7 @@ static void txn_reply(struct smtpc *c)
 		set_state(c, ST_NULLDOT);
 		return;
 	}
+	tmp.stage = SMTPC_STAGE_DATA;
 	if (c->mail_ok)
 		for (size_t k = 0; k < n; k++)
 			if (c->accepted[k])
@@ -516,6 +538,7 @@ static void dot_reply(struct smtpc *c)
 {
 	struct smtpc_reply tmp;
 	const struct smtpc_reply *r = cur_reply(c, &tmp);
+	tmp.stage = SMTPC_STAGE_DATA;
 	if (!c->lmtp) {
 		for (size_t k = 0; k < c->n_rcpts; k++)
 			if (c->accepted[k])
@@ -551,6 +574,7 @@ static void dot_lost(struct smtpc *c, int code, const char *status, const char *
 		if (c->accepted[k] && seen++ >= c->dot_got) {
 			reply_set(&c->res[k], code, status, text);
 			c->res[k].local = local;
+			c->res[k].stage = SMTPC_STAGE_DATA;
 		}
 	emit_result(c);
 }

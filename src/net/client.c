@@ -40,6 +40,7 @@ struct net_smtp {
 	struct tls_conn *tls;
 	bool tls_on_connect;
 	struct net_smtp_timeouts to;
+	unsigned data_done_s;          /* the reply to the final dot; 0 = to.data_s */
 	struct net_smtp_cbs cbs;
 	void *arg;
 
@@ -100,6 +101,7 @@ static void reply_copy(struct smtpc_reply *dst, const struct smtpc_reply *src)
 	dst->text = str_dup(src->text ? src->text : "");
 	dst->local = src->local;
 	dst->dsn = src->dsn;
+	dst->stage = src->stage;
 }
 
 static void reply_local(struct smtpc_reply *r, int code, const char *status, const char *fmt, ...)
@@ -138,6 +140,12 @@ static void rearm(struct net_smtp *c)
 		return;
 	if (c->idle && !c->want_close) {
 		evtimer_del(c->ev_timer);
+		return;
+	}
+	if (c->dot_wait && buf_len(&c->out) == 0 && c->data_done_s) {
+		/* The server may be checking or delivering the message: giving up
+		 * early while it goes on to take it sends the message twice. */
+		arm(c, c->data_done_s);
 		return;
 	}
 	arm(c, c->body_active || c->dot_wait ? c->to.data_s : c->to.command_s);
@@ -787,6 +795,11 @@ int net_smtp_send(struct net_smtp *c, const struct smtpc_msg *m, int data_fd, of
 	rearm(c);
 	event_active(c->ev_defer, 0, 0);
 	return 0;
+}
+
+void net_smtp_set_data_done_timeout(struct net_smtp *c, unsigned s)
+{
+	c->data_done_s = s;
 }
 
 void net_smtp_quit(struct net_smtp *c)

@@ -198,7 +198,8 @@ struct net_smtp_timeouts {
 	unsigned command_s; /* each reply wait: greeting, EHLO, MAIL, RCPT, DATA, QUIT;
 			       also a TLS handshake */
 	unsigned data_s;    /* each write progress while sending the body, and the
-			       reply to the final dot */
+			       reply to the final dot (unless set apart with
+			       net_smtp_set_data_done_timeout) */
 };
 
 /* Every callback runs from the event loop, never from inside a net_smtp_*
@@ -237,6 +238,11 @@ struct net_smtp *net_smtp_open(struct event_base *base, const struct sockaddr *s
  * result() or closed().  -1 when not ready or m is refused. */
 int net_smtp_send(struct net_smtp *c, const struct smtpc_msg *m, int data_fd, off_t data_off,
 		  off_t data_len, struct err *e);
+/* The wait for the reply to the final dot, once the dot is written out
+ * (RFC 5321 4.5.3.2.6: at least 10 minutes, as the server may be checking
+ * or delivering the message); 0 = the timeouts' data_s.  Applies from the
+ * next wait on. */
+void net_smtp_set_data_done_timeout(struct net_smtp *c, unsigned s);
 /* QUIT, then closed(). */
 void net_smtp_quit(struct net_smtp *c);
 /* Closes now; no callback runs afterwards. */

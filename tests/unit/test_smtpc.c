@@ -708,6 +708,72 @@ static void test_reply_origin(void **state)
 }
 
 /* The pipelined group is one write (RFC 2920: MAIL, RCPTs and DATA). */
+/* RFC 5321 4.5.3.1.10: a 552 to RCPT (a recipient limit) is temporary; a
+ * 552 to MAIL or to the end of data is not.  Each reply also says which
+ * command it answered. */
+static void test_rcpt_552_is_temporary(void **state)
+{
+	static const struct {
+		const char *srv; /* after the 250 to MAIL... as the server answers */
+		int code[3];
+		const char *status[3];
+		const char *text1;
+		enum smtpc_stage stage[3];
+	} t[] = {
+		{ "250 ok\r\n250 ok\r\n552 5.5.3 too many recipients\r\n552 too many\r\n354 go\r\n",
+		  { 250, 452, 452 }, { "2.0.0", "4.5.3", "" },
+		  "552 5.5.3 too many recipients",
+		  { SMTPC_STAGE_DATA, SMTPC_STAGE_RCPT, SMTPC_STAGE_RCPT } },
+		{ "250 ok\r\n250 ok\r\n552 4.5.3 odd class\r\n550 5.1.1 no\r\n354 go\r\n",
+		  { 250, 452, 550 }, { "2.0.0", "", "5.1.1" },
+		  "552 4.5.3 odd class",
+		  { SMTPC_STAGE_DATA, SMTPC_STAGE_RCPT, SMTPC_STAGE_RCPT } },
+		{ "552 5.3.4 too big\r\n503 5.5.1 no\r\n503 5.5.1 no\r\n503 5.5.1 no\r\n"
+		  "503 5.5.1 no\r\n", /* MAIL: a size limit, permanent */
+		  { 552, 552, 552 }, { "5.3.4", "5.3.4", "5.3.4" }, "552 5.3.4 too big",
+		  { SMTPC_STAGE_MAIL, SMTPC_STAGE_MAIL, SMTPC_STAGE_MAIL } },
+		{ "250 ok\r\n250 ok\r\n250 ok\r\n250 ok\r\n354 go\r\n",
+		  { 552, 552, 552 }, { "5.3.4", "5.3.4", "5.3.4" }, "552 5.3.4 after data",
+		  { SMTPC_STAGE_DATA, SMTPC_STAGE_DATA, SMTPC_STAGE_DATA } },
+	};
+	for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
+		for (int bytewise = 0; bytewise < 2; bytewise++) {
+			struct smtpc_opts o = { .helo = "me", .reply_line_max = 100,
+						.reply_lines_max = 5 };
+			struct smtpc *c = smtpc_new(&o);
+			const char *greet = "220 mx\r\n250-mx\r\n250 PIPELINING\r\n";
+			smtpc_feed(c, greet, strlen(greet));
+			struct smtpc_action a;
+			next_of(c, &a, SMTPC_READY);
+			struct err e;
+			assert_int_equal(smtpc_send_msg(c, &msgs[1], &e), 0);
+			size_t len = strlen(t[i].srv);
+			if (bytewise)
+				for (size_t k = 0; k < len; k++)
+					smtpc_feed(c, t[i].srv + k, 1);
+			else
+				smtpc_feed(c, t[i].srv, len);
+			if (t[i].stage[0] == SMTPC_STAGE_DATA) {
+				next_of(c, &a, SMTPC_BODY);
+				smtpc_body_done(c);
+				const char *dot = i == 3 ? "552 5.3.4 after data\r\n"
+							 : "250 2.0.0 done\r\n";
+				smtpc_feed(c, dot, strlen(dot));
+			}
+			next_of(c, &a, SMTPC_RESULT);
+			assert_int_equal(a.n, 3);
+			for (size_t k = 0; k < 3; k++) {
+				assert_int_equal(a.replies[k].code, t[i].code[k]);
+				assert_string_equal(a.replies[k].status, t[i].status[k]);
+				assert_int_equal(a.replies[k].stage, t[i].stage[k]);
+				assert_false(a.replies[k].local);
+			}
+			assert_string_equal(a.replies[1].text, t[i].text1);
+			smtpc_free(c);
+		}
+	}
+}
+
 static void test_pipeline_single_send(void **state)
 {
 	struct smtpc_opts o = { .helo = "me", .reply_line_max = 100, .reply_lines_max = 5 };
@@ -828,6 +894,7 @@ int main(void)
 		cmocka_unit_test(test_reply_origin),
 		cmocka_unit_test(test_closed_is_final),
 		cmocka_unit_test(test_dot_stuffing),
+		cmocka_unit_test(test_rcpt_552_is_temporary),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,326 @@
+"""Routing and retry decisions of outbound delivery: this host among the
+mail exchangers (RFC 5321 5.1), recipient limits (4.5.3.1.8, 4.5.3.1.10),
+the next mail exchanger after a temporary failure, and the wait for the
+reply to the end of data (4.5.3.2.6)."""
+import glob
+import os
+import re
+import smtplib
+import threading
+import time
+
+import pytest
+
+from helpers import client_ctx, wait_until, write_unbound_conf
+from peer import Peer, Transaction
+
+ALICE = "alice@test.example"
+MSG = ("From: Alice <alice@test.example>\r\nTo: someone\r\nSubject: routing test\r\n"
+       "Message-ID: <route-1@test.example>\r\nDate: Sun, 29 Nov 2026 08:00:00 +0000\r\n"
+       "\r\nfirst line\r\n.leading dot\r\nlast line\r\n")
+
+
+@pytest.fixture
+def peer(cert):
+    p = Peer("127.0.0.2", tls_cert=cert)
+    yield p
+    p.close()
+
+
+@pytest.fixture
+def dlv(auth_daemon, test_dir, peer):
+    """dlv(records=(), **options) -> a daemon that delivers: remote.example's
+    MX is 127.0.0.2 (the peer), retries are seconds apart."""
+
+    def start(records=(), run=True, **kw):
+        recs = ["remote.example. MX 10 mx.remote.example.",
+                "mx.remote.example. A 127.0.0.2"] + list(records)
+        ub = write_unbound_conf(test_dir, recs, name="unbound-dlv.conf")
+        opts = dict(queue_only="no", remote_smtp_port=str(peer.port), dns_unbound_config=ub,
+                    queue_retry_min="1s", queue_retry_max="2s",
+                    remote_command_timeout="5s", remote_connect_timeout="3s")
+        opts.update(kw)
+        return auth_daemon(run=run, **opts)
+
+    return start
+
+
+class ScriptPeer(Peer):
+    """A Peer whose reply to MAIL can be chosen: mail_reply(peer) -> line.
+    Only what delivery needs (EHLO, MAIL, RCPT, DATA, RSET, QUIT); no TLS."""
+
+    def __init__(self, host, port=0):
+        super().__init__(host, port)
+        self.mail_reply = lambda p: "250 2.1.0 ok"
+        self.mails = 0
+
+    def _session(self, s):
+        s.send_line(self.greeting)
+        txn = Transaction()
+        for _ in range(10000):
+            line = s.readline()
+            cmd = line.split(b" ", 1)[0].upper().decode("ascii", "replace")
+            arg = line[len(cmd) + 1:].decode("utf-8", "replace")
+            if cmd == "EHLO":
+                s.send_lines(250, ["peer.example"] +
+                             [e for e in self.extensions if e != "STARTTLS"])
+            elif cmd == "MAIL":
+                with self.lock:
+                    self.mails += 1
+                txn = Transaction()
+                r = self.mail_reply(self)
+                s.send_line(r)
+                if r.startswith("421"):
+                    return
+            elif cmd == "RCPT":
+                addr = re.match(r"(?i)TO:<([^>]*)>", arg).group(1)
+                txn.rcpts_tried.append(addr)
+                r = self.rcpt_reply(addr, self)
+                if r.startswith("2"):
+                    txn.rcpts.append(addr)
+                s.send_line(r)
+            elif cmd == "DATA":
+                if not txn.rcpts:
+                    s.send_line("554 5.5.1 no valid recipients")
+                    continue
+                with self.lock:
+                    self.attempts.append(txn)
+                s.send_line("354 go ahead")
+                txn.data = s.read_data()
+                with self.lock:
+                    self.transactions.append(txn)
+                s.send_line("250 2.0.0 queued")
+                txn = Transaction()
+            elif cmd == "RSET":
+                txn = Transaction()
+                s.send_line("250 2.0.0 ok")
+            elif cmd == "QUIT":
+                s.send_line("221 2.0.0 bye")
+                return
+            else:
+                s.send_line("500 5.5.1 unknown command")
+
+
+def submit(d, rcpts, msg=MSG, user=ALICE):
+    s = smtplib.SMTP("127.0.0.1", d.sub, timeout=15)
+    try:
+        s.starttls(context=client_ctx())
+        s.login(user, d.passwords[user])
+        assert s.sendmail(user, rcpts, msg) == {}
+    finally:
+        s.quit()
+
+
+def bounces(d):
+    return glob.glob(os.path.join(d.dir, "mail", "test.example", "alice", "new", "*"))
+
+
+def wait_queue_empty(d, timeout=20):
+    ok = wait_until(lambda: d.queue_ids() == [], timeout)
+    assert ok, "queue not empty: %r\n%s" % (d.queue_ids(), d.log_tail(40))
+
+
+def delivered(p):
+    with p.lock:
+        return [r for t in p.transactions for r in t.rcpts]
+
+
+# ---- 1. this host among the mail exchangers (RFC 5321 5.1) ----------------
+
+def test_backup_mx_that_is_us_is_not_used(dlv, peer):
+    # bk.example: MX 10 an unreachable primary, MX 20 our own name (whose
+    # address is, here, the peer's).  Sending to ourselves would be refused
+    # or loop: only hosts preferred to us may be used, so the mail waits.
+    d = dlv(records=["bk.example. MX 10 primary.bk.example.",
+                     "primary.bk.example. A 127.0.0.3",
+                     "bk.example. MX 20 mx.test.example.",
+                     "mx.test.example. A 127.0.0.2"],
+            queue_retry_min="1h", queue_retry_max="1h")
+    submit(d, ["x@bk.example"])
+    d.wait_event("deferred", timeout=15)
+    assert peer.connections == 0
+    assert d.events("mx_self", dest="bk.example")
+    ev = d.events("delivery", rcpt="x@bk.example")
+    assert ev and ev[0]["result"] == "deferred"
+    assert len(d.queue_ids()) == 1
+    assert not bounces(d)
+
+
+def test_best_mx_that_is_us_fails_as_a_loop(dlv, peer):
+    # Our name (written in another case, with a trailing dot) at the best
+    # preference, with another host of equal preference: neither may be
+    # used, so nothing is left and the recipient fails as a loop.
+    d = dlv(records=["lp.example. MX 10 MX.Test.Example.",
+                     "lp.example. MX 10 other.lp.example.",
+                     "lp.example. MX 20 worse.lp.example.",
+                     "MX.Test.Example. A 127.0.0.2",
+                     "other.lp.example. A 127.0.0.2",
+                     "worse.lp.example. A 127.0.0.2"])
+    submit(d, ["x@lp.example"])
+    ok = wait_until(lambda: bounces(d), 20)
+    assert ok, d.log_tail(30)
+    wait_queue_empty(d)
+    raw = open(bounces(d)[0], "rb").read()
+    assert b"Status: 5.4.6" in raw
+    assert b"mail for lp.example loops back to myself" in raw
+    assert peer.connections == 0
+    ev = d.events("delivery", rcpt="x@lp.example")
+    assert ev[0]["result"] == "failed"
+
+
+# ---- 2. 552 to RCPT is temporary (RFC 5321 4.5.3.1.10) ---------------------
+
+def test_552_to_rcpt_is_retried_not_bounced(dlv, peer):
+    calls = []
+
+    def rcpt(addr, p):
+        calls.append(addr)
+        return "552 5.5.3 too many recipients" if len(calls) == 1 else "250 2.1.5 ok"
+
+    peer.rcpt_reply = rcpt
+    d = dlv()
+    submit(d, ["only@remote.example"])
+    peer.wait_transactions(1, timeout=20)
+    wait_queue_empty(d)
+    ev = d.events("delivery", rcpt="only@remote.example")
+    assert [e["result"] for e in ev] == ["deferred", "delivered"]
+    assert ev[0]["reply"].startswith("552 5.5.3")
+    assert not d.events("report")
+    assert not bounces(d)
+
+
+# ---- 3. recipient limits ----------------------------------------------------
+
+def limited(peer, limit, reply="452 4.5.3 too many recipients"):
+    """The peer takes at most `limit` recipients per transaction."""
+    local = threading.local()
+
+    def rcpt(addr, p):
+        n = getattr(local, "n", 0)
+        local.n = n + 1
+        return "250 2.1.5 ok" if n < limit else reply
+
+    orig = peer.data_reply
+
+    def data(txn, p):
+        local.n = 0
+        return orig(txn, p)
+
+    def rset(p):
+        local.n = 0
+
+    peer.rcpt_reply = rcpt
+    peer.data_reply = data
+    peer.before_rset_reply = rset
+
+
+@pytest.mark.parametrize("reply", ["452 4.5.3 too many recipients",
+                                   "552 5.5.3 too many recipients"])
+def test_recipients_over_the_peer_limit_go_at_once(dlv, peer, reply):
+    # The peer takes 3 recipients per transaction; the others go in further
+    # transactions of the same attempt, not at the next retry (an hour).
+    limited(peer, 3, reply)
+    d = dlv(queue_retry_min="1h", queue_retry_max="1h")
+    rcpts = ["u%d@remote.example" % i for i in range(8)]
+    submit(d, rcpts)
+    wait_queue_empty(d, timeout=20)
+    got = delivered(peer)
+    assert sorted(got) == sorted(rcpts)
+    assert [len(t.rcpts) for t in peer.transactions] == [3, 3, 2]
+    assert len(d.events("rcpt_again")) == 2
+    assert not d.events("deferred")
+    assert not bounces(d)
+
+
+def test_remote_rcpt_max_splits_transactions(dlv, peer):
+    d = dlv(remote_rcpt_max="2")
+    rcpts = ["v%d@remote.example" % i for i in range(5)]
+    submit(d, rcpts)
+    wait_queue_empty(d)
+    got = delivered(peer)
+    assert sorted(got) == sorted(rcpts)
+    sizes = sorted(len(t.rcpts_tried) for t in peer.transactions)
+    assert sizes == [1, 2, 2]
+
+
+def test_remote_rcpt_max_bounds(dlv):
+    out = dlv(run=False).cli("-bP", "remote_rcpt_max")
+    assert out.stdout.decode().strip() == "remote_rcpt_max = 100"
+
+
+# ---- 4. the next mail exchanger after a temporary failure -------------------
+
+TWO_MX = ["two.example. MX 10 mx1.two.example.", "two.example. MX 20 mx2.two.example.",
+          "mx1.two.example. A 127.0.0.3", "mx2.two.example. A 127.0.0.2"]
+
+
+@pytest.fixture
+def mx1(peer):
+    p = ScriptPeer("127.0.0.3", port=peer.port)
+    yield p
+    p.close()
+
+
+@pytest.mark.parametrize("how", ["mail_451", "mail_421", "rcpt_450", "rcpt_421"])
+def test_temporary_failure_tries_the_next_mx_at_once(dlv, peer, mx1, how):
+    if how == "mail_451":
+        mx1.mail_reply = lambda p: "451 4.3.0 local problem, try later"
+    elif how == "mail_421":
+        mx1.mail_reply = lambda p: "421 4.3.2 shutting down"
+    elif how == "rcpt_450":
+        mx1.rcpt_reply = lambda a, p: "450 4.2.0 greylisted"
+    else:
+        mx1.rcpt_reply = lambda a, p: "421 4.3.2 shutting down"
+    d = dlv(records=TWO_MX, queue_retry_min="1h", queue_retry_max="1h")
+    submit(d, ["a@two.example", "b@two.example"])
+    peer.wait_transactions(1, timeout=15)
+    wait_queue_empty(d)
+    assert mx1.mails == 1
+    assert sorted(delivered(peer)) == ["a@two.example", "b@two.example"]
+    assert d.events("next_address", dest="two.example")
+    assert not d.events("deferred")
+
+
+def test_every_mx_failing_defers_once_each(dlv, mx1, peer):
+    # Bounded by the route: each address is tried once in the attempt, and
+    # the recipients wait with the last server's reply.
+    mx1.mail_reply = lambda p: "451 4.3.0 first is busy"
+    peer.rcpt_reply = lambda a, p: "450 4.2.0 second is busy"
+    d = dlv(records=TWO_MX, queue_retry_min="1h", queue_retry_max="1h")
+    submit(d, ["a@two.example"])
+    d.wait_event("deferred", timeout=15)
+    time.sleep(1)
+    assert mx1.mails == 1
+    assert peer.connections == 1
+    ev = d.events("delivery", rcpt="a@two.example")
+    assert len(ev) == 1
+    assert ev[0]["result"] == "deferred"
+    assert ev[0]["reply"] == "450 4.2.0 second is busy"
+
+
+# ---- 5. the wait for the reply to the end of data (RFC 5321 4.5.3.2.6) ------
+
+def test_slow_reply_to_the_final_dot_is_waited_for(dlv, peer):
+    # The server takes 2 s to answer the dot: longer than the command
+    # timeout, within the data-done timeout.  Giving up would deliver the
+    # message twice (the server goes on and takes it).
+    peer.before_data_reply = lambda txn, p: time.sleep(2)
+    d = dlv(remote_command_timeout="1s", remote_data_done_timeout="4s")
+    submit(d, ["slow@remote.example"])
+    peer.wait_transactions(1, timeout=15)
+    wait_queue_empty(d)
+    time.sleep(2)
+    assert len(peer.transactions) == 1
+    assert len(peer.attempts) == 1
+    assert not d.events("deferred")
+
+
+def test_data_done_timeout_still_ends_a_hung_server(dlv, peer):
+    peer.before_data_reply = lambda txn, p: time.sleep(6)
+    d = dlv(remote_command_timeout="1s", remote_data_done_timeout="2s",
+            queue_retry_min="1h", queue_retry_max="1h")
+    submit(d, ["hung@remote.example"])
+    start = time.monotonic()
+    ev = d.wait_event("deferred", timeout=15)
+    assert time.monotonic() - start < 6
+    assert "timeout" in d.events("delivery", rcpt="hung@remote.example")[0]["reply"]
