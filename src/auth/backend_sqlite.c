@@ -48,10 +48,15 @@ const char *auth_sqlite_schema(void)
 
 enum { SQ_USER, SQ_ALIASES, SQ_SENDERS, SQ_N };
 
+/* Logins and addresses match whatever their case, as in a passwd-file:
+ * domains are case-insensitive (RFC 5321 2.4), and a database made with
+ * columns of the default (binary) collation must not bounce
+ * <alice@Example.COM>.  With the documented NOCASE columns the index is
+ * still used. */
 static const char *const sq_sql[SQ_N] = {
-	"SELECT name, password FROM users WHERE name = ?1",
-	"SELECT target FROM aliases WHERE address = ?1",
-	"SELECT pattern FROM senders WHERE login = ?1",
+	"SELECT name, password FROM users WHERE name = ?1 COLLATE NOCASE",
+	"SELECT target FROM aliases WHERE address = ?1 COLLATE NOCASE",
+	"SELECT pattern FROM senders WHERE login = ?1 COLLATE NOCASE",
 };
 
 struct sq_backend {

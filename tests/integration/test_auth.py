@@ -773,6 +773,20 @@ def sqlite_daemon(auth_daemon, auth_entries, test_dir):
     return start
 
 
+def test_sqlite_matches_any_case(sqlite_daemon):
+    # The tables above have the default (binary) collation: logins and
+    # addresses still match in any case, as with a passwd-file (domains
+    # are case-insensitive, RFC 5321 2.4).
+    d = sqlite_daemon()
+    with sub_client(d, "smtps") as c:
+        assert auth_plain(c, ALICE.upper(), pw(ALICE)).code == 235
+    with Client(d.mx) as c:
+        c.ehlo()
+        assert c.cmd("MAIL FROM:<x@client.example>").code == 250
+        for a in ("alice@TEST.EXAMPLE", "info@Test.Example", "anything@OTHER.example"):
+            assert c.cmd("RCPT TO:<%s>" % a).code == 250, a
+
+
 def test_sqlite_login_and_policy(sqlite_daemon):
     d = sqlite_daemon()
     with sub_client(d, "smtps") as c:
