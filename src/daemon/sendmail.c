@@ -36,6 +36,7 @@
 #define SM_REPLY_LINES_MAX 100
 #define SM_NAME_MAX 200      /* bytes of a full name kept in From: */
 #define SM_CHUNK 65536       /* bytes per write of the message data */
+#define SM_LINE_MAX 998      /* RFC 5322 2.1.1, without the CRLF */
 #define SM_ENV_SOCKET "SLUICE_SENDMAIL_SOCKET"
 
 /* ---- reading the message ------------------------------------------------ */
@@ -50,31 +51,62 @@ static int sm_put(struct buf *out, const void *p, size_t n, uint64_t max, bool *
 	return 0;
 }
 
+/* The first line of a message saved from an mbox ("From addr date"), not
+ * a header field ("From:" or the obsolete "From :"). */
+static bool sm_mbox_from(const char *p, size_t n)
+{
+	if (n < 5 || memcmp(p, "From ", 5) != 0)
+		return false;
+	size_t i = 4;
+	while (i < n && (p[i] == ' ' || p[i] == '\t'))
+		i++;
+	return !(i < n && p[i] == ':');
+}
+
+/*
+ * Lines end with LF, CRLF or a bare CR, and each goes out as CRLF: the
+ * daemon refuses a bare CR in message data (RFC 5321 2.3.8), and the CRs
+ * of cron jobs' progress output are line ends to a reader.  A line longer
+ * than SM_LINE_MAX is broken there (RFC 5322 2.1.1), folded in the header
+ * so that it stays the same field.  A first line in mbox form is dropped.
+ */
 int sendmail_read_message(FILE *in, bool dot_ends, uint64_t max, struct buf *out, bool *too_big,
 			  struct err *e)
 {
 	*too_big = false;
 	size_t line_start = buf_len(out);
-	/* A line that so far reads "." or ".\r" is held back: if it ends
-	 * there it is the terminator, which must not count against max. */
-	char pend[2];
-	size_t np = 0;
+	bool first = true, in_header = true;
+	/* A line that so far reads "." is held back: if it ends there it is
+	 * the terminator, which must not count against max. */
+	bool dot = false;
 	for (;;) {
 		int ch = getc(in);
 		if (ch == EOF && ferror(in))
 			return err_set(e, "reading the message: %s", strerror(errno));
+		if (ch == '\r') {
+			int nx = getc(in);
+			if (nx != '\n' && nx != EOF)
+				ungetc(nx, in);
+			ch = '\n';
+		}
 		bool empty = buf_len(out) == line_start;
-		if (dot_ends && empty && ch != EOF && ch != '\n' &&
-		    ((np == 0 && ch == '.') || (np == 1 && ch == '\r'))) {
-			pend[np++] = (char)ch;
+		if (dot_ends && empty && !dot && ch == '.') {
+			dot = true;
 			continue;
 		}
-		if (np > 0 && empty && (ch == '\n' || ch == EOF))
+		if (dot && empty && (ch == '\n' || ch == EOF))
 			return 0;
-		if (np > 0 && sm_put(out, pend, np, max, too_big, e) < 0)
+		if (dot && sm_put(out, ".", 1, max, too_big, e) < 0)
 			return -1;
-		np = 0;
+		dot = false;
 		if (ch != EOF && ch != '\n') {
+			if (buf_len(out) - line_start >= SM_LINE_MAX) {
+				const char *brk = in_header ? "\r\n " : "\r\n";
+				if (sm_put(out, brk, strlen(brk), max, too_big, e) < 0)
+					return -1;
+				line_start = buf_len(out) - (in_header ? 1 : 0);
+				first = false;
+			}
 			char c = (char)ch;
 			if (sm_put(out, &c, 1, max, too_big, e) < 0)
 				return -1;
@@ -83,10 +115,15 @@ int sendmail_read_message(FILE *in, bool dot_ends, uint64_t max, struct buf *out
 		size_t len = buf_len(out) - line_start;
 		if (ch == EOF && len == 0)
 			return 0;
-		if (len > 0 && buf_ptr(out)[buf_len(out) - 1] == '\r')
-			out->len--;
-		if (sm_put(out, "\r\n", 2, max, too_big, e) < 0)
-			return -1;
+		if (first && sm_mbox_from((const char *)buf_ptr(out) + line_start, len)) {
+			out->len -= len;
+		} else {
+			if (len == 0)
+				in_header = false;
+			if (sm_put(out, "\r\n", 2, max, too_big, e) < 0)
+				return -1;
+		}
+		first = false;
 		if (ch == EOF)
 			return 0;
 		line_start = buf_len(out);

@@ -503,6 +503,27 @@ def test_sendmail_from_unprivileged_user(dlv, test_dir):
     assert ev and ev[0]["user"] == "uid:%d" % nobody.pw_uid
 
 
+def test_sendmail_takes_what_cron_and_mbox_tools_write(dlv):
+    # Progress output with bare CRs, a line over 998 octets and a leading
+    # mbox "From " line: the daemon would refuse the first two (RFC 5321
+    # 2.3.8, RFC 5322 2.1.1), so sendmail makes lines of them; the mbox
+    # line is dropped, as Postfix's and Exim's sendmail do.
+    d = dlv()
+    long = b"x" * 2000
+    msg = (b"From someone@example.org Mon Jan  1 00:00:00 2001\n"
+           b"Subject: cron output\n\n 0%\r50%\r100%\n" + long + b"\n")
+    r = subprocess.run([d.binary, "-C", d.conf, "-i", ALICE], input=msg,
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=30)
+    assert r.returncode == 0, r.stderr
+    box = wait_mail(d, ALICE)
+    m = list(box)[0]
+    assert m["Subject"] == "cron output"
+    raw = open(glob.glob(os.path.join(maildir(d, ALICE), "new", "*"))[0], "rb").read()
+    body = raw.split(b"\n\n", 1)[1]
+    assert body.startswith(b" 0%\n50%\n100%\n" + b"x" * 998 + b"\n"), body[:80]
+    assert b"From someone@example.org" not in raw
+
+
 def test_sendmail_name_and_recipient_args(dlv, test_dir, peer):
     d = dlv()
     sm = os.path.join(test_dir, "sendmail")

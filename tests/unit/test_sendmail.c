@@ -74,11 +74,19 @@ static const struct read_case {
 	{ "a\n.x\n .\n", true, "a\r\n.x\r\n .\r\n" },
 	{ ".\n", true, "" },
 	{ "a\n.\r", true, "a\r\n" },
-	{ "a\n.\r\r\nb\n", true, "a\r\n.\r\r\nb\r\n" },
-	{ "a\n.\rx\n", true, "a\r\n.\rx\r\n" },
+	{ "a\n.\r\r\nb\n", true, "a\r\n" },     /* a bare CR ends the "." line */
+	{ "a\n.\rx\n", true, "a\r\n" },
 	{ "", true, "" },
 	{ "\n", true, "\r\n" },
-	{ "a\rb\n", true, "a\rb\r\n" },          /* a lone CR stays */
+	{ "a\rb\n", true, "a\r\nb\r\n" },        /* a bare CR is a line end */
+	{ "0%\r50%\r100%\n", false, "0%\r\n50%\r\n100%\r\n" },
+	{ "a\r\r\nb", false, "a\r\n\r\nb\r\n" },
+	/* mbox "From " first line: dropped; a header field or a later line is not */
+	{ "From x@y Mon Jan  1 00:00:00 2001\nSubject: s\n\nb\n", true,
+	  "Subject: s\r\n\r\nb\r\n" },
+	{ "From : x@y\n\nb\n", true, "From : x@y\r\n\r\nb\r\n" },
+	{ "From: x@y\n\nb\n", true, "From: x@y\r\n\r\nb\r\n" },
+	{ "a: b\nFrom x@y Mon\n", true, "a: b\r\nFrom x@y Mon\r\n" },
 	{ "a\n\nbody\n", false, "a\r\n\r\nbody\r\n" },
 };
 
@@ -104,6 +112,44 @@ static void test_read(void **state)
 			fclose(f);
 		}
 	}
+}
+
+/* RFC 5322 2.1.1: lines of at most 998 octets; a longer one is broken,
+ * folded when it is a header field. */
+static void test_read_long_lines(void **state)
+{
+	struct buf in, want;
+	buf_init(&in, 1 << 20);
+	buf_init(&want, 1 << 20);
+	buf_puts(&in, "Subject: ");
+	buf_puts(&want, "Subject: ");
+	for (int i = 0; i < 1200; i++) {
+		buf_puts(&in, "s");
+		buf_puts(&want, i == 998 - 9 ? "\r\n s" : "s");
+	}
+	buf_puts(&in, "\n\n");
+	buf_puts(&want, "\r\n\r\n");
+	for (int i = 0; i < 2000; i++) {
+		buf_puts(&in, "b");
+		buf_puts(&want, i == 998 || i == 1996 ? "\r\nb" : "b");
+	}
+	buf_puts(&in, "\n");
+	buf_puts(&want, "\r\n");
+	for (int bw = 0; bw < 2; bw++) {
+		struct cookie k;
+		FILE *f = ck_open(&k, (const char *)buf_ptr(&in), buf_len(&in), bw);
+		struct buf out;
+		buf_init(&out, 1 << 20);
+		struct err e = { "" };
+		bool big = true;
+		assert_int_equal(sendmail_read_message(f, true, 1 << 20, &out, &big, &e), 0);
+		assert_int_equal(buf_len(&out), buf_len(&want));
+		assert_memory_equal(buf_ptr(&out), buf_ptr(&want), buf_len(&want));
+		buf_free(&out);
+		fclose(f);
+	}
+	buf_free(&in);
+	buf_free(&want);
 }
 
 static void test_read_limit(void **state)
@@ -876,6 +922,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_read),
+		cmocka_unit_test(test_read_long_lines),
 		cmocka_unit_test(test_read_limit),
 		cmocka_unit_test(test_header_end),
 		cmocka_unit_test(test_header_rcpts),
