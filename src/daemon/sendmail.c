@@ -667,7 +667,7 @@ static int sm_parse_args(int argc, char **argv, struct sm_opts *o, char **notify
 			break;
 		}
 		char opt = a[1];
-		if (strchr("fFrCNRVB", opt) && opt) {
+		if (strchr("fFrCNRVBLhO", opt) && opt) {
 			const char *v = a[2] ? a + 2 : i + 1 < argc ? argv[++i] : NULL;
 			if (!v)
 				return sm_usage(errf, "option needs a value", a);
@@ -705,7 +705,20 @@ static int sm_parse_args(int argc, char **argv, struct sm_opts *o, char **notify
 				if (strcasecmp(v, "7BIT") != 0 && strcasecmp(v, "8BITMIME") != 0)
 					return sm_usage(errf, "bad -B value", v);
 				break;
+			default:
+				/* -L tag (syslog name), -h hops, -O option=value: other
+				 * MTAs' settings that programs pass along; the daemon's
+				 * own configuration decides. */
+				break;
 			}
+			continue;
+		}
+		/* Exim's -oMr protocol, -oMs host and the like: trusted callers'
+		 * overrides of the Received: trace, which the daemon writes from
+		 * what it knows; the value is skipped. */
+		if (strncmp(a, "-oM", 3) == 0 && a[3] && !a[4]) {
+			if (++i >= argc)
+				return sm_usage(errf, "option needs a value", a);
 			continue;
 		}
 		if (strcmp(a, "-bm") == 0)
@@ -718,7 +731,8 @@ static int sm_parse_args(int argc, char **argv, struct sm_opts *o, char **notify
 		 * daemon reports by bounce and always queues. */
 		static const char *const ignored[] = { "-oem", "-oee", "-oep", "-oeq", "-oew",
 						       "-odi", "-odb", "-odq", "-om",  "-em",
-						       "-ee",  "-ep",  "-eq",  "-ew",  NULL };
+						       "-ee",  "-ep",  "-eq",  "-ew",  "-Am",
+						       "-Ac",  "-G",   NULL };
 		bool skip = false;
 		for (const char *const *k = ignored; *k && !skip; k++)
 			skip = strcmp(a, *k) == 0;

@@ -654,7 +654,7 @@ struct e2e_case {
 	const char *name;
 	const struct srv *srv;  /* NULL: no server */
 	bool small_conf;
-	const char *args[12];
+	const char *args[16];
 	const char *input;
 	int rc;
 	const char *tr;         /* expected transcript; NULL = not checked; @LOGIN@ = login */
@@ -836,6 +836,15 @@ static const struct e2e_case e2e_cases[] = {
 	  "EHLO localhost\r\nMAIL FROM:<s@x>\r\nRCPT TO:<a@x>\r\nDATA\r\n"
 	  "From: me@x\r\n\r\nhi\r\n.\r\nQUIT\r\n",
 	  NULL },
+	{ "other MTAs' options programs pass along", &srv_ok, false,
+	  { "-Am", "-G", "-L", "mytag", "-h", "3", "-ODeliveryMode=b", "-O", "x=y", "-oMr",
+	    "local", "-f", "s@x", "a@x", NULL },
+	  "From: me@x\n\nhi\n", EX_OK,
+	  "EHLO localhost\r\nMAIL FROM:<s@x>\r\nRCPT TO:<a@x>\r\nDATA\r\n"
+	  "From: me@x\r\n\r\nhi\r\n.\r\nQUIT\r\n",
+	  NULL },
+	{ "-oMr without its value: 64", &srv_ok, false, { "-oMr", NULL }, "hi\n", EX_USAGE, "",
+	  "option needs a value" },
 };
 
 /* The expected transcript with @LOGIN@ replaced by the caller's name. */
