@@ -44,10 +44,13 @@ static bool comment_safe(const char *s)
 	return strpbrk(s, "()\\") == NULL;
 }
 
-static const char *received_proto(const struct smtp_envelope *env, char *tmp, size_t n)
+static const char *received_proto(const struct smtp_policy *p, const struct smtp_envelope *env,
+				  char *tmp, size_t n)
 {
 	bool tls = env->tls_version != NULL;
-	bool auth = env->auth_user != NULL;
+	/* "A" says SMTP AUTH was used (RFC 3848); a local submission's user
+	 * comes from the kernel, and the comment names it (auth=uid:N). */
+	bool auth = env->auth_user != NULL && p->role != SMTP_ROLE_LOCAL;
 	if (!env->esmtp)
 		return "SMTP";
 	const char *base = env->smtputf8 ? "UTF8SMTP" : "ESMTP";
@@ -76,7 +79,7 @@ void smtp_received_header(struct buf *out, const struct smtp_policy *p,
 		buf_printf(out, "[%s])\r\n", ip);
 	}
 	buf_printf(out, "\tby %s (sluice) with %s\r\n", p->hostname,
-		   received_proto(env, proto, sizeof(proto)));
+		   received_proto(p, env, proto, sizeof(proto)));
 	buf_printf(out, "\t(role=%s", smtp_role_name(p->role));
 	if (env->auth_user && comment_safe(env->auth_user))
 		buf_printf(out, " auth=%s", env->auth_user);

@@ -1071,6 +1071,22 @@ static void test_received(void **state)
 						       ? "(role=mx auth=user tls=TLSv1.3 cipher=TLS_AES_128_GCM_SHA256)"
 						       : "(role=mx tls=TLSv1.3 cipher=TLS_AES_128_GCM_SHA256)"));
 	}
+	/* A local submission names its uid, but no SMTP AUTH was used: no "A"
+	 * (RFC 3848). */
+	{
+		struct smtp_policy lp = pol;
+		lp.role = SMTP_ROLE_LOCAL;
+		env.esmtp = true;
+		env.tls_version = NULL;
+		env.tls_cipher = NULL;
+		env.smtputf8 = false;
+		env.auth_user = "uid:1000";
+		buf_reset(&b);
+		smtp_received_header(&b, &lp, &c, &env, "Q1", "D");
+		assert_non_null(strstr(buf_cstr(&b), "with ESMTP\r\n"));
+		assert_non_null(strstr(buf_cstr(&b), "auth=uid:1000"));
+		env.auth_user = NULL;
+	}
 	/* Two recipients: no "for"; a hostile rDNS name is left out. */
 	struct smtp_rcpt r2[2] = { { "a@x", NULL, 0 }, { "b@x", NULL, 0 } };
 	env.rcpts = r2;
