@@ -62,6 +62,8 @@ struct master {
 	struct sock *socks;
 	size_t n_socks;
 	struct spool *spool;
+	bool runner_stop_asked;    /* the runner (and so mdeliver) was told to go */
+	bool authd_stop_asked;
 	int spool_lock_fd;         /* flock'd spool directory: one daemon per spool */
 	uint32_t *slots;
 	struct net_hosts *hosts;
@@ -420,6 +422,7 @@ static void spawn_authd(struct master *m)
 		_exit(authd_main(g->conf, m->authd_fd, g->drop ? g->uid : getuid()));
 	}
 	m->authd_pid = pid;
+	m->authd_stop_asked = false;
 	m->authd_started_ms = time_mono_ms();
 	log_event(LOG_LVL_INFO, "authd_started", "pid=%ld backend=%s", (long)pid,
 		  g->conf->auth_backend);
@@ -552,6 +555,7 @@ static void spawn_runner(struct master *m)
 		return;
 	}
 	m->runner_pid = pid;
+	m->runner_stop_asked = false;
 	m->runner_started_ms = time_mono_ms();
 	log_event(LOG_LVL_INFO, "runner_started", "pid=%ld mdeliver=%ld", (long)pid, (long)md);
 }
@@ -643,7 +647,11 @@ static void reap(struct master *m)
 				m->runner_pid = 0;
 			else
 				m->md_pid = 0;
-			log_event(m->stopping ? LOG_LVL_INFO : LOG_LVL_ERR,
+			/* The end a reload asked for is no failure. */
+			bool clean = (WIFEXITED(st) && WEXITSTATUS(st) == 0) ||
+				     (m->runner_stop_asked && WIFSIGNALED(st) &&
+				      WTERMSIG(st) == SIGTERM);
+			log_event(m->stopping || clean ? LOG_LVL_INFO : LOG_LVL_ERR,
 				  runner ? "runner_exit" : "mdeliver_exit", "pid=%ld status=%d",
 				  (long)pid, WIFSIGNALED(st) ? 128 + WTERMSIG(st) : WEXITSTATUS(st));
 			/* A pair: when one fails the other goes too, and both come
@@ -660,7 +668,10 @@ static void reap(struct master *m)
 		}
 		if (pid == m->authd_pid) {
 			m->authd_pid = 0;
-			log_event(m->stopping ? LOG_LVL_INFO : LOG_LVL_ERR, "authd_exit",
+			bool clean = (WIFEXITED(st) && WEXITSTATUS(st) == 0) ||
+				     (m->authd_stop_asked && WIFSIGNALED(st) &&
+				      WTERMSIG(st) == SIGTERM);
+			log_event(m->stopping || clean ? LOG_LVL_INFO : LOG_LVL_ERR, "authd_exit",
 				  "pid=%ld status=%d", (long)pid,
 				  WIFSIGNALED(st) ? 128 + WTERMSIG(st) : WEXITSTATUS(st));
 			if (time_mono_ms() - m->authd_started_ms < 1000)
@@ -783,12 +794,15 @@ static void reload(struct master *m)
 	if (m->authd_pid > 0) {
 		kill(m->authd_pid, SIGTERM);
 		m->authd_pid = 0;
+		m->authd_stop_asked = true;
 	}
 	spawn_authd(m);
 	/* The runner takes the new configuration by being replaced; the
 	 * attempts it has running finish first (shutdown_timeout). */
-	if (m->runner_pid > 0)
+	if (m->runner_pid > 0) {
 		kill(m->runner_pid, SIGTERM);
+		m->runner_stop_asked = true;
+	}
 	fill_workers(m);
 	socks_prune(m);
 	release_gen_if_unused(m, prev);
@@ -861,6 +875,30 @@ static int daemonize(void)
 	return 0;
 }
 
+/* A start that fails after the first generation was built: what it holds
+ * (configuration, certificates, sockets, the spool and its lock) is given
+ * back before the exit. */
+static int start_failed(struct master *m)
+{
+	for (size_t i = 0; i < m->n_socks; i++) {
+		if (m->socks[i].fd >= 0)
+			close(m->socks[i].fd);
+		free(m->socks[i].addr);
+	}
+	free(m->socks);
+	m->socks = NULL;
+	m->n_socks = 0;
+	if (m->spool)
+		spool_close(m->spool);
+	m->spool = NULL;
+	if (m->spool_lock_fd >= 0)
+		close(m->spool_lock_fd);
+	m->spool_lock_fd = -1;
+	gen_free(m->cur);
+	m->cur = NULL;
+	return 1;
+}
+
 int master_run(const struct daemon_opts *o, struct conf *c)
 {
 	struct master m;
@@ -897,13 +935,13 @@ int master_run(const struct daemon_opts *o, struct conf *c)
 	if (prepare_spool(&m, c, m.cur, &e) < 0) {
 		fprintf(stderr, "sluice: spool: %s\n", e.msg);
 		log_event(LOG_LVL_ERR, "start_failed", "error=\"spool: %s\"", e.msg);
-		return 1;
+		return start_failed(&m);
 	}
 	{
 		int nv[2];
 		if (socketpair(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0, nv) < 0) {
 			fprintf(stderr, "sluice: socketpair: %s\n", strerror(errno));
-			return 1;
+			return start_failed(&m);
 		}
 		m.notify_rd = nv[0];
 		m.notify_wr = nv[1];
@@ -917,7 +955,9 @@ int master_run(const struct daemon_opts *o, struct conf *c)
 	if (m.ctl_fd < 0) {
 		fprintf(stderr, "sluice: %s\n", e.msg);
 		log_event(LOG_LVL_ERR, "start_failed", "error=\"%s\"", e.msg);
-		return 1;
+		close(m.notify_rd);
+		close(m.notify_wr);
+		return start_failed(&m);
 	}
 	m.local_fd = local_socket(c, m.cur, &e);
 	if (m.local_fd < 0) {

@@ -34,6 +34,7 @@ def test_second_daemon_leaves_the_spool_alone(daemon, cert, binary, test_dir):
     r = subprocess.run([binary, "-C", conf, "-bdf"], capture_output=True, text=True, timeout=30)
     assert r.returncode != 0
     assert "in use by another sluice daemon" in r.stderr, r.stderr
+    assert "LeakSanitizer" not in r.stderr, r.stderr
     assert os.path.exists(marker)
     assert daemon.proc.poll() is None
 
@@ -70,6 +71,17 @@ def test_reload_keeps_the_spool_directory(daemon, cert, test_dir):
     assert daemon.events("queue_scan_failed") == [], daemon.log_tail(20)
     assert daemon.events("privileges") == [], daemon.log_tail(20)
     assert not os.path.exists(os.path.join(test_dir, "other-spool"))
+
+
+def test_reload_logs_no_errors(daemon):
+    # The runner, its delivery process and the auth process are replaced
+    # on a reload: their ending is asked for, not an error.
+    daemon.signal(signal.SIGHUP)
+    daemon.wait_event("reload")
+    daemon.wait_event("runner_started", count=2)
+    time.sleep(0.5)
+    errors = [x for x in daemon.log_since_start().splitlines() if " lvl=err " in x]
+    assert errors == [], errors
 
 
 def test_reload_failed_is_one_key_value_line(daemon):
