@@ -523,6 +523,10 @@ int smtp_header_addresses(const char *v, size_t n, size_t max,
 	buf_init(&tok, n + 1);
 	size_t count = 0;
 	bool angle = false; /* the current mailbox had <...> */
+	/* An unquoted '@' before a '<' is a display name that reads as an
+	 * address ("alice@example.org <mallory@example.net>"): RFC 5322 3.4
+	 * forbids it, and mail clients would show the wrong sender. */
+	bool bare_at = false;
 	int rc = 0;
 	size_t i = 0;
 	while (i <= n && rc == 0) {
@@ -548,8 +552,8 @@ int smtp_header_addresses(const char *v, size_t n, size_t max,
 				rc = -1;
 				break;
 			}
-			if (angle) {
-				rc = -1; /* two angle-addrs in one mailbox */
+			if (angle || bare_at) {
+				rc = -1; /* two angle-addrs in one mailbox, or '@' in its name */
 				break;
 			}
 			rc = hdr_emit(v + i + 1, j - i - 1, &count, max, fn, arg);
@@ -560,7 +564,7 @@ int smtp_header_addresses(const char *v, size_t n, size_t max,
 			rc = -1; /* no '<' opened it */
 		} else if (c == ':') {
 			/* A group's display name ends here; its members follow. */
-			if (angle)
+			if (angle || bare_at)
 				rc = -1;
 			buf_reset(&tok);
 			i++;
@@ -570,7 +574,11 @@ int smtp_header_addresses(const char *v, size_t n, size_t max,
 					      arg);
 			buf_reset(&tok);
 			angle = false;
+			bare_at = false;
 			i++;
+		} else if ((unsigned char)c < 0x20 && c != ' ' && c != '\t' && c != '\r' &&
+			   c != '\n') {
+			rc = -1; /* a control byte (NUL and the like) is no part of a field */
 		} else {
 			/* Outside <>, the display name's words and the addr-spec's
 			 * parts; white space between them is folding. */
@@ -580,6 +588,8 @@ int smtp_header_addresses(const char *v, size_t n, size_t max,
 					break;
 				}
 				buf_append(&tok, &c, 1);
+				if (c == '@')
+					bare_at = true;
 			}
 			i++;
 		}

@@ -103,6 +103,30 @@ def test_from_header_check(auth_daemon):
     assert len(d.queue_ids()) == 1
 
 
+def test_from_header_display_name_that_reads_as_an_address(auth_daemon):
+    # "victim@x <me@y>": the address is the user's own, but mail clients
+    # show the unquoted '@' name as the sender (RFC 5322 3.4 forbids it);
+    # a NUL byte in the field likewise.  Both cannot be parsed: 550 5.6.0.
+    d = auth_daemon(submission_check_from="yes")
+    pw = AUTH_USERS[ALICE][0]
+    c = Client(d.ports["smtps"], tls=True)
+    c.ehlo()
+    assert auth_plain(c, ALICE, pw).code == 235
+    for field in ("From: boss@test.example <%s>" % ALICE,
+                  "From: boss@test.example\x00<%s>" % ALICE):
+        assert c.cmd("MAIL FROM:<%s>" % ALICE).code == 250
+        assert c.cmd("RCPT TO:<friend@remote.example>").code == 250
+        assert c.cmd("DATA").code == 354
+        r = c.cmd(field + "\r\nSubject: x\r\n\r\nhi\r\n.")
+        assert r.code == 550 and r.lines[0].startswith("5.6.0"), (field, r)
+    assert c.cmd("MAIL FROM:<%s>" % ALICE).code == 250
+    assert c.cmd("RCPT TO:<friend@remote.example>").code == 250
+    assert c.cmd("DATA").code == 354
+    r = c.cmd('From: "boss@test.example" <%s>\r\nSubject: x\r\n\r\nhi\r\n.' % ALICE)
+    assert r.code == 250, r
+    c.close()
+
+
 def test_bh_prints_acl_verdicts(auth_daemon):
     d = mx_daemon(auth_daemon)
     script = ("EHLO c\r\nMAIL FROM:<x@remote.example>\r\nRCPT TO:<carol@other.example>\r\n"

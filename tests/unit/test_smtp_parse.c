@@ -828,6 +828,11 @@ static void test_header_addresses(void **state)
 		{ "a@x.example (unclosed", -1, "" },
 		{ "\"unclosed <a@x.example>", -1, "" },
 		{ "<a@x.example> <b@x.example>", -1, "" },
+		/* RFC 5322 3.4: a display name is a phrase, '@' in it is quoted */
+		{ "alice@x.example <bob@y.example>", -1, "" },
+		{ "\"alice@x.example\" <bob@y.example>", 1, "bob@y.example" },
+		{ "Team alice@x.example: b@y.example;", -1, "" },
+		{ "a@x.example, Bob <b@y.example>", 2, "a@x.example|b@y.example" },
 		{ "no-at-sign", -1, "" },
 		{ "@x.example", -1, "" },
 		{ "a@", -1, "" },
