@@ -19,6 +19,7 @@ from helpers import (
     free_ports,
     generate_cert,
     write_config,
+    write_unbound_conf,
 )
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -216,3 +217,31 @@ def auth_daemon(start_daemon, make_config, test_dir, auth_entries, binary):
         return launch(wait)
 
     return start
+
+
+@pytest.fixture
+def peer(cert):
+    """A scripted next hop on 127.0.0.2 (tests/integration/peer.py)."""
+    from peer import Peer
+    p = Peer("127.0.0.2", tls_cert=cert)
+    yield p
+    p.close()
+
+
+@pytest.fixture
+def dlv(auth_daemon, test_dir, peer):
+    """dlv(records=(), **options) -> a daemon that delivers: remote.example's
+    MX is 127.0.0.2 (the peer), retries are seconds apart."""
+
+    def start(records=(), run=True, **kw):
+        recs = ["remote.example. MX 10 mx.remote.example.",
+                "mx.remote.example. A 127.0.0.2"] + list(records)
+        ub = write_unbound_conf(test_dir, recs, name="unbound-dlv.conf")
+        opts = dict(queue_only="no", remote_smtp_port=str(peer.port), dns_unbound_config=ub,
+                    queue_retry_min="1s", queue_retry_max="2s",
+                    remote_command_timeout="5s", remote_connect_timeout="3s")
+        opts.update(kw)
+        return auth_daemon(run=run, **opts)
+
+    return start
+

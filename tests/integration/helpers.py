@@ -805,3 +805,25 @@ def header_fields(sp, name):
         if sep and k.strip().lower() == name.lower():
             out.append(v.strip())
     return out
+
+
+# ---- delivery ----------------------------------------------------------------
+
+def submit_authenticated(d, rcpts, msg, user, sender=None, mail_options=()):
+    """Submits msg on the STARTTLS submission port as user (its password
+    from d.passwords); every recipient must be accepted."""
+    import smtplib
+    s = smtplib.SMTP("127.0.0.1", d.sub, timeout=15)
+    try:
+        s.starttls(context=client_ctx())
+        s.login(user, d.passwords[user])
+        refused = s.sendmail(sender or user, rcpts, msg, mail_options=list(mail_options))
+        assert refused == {}
+    finally:
+        s.quit()
+
+
+def wait_queue_empty(d, timeout=20):
+    ok = wait_until(lambda: d.queue_ids() == [], timeout)
+    assert ok, "queue not empty: %r\n%s" % (d.queue_ids(), d.log_tail(40))
+

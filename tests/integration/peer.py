@@ -32,6 +32,8 @@ class Peer:
       extensions: EHLO keywords
       before_data_reply: callable run before answering the final dot (e.g. wait)
       before_rset_reply: callable run before answering RSET
+      mail_reply(peer) -> reply line to MAIL, default "250 2.1.0 ok"; a 421
+            ends the session; mails counts the MAIL commands
       mode: "normal", "hang" (never greet), "garbage" (greet with junk),
             "drop_in_data" (close after the DATA payload, before the reply),
             "bad_tls" (accept STARTTLS, then answer the handshake with junk)
@@ -59,6 +61,8 @@ class Peer:
         self.data_reply = lambda txn, peer: "250 2.0.0 queued as %d" % len(peer.transactions)
         self.before_data_reply = None
         self.before_rset_reply = None
+        self.mail_reply = lambda peer: "250 2.1.0 ok"
+        self.mails = 0
         self.mode = "normal"
         self.auth = None
         self.logins = []
@@ -183,13 +187,18 @@ class Peer:
             elif cmd == "MAIL" and self.auth is not None and user is None:
                 s.send_line("530 5.7.0 authentication required")
             elif cmd == "MAIL":
+                with self.lock:
+                    self.mails += 1
                 txn = Transaction()
                 txn.helo = helo
                 txn.tls = tls
                 m = re.match(r"(?i)FROM:<([^>]*)>(.*)", arg)
                 txn.mail_from = m.group(1) if m else arg
                 txn.mail_params = m.group(2).strip() if m else ""
-                s.send_line("250 2.1.0 ok")
+                r = self.mail_reply(self)
+                s.send_line(r)
+                if r.startswith("421"):
+                    return
             elif cmd == "RCPT":
                 m = re.match(r"(?i)TO:<([^>]*)>(.*)", arg)
                 addr = m.group(1) if m else arg

@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from helpers import client_ctx, wait_until, write_unbound_conf
+from helpers import client_ctx, submit_authenticated, wait_queue_empty, wait_until
 from peer import Peer
 
 ALICE = "alice@test.example"
@@ -24,40 +24,8 @@ MSG = ("From: Alice <alice@test.example>\r\nTo: someone\r\nSubject: delivery tes
        "\r\nfirst line\r\n.leading dot\r\nlast line\r\n")
 
 
-@pytest.fixture
-def peer(cert):
-    p = Peer("127.0.0.2", tls_cert=cert)
-    yield p
-    p.close()
-
-
-@pytest.fixture
-def dlv(auth_daemon, test_dir, peer):
-    """dlv(records=(), **options) -> a daemon that delivers: remote.example's
-    MX is 127.0.0.2 (the peer), retries are seconds apart."""
-
-    def start(records=(), run=True, **kw):
-        recs = ["remote.example. MX 10 mx.remote.example.",
-                "mx.remote.example. A 127.0.0.2"] + list(records)
-        ub = write_unbound_conf(test_dir, recs, name="unbound-dlv.conf")
-        opts = dict(queue_only="no", remote_smtp_port=str(peer.port), dns_unbound_config=ub,
-                    queue_retry_min="1s", queue_retry_max="2s",
-                    remote_command_timeout="5s", remote_connect_timeout="3s")
-        opts.update(kw)
-        return auth_daemon(run=run, **opts)
-
-    return start
-
-
 def submit(d, rcpts, msg=MSG, user=ALICE, sender=None):
-    s = smtplib.SMTP("127.0.0.1", d.sub, timeout=15)
-    try:
-        s.starttls(context=client_ctx())
-        s.login(user, d.passwords[user])
-        refused = s.sendmail(sender or user, rcpts, msg)
-        assert refused == {}
-    finally:
-        s.quit()
+    submit_authenticated(d, rcpts, msg, user, sender)
 
 
 def maildir(d, addr):
@@ -70,11 +38,6 @@ def wait_mail(d, addr, n=1, timeout=20):
     ok = wait_until(lambda: len(glob.glob(os.path.join(md, "new", "*"))) >= n, timeout)
     assert ok, "no mail in %s; log:\n%s" % (md, d.log_tail(40))
     return mailbox.Maildir(md, factory=None, create=False)
-
-
-def wait_queue_empty(d, timeout=20):
-    ok = wait_until(lambda: d.queue_ids() == [], timeout)
-    assert ok, "queue not empty: %r\n%s" % (d.queue_ids(), d.log_tail(40))
 
 
 # ---- local delivery --------------------------------------------------------

@@ -12,7 +12,7 @@ import smtplib
 
 import pytest
 
-from helpers import client_ctx, wait_until, write_unbound_conf
+from helpers import submit_authenticated, wait_queue_empty, wait_until
 from peer import Peer
 
 ALICE = "alice@test.example"
@@ -27,36 +27,16 @@ NO_8BITMIME = ["PIPELINING", "SIZE 10485760", "ENHANCEDSTATUSCODES"]
 
 @pytest.fixture
 def peer():
+    # Overrides conftest's: a next hop without 8BITMIME (and without TLS).
     p = Peer("127.0.0.2")
     p.extensions = list(NO_8BITMIME)
     yield p
     p.close()
 
 
-@pytest.fixture
-def dlv(auth_daemon, test_dir, peer):
-    def start(**kw):
-        ub = write_unbound_conf(test_dir, ["remote.example. MX 10 mx.remote.example.",
-                                           "mx.remote.example. A 127.0.0.2"],
-                                name="unbound-8bit.conf")
-        opts = dict(queue_only="no", remote_smtp_port=str(peer.port), dns_unbound_config=ub,
-                    queue_retry_min="1s", queue_retry_max="2s",
-                    remote_command_timeout="5s", remote_connect_timeout="3s")
-        opts.update(kw)
-        return auth_daemon(**opts)
-
-    return start
-
-
 def submit(d, rcpts, msg, body8=True):
-    s = smtplib.SMTP("127.0.0.1", d.sub, timeout=15)
-    try:
-        s.starttls(context=client_ctx())
-        s.login(ALICE, d.passwords[ALICE])
-        opts = ["BODY=8BITMIME"] if body8 else []
-        assert s.sendmail(ALICE, rcpts, msg, mail_options=opts) == {}
-    finally:
-        s.quit()
+    submit_authenticated(d, rcpts, msg, ALICE,
+                         mail_options=["BODY=8BITMIME"] if body8 else [])
 
 
 def mx_send(d, sender, rcpts, msg):
@@ -72,11 +52,6 @@ def alice_mail(d, n=1, timeout=20):
     ok = wait_until(lambda: len(glob.glob(os.path.join(md, "*"))) >= n, timeout)
     assert ok, "no mail for alice; log:\n%s" % d.log_tail(40)
     return [open(f, "rb").read() for f in sorted(glob.glob(os.path.join(md, "*")))]
-
-
-def wait_queue_empty(d, timeout=20):
-    ok = wait_until(lambda: d.queue_ids() == [], timeout)
-    assert ok, "queue not empty: %r\n%s" % (d.queue_ids(), d.log_tail(40))
 
 
 def test_8bit_to_7bit_peer_fails_5_6_3_and_bounces(dlv, peer):

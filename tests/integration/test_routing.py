@@ -4,15 +4,13 @@ the next mail exchanger after a temporary failure, and the wait for the
 reply to the end of data (4.5.3.2.6)."""
 import glob
 import os
-import re
-import smtplib
 import threading
 import time
 
 import pytest
 
-from helpers import client_ctx, wait_until, write_unbound_conf
-from peer import Peer, Transaction
+from helpers import submit_authenticated, wait_queue_empty, wait_until
+from peer import Peer
 
 ALICE = "alice@test.example"
 MSG = ("From: Alice <alice@test.example>\r\nTo: someone\r\nSubject: routing test\r\n"
@@ -20,104 +18,12 @@ MSG = ("From: Alice <alice@test.example>\r\nTo: someone\r\nSubject: routing test
        "\r\nfirst line\r\n.leading dot\r\nlast line\r\n")
 
 
-@pytest.fixture
-def peer(cert):
-    p = Peer("127.0.0.2", tls_cert=cert)
-    yield p
-    p.close()
-
-
-@pytest.fixture
-def dlv(auth_daemon, test_dir, peer):
-    """dlv(records=(), **options) -> a daemon that delivers: remote.example's
-    MX is 127.0.0.2 (the peer), retries are seconds apart."""
-
-    def start(records=(), run=True, **kw):
-        recs = ["remote.example. MX 10 mx.remote.example.",
-                "mx.remote.example. A 127.0.0.2"] + list(records)
-        ub = write_unbound_conf(test_dir, recs, name="unbound-dlv.conf")
-        opts = dict(queue_only="no", remote_smtp_port=str(peer.port), dns_unbound_config=ub,
-                    queue_retry_min="1s", queue_retry_max="2s",
-                    remote_command_timeout="5s", remote_connect_timeout="3s")
-        opts.update(kw)
-        return auth_daemon(run=run, **opts)
-
-    return start
-
-
-class ScriptPeer(Peer):
-    """A Peer whose reply to MAIL can be chosen: mail_reply(peer) -> line.
-    Only what delivery needs (EHLO, MAIL, RCPT, DATA, RSET, QUIT); no TLS."""
-
-    def __init__(self, host, port=0):
-        super().__init__(host, port)
-        self.mail_reply = lambda p: "250 2.1.0 ok"
-        self.mails = 0
-
-    def _session(self, s):
-        s.send_line(self.greeting)
-        txn = Transaction()
-        for _ in range(10000):
-            line = s.readline()
-            cmd = line.split(b" ", 1)[0].upper().decode("ascii", "replace")
-            arg = line[len(cmd) + 1:].decode("utf-8", "replace")
-            if cmd == "EHLO":
-                s.send_lines(250, ["peer.example"] +
-                             [e for e in self.extensions if e != "STARTTLS"])
-            elif cmd == "MAIL":
-                with self.lock:
-                    self.mails += 1
-                txn = Transaction()
-                r = self.mail_reply(self)
-                s.send_line(r)
-                if r.startswith("421"):
-                    return
-            elif cmd == "RCPT":
-                addr = re.match(r"(?i)TO:<([^>]*)>", arg).group(1)
-                txn.rcpts_tried.append(addr)
-                r = self.rcpt_reply(addr, self)
-                if r.startswith("2"):
-                    txn.rcpts.append(addr)
-                s.send_line(r)
-            elif cmd == "DATA":
-                if not txn.rcpts:
-                    s.send_line("554 5.5.1 no valid recipients")
-                    continue
-                with self.lock:
-                    self.attempts.append(txn)
-                s.send_line("354 go ahead")
-                txn.data = s.read_data()
-                with self.lock:
-                    self.transactions.append(txn)
-                s.send_line("250 2.0.0 queued")
-                txn = Transaction()
-            elif cmd == "RSET":
-                txn = Transaction()
-                s.send_line("250 2.0.0 ok")
-            elif cmd == "QUIT":
-                s.send_line("221 2.0.0 bye")
-                return
-            else:
-                s.send_line("500 5.5.1 unknown command")
-
-
 def submit(d, rcpts, msg=MSG, user=ALICE):
-    s = smtplib.SMTP("127.0.0.1", d.sub, timeout=15)
-    try:
-        s.starttls(context=client_ctx())
-        s.login(user, d.passwords[user])
-        assert s.sendmail(user, rcpts, msg) == {}
-    finally:
-        s.quit()
+    submit_authenticated(d, rcpts, msg, user)
 
 
 def bounces(d):
     return glob.glob(os.path.join(d.dir, "mail", "test.example", "alice", "new", "*"))
-
-
-def wait_queue_empty(d, timeout=20):
-    ok = wait_until(lambda: d.queue_ids() == [], timeout)
-    assert ok, "queue not empty: %r\n%s" % (d.queue_ids(), d.log_tail(40))
 
 
 def delivered(p):
@@ -256,7 +162,7 @@ TWO_MX = ["two.example. MX 10 mx1.two.example.", "two.example. MX 20 mx2.two.exa
 
 @pytest.fixture
 def mx1(peer):
-    p = ScriptPeer("127.0.0.3", port=peer.port)
+    p = Peer("127.0.0.3", port=peer.port)
     yield p
     p.close()
 
