@@ -827,3 +827,46 @@ def wait_queue_empty(d, timeout=20):
     ok = wait_until(lambda: d.queue_ids() == [], timeout)
     assert ok, "queue not empty: %r\n%s" % (d.queue_ids(), d.log_tail(40))
 
+
+# ---- configuration files -------------------------------------------------------
+
+def rewrite_config(d, cert, **kw):
+    """Replaces d's configuration with config_text(...) and the overrides
+    kw, atomically (the daemon may be reading it on SIGHUP)."""
+    text = config_text(d.dir, cert, (d.mx, d.sub, d.smtps), **kw)
+    tmp = d.conf + ".new"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.rename(tmp, d.conf)
+
+
+# Appended (so that line numbers stay) to broken_config's text when it does
+# not set the ports: the default ports include submission ones, which need
+# a certificate.
+MX_ONLY_PORTS = "daemon_smtp_ports = 2525\nlistener 2525 {\n    role = mx\n}\n"
+
+
+def broken_config(test_dir, body):
+    """Writes body (plus MX_ONLY_PORTS if it sets no ports) to
+    test_dir/broken.conf and returns its path."""
+    path = os.path.join(test_dir, "broken.conf")
+    if "daemon_smtp_ports" not in body:
+        body += MX_ONLY_PORTS
+    with open(path, "w") as f:
+        f.write(body)
+    return path
+
+
+def open_session(d, kind):
+    """A session past EHLO: kind "mx" (port 25's role), "sub-plain" (587
+    before STARTTLS), "sub" (587 after STARTTLS) or "smtps" (465)."""
+    if kind == "smtps":
+        c = Client(d.smtps, tls=True)
+        c.ehlo()
+        return c
+    c = Client(d.mx if kind == "mx" else d.sub)
+    c.ehlo()
+    if kind == "sub":
+        c.starttls()
+    return c
+

@@ -29,6 +29,7 @@ from helpers import (
     client_ctx,
     ehlo_auth_mechs,
     make_body,
+    open_session,
     scram_entry,
     wait_until,
     write_file,
@@ -46,14 +47,7 @@ def pw(user):
 
 def sub_client(d, port="sub"):
     """A session on 587 after STARTTLS, or on 465, past EHLO."""
-    if port == "sub":
-        c = Client(d.sub)
-        c.ehlo()
-        c.starttls()
-    else:
-        c = Client(d.smtps, tls=True)
-        c.ehlo()
-    return c
+    return open_session(d, port)
 
 
 # ---- where AUTH is offered -------------------------------------------------

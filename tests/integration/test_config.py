@@ -11,22 +11,15 @@ import pytest
 from helpers import (
     Client,
     SMTPClosed,
+    broken_config,
     client_ctx,
-    config_text,
     free_ports,
     generate_cert,
+    rewrite_config,
     send_message,
     wait_until,
 )
 
-
-def _rewrite(d, cert, **kw):
-    ports = (d.mx, d.sub, d.smtps)
-    text = config_text(d.dir, cert, ports, **kw)
-    tmp = d.conf + ".new"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.rename(tmp, d.conf)
 
 
 def _rcpt_code(port, rcpt):
@@ -45,7 +38,7 @@ def _rcpt_code(port, rcpt):
 
 def test_sighup_reload_applies_new_config(daemon, cert):
     assert _rcpt_code(daemon.mx, "user@new.example") == 550
-    _rewrite(daemon, cert, local_domains="test.example : new.example")
+    rewrite_config(daemon, cert, local_domains="test.example : new.example")
     daemon.signal(signal.SIGHUP)
     daemon.wait_event("reload")
     assert wait_until(lambda: _rcpt_code(daemon.mx, "user@new.example") == 250, 8), \
@@ -66,7 +59,7 @@ def test_sighup_applies_smtp_connect_backlog(start_daemon, cert):
     smtp_connect_backlog is applied to them all the same."""
     d = start_daemon(smtp_connect_backlog="100")
     assert _backlog(d.mx) == 100
-    _rewrite(d, cert, smtp_connect_backlog="300")
+    rewrite_config(d, cert, smtp_connect_backlog="300")
     d.signal(signal.SIGHUP)
     d.wait_event("reload")
     assert wait_until(lambda: _backlog(d.mx) == 300, 8), _backlog(d.mx)
@@ -79,7 +72,7 @@ def test_sighup_open_session_survives(daemon, cert):
         c.send(b"MAIL FROM:<a@client.example>\r\nRCPT TO:<user@test.example>\r\nDATA\r\n")
         assert [c.reply().code for _ in range(3)] == [250, 250, 354]
         c.send(b"Subject: across reload\r\n\r\nfirst half\r\n")
-        _rewrite(daemon, cert, local_domains="test.example : new.example")
+        rewrite_config(daemon, cert, local_domains="test.example : new.example")
         daemon.signal(signal.SIGHUP)
         daemon.wait_event("reload")
         # The message in progress before the reload is finished and queued.
@@ -121,7 +114,7 @@ def test_sighup_reloads_certificate(daemon, test_dir, cert):
     os.mkdir(new_dir, 0o700)
     new = generate_cert(new_dir, "mx.test.example")
     assert new.der != cert.der
-    _rewrite(daemon, new)
+    rewrite_config(daemon, new)
     daemon.signal(signal.SIGHUP)
     daemon.wait_event("reload")
 
@@ -211,19 +204,6 @@ def test_tls_on_connect_ports_unused_warns(start_daemon):
     assert not d.can_connect(unused)
 
 
-# Appended (so that line numbers stay) to cases that do not set the ports:
-# the default ports include submission ones, which need a certificate.
-BASE = "daemon_smtp_ports = 2525\nlistener 2525 {\n    role = mx\n}\n"
-
-
-def _broken(test_dir, body):
-    path = os.path.join(test_dir, "broken.conf")
-    if "daemon_smtp_ports" not in body:
-        body += BASE
-    with open(path, "w") as f:
-        f.write(body)
-    return path
-
 
 BROKEN = [
     # (config text, line of the error or None when not tied to one line)
@@ -245,7 +225,7 @@ BROKEN = [
 
 @pytest.mark.parametrize("text,line", BROKEN)
 def test_config_errors(binary, test_dir, text, line):
-    path = _broken(test_dir, text)
+    path = broken_config(test_dir, text)
     r = subprocess.run([binary, "-C", path, "-bV"], stdout=subprocess.PIPE,
                        stderr=subprocess.PIPE, timeout=20)
     err = r.stderr.decode()

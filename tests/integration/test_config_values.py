@@ -9,33 +9,12 @@ import subprocess
 
 import pytest
 
-from helpers import config_text
+from helpers import broken_config, config_text, rewrite_config
 
 as_root = pytest.mark.skipif(os.geteuid() != 0,
                              reason="mail_user and the user's file access are checked as root")
 
 
-def _rewrite(d, cert, **kw):
-    ports = (d.mx, d.sub, d.smtps)
-    text = config_text(d.dir, cert, ports, **kw)
-    tmp = d.conf + ".new"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.rename(tmp, d.conf)
-
-
-# Appended (so that line numbers stay) to cases that do not set the ports:
-# the default ports include submission ones, which need a certificate.
-BASE = "daemon_smtp_ports = 2525\nlistener 2525 {\n    role = mx\n}\n"
-
-
-def _broken(test_dir, body):
-    path = os.path.join(test_dir, "broken.conf")
-    if "daemon_smtp_ports" not in body:
-        body += BASE
-    with open(path, "w") as f:
-        f.write(body)
-    return path
 
 
 BROKEN = [
@@ -54,7 +33,7 @@ BROKEN = [
 
 @pytest.mark.parametrize("text,line,what", BROKEN)
 def test_delivery_values_refused_by_bV(binary, test_dir, text, line, what):
-    path = _broken(test_dir, text)
+    path = broken_config(test_dir, text)
     r = subprocess.run([binary, "-C", path, "-bV"], stdout=subprocess.PIPE,
                        stderr=subprocess.PIPE, timeout=20)
     err = r.stderr.decode()
@@ -78,7 +57,7 @@ GOOD = [
 
 @pytest.mark.parametrize("text", GOOD)
 def test_delivery_values_accepted_by_bV(binary, test_dir, text):
-    path = _broken(test_dir, text)
+    path = broken_config(test_dir, text)
     r = subprocess.run([binary, "-C", path, "-bV"], stdout=subprocess.PIPE,
                        stderr=subprocess.PIPE, timeout=20)
     assert r.returncode == 0, r.stderr.decode()
@@ -201,14 +180,14 @@ def test_fixed_config_starts(start_daemon, test_dir):
 ])
 def test_reload_refuses_and_keeps_serving(start_daemon, cert, bad, what):
     d = start_daemon()
-    _rewrite(d, cert, **bad)
+    rewrite_config(d, cert, **bad)
     d.signal(signal.SIGHUP)
     ev = d.wait_event("reload_failed")
     assert what in ev[-1].get("error", ""), ev
     assert d.proc.poll() is None, "master died on a refused reload"
     assert d.can_connect(d.mx)
     # Corrected, the next reload is taken.
-    _rewrite(d, cert)
+    rewrite_config(d, cert)
     d.signal(signal.SIGHUP)
     d.wait_event("reload")
     assert len(d.events("reload_failed")) == 1

@@ -7,7 +7,7 @@ import base64
 
 import pytest
 
-from helpers import Client
+from helpers import open_session
 
 ALICE = "alice@test.example"
 
@@ -24,20 +24,7 @@ def secrets_of(password, ir):
 
 def session(d, kind):
     """A session past EHLO on a port of the given kind."""
-    if kind == "mx":
-        c = Client(d.mx)
-        c.ehlo()
-    elif kind == "sub-plain":
-        c = Client(d.sub)
-        c.ehlo()
-    elif kind == "sub-tls":
-        c = Client(d.sub)
-        c.ehlo()
-        c.starttls()
-    else:
-        c = Client(d.smtps, tls=True)
-        c.ehlo()
-    return c
+    return open_session(d, "sub" if kind == "sub-tls" else kind)
 
 
 # port kind -> the reply to an AUTH line that is no AUTH command

@@ -7,15 +7,7 @@ import socket
 import subprocess
 import time
 
-from helpers import Client, config_text, free_ports, parse_log_line, wait_until
-
-
-def _rewrite(d, cert, **kw):
-    text = config_text(d.dir, cert, (d.mx, d.sub, d.smtps), **kw)
-    tmp = d.conf + ".new"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.rename(tmp, d.conf)
+from helpers import Client, config_text, free_ports, parse_log_line, rewrite_config, wait_until
 
 
 def test_second_daemon_leaves_the_spool_alone(daemon, cert, binary, test_dir):
@@ -57,7 +49,7 @@ def test_log_file_reopened_on_sighup(daemon):
 def test_reload_keeps_the_spool_directory(daemon, cert, test_dir):
     # The master recovered and locked its spool; a reload naming another
     # one takes effect at the next start, for every process alike.
-    _rewrite(daemon, cert, spool_directory=os.path.join(test_dir, "other-spool"))
+    rewrite_config(daemon, cert, spool_directory=os.path.join(test_dir, "other-spool"))
     daemon.signal(signal.SIGHUP)
     daemon.wait_event("reload")
     assert daemon.events("reload_note")

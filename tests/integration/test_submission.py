@@ -16,6 +16,7 @@ from helpers import (
     auth_scram,
     client_ctx,
     header_fields,
+    open_session,
     received_field,
     write_file,
 )
@@ -32,13 +33,7 @@ def pw(user):
 
 
 def session(d, port, user=None):
-    if port == "sub":
-        c = Client(d.sub)
-        c.ehlo()
-        c.starttls()
-    else:
-        c = Client(d.smtps, tls=True)
-        c.ehlo()
+    c = open_session(d, port)
     if user is not None:
         if user == BOB:
             r = auth_scram(c, BOB, pw(BOB)).reply
