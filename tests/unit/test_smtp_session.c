@@ -983,6 +983,19 @@ static void test_overfill(void **state)
 	smtp_session_free(s);
 }
 
+/* Feeds in whole and returns the envelope of the last commit it led to
+ * (the test fails if there is none); the actions are drained. */
+static const struct smtp_envelope *feed_to_commit(struct smtp_session *s, const char *in)
+{
+	smtp_session_feed(s, (const uint8_t *)in, strlen(in));
+	const struct smtp_action *a, *commit = NULL;
+	while ((a = smtp_session_next_action(s)) != NULL)
+		if (a->type == SMTP_ACT_COMMIT)
+			commit = a;
+	assert_non_null(commit);
+	return commit->env;
+}
+
 static void test_envelope(void **state)
 {
 	struct smtp_policy pol;
@@ -992,13 +1005,7 @@ static void test_envelope(void **state)
 			 "BODY=8BITMIME RET=FULL ENVID=e1\r\n"
 			 "RCPT TO:<u@test.example> NOTIFY=FAILURE ORCPT=rfc822;u@test.example\r\n"
 			 "RCPT TO:<Postmaster>\r\nDATA\r\nab\r\n.\r\n";
-	smtp_session_feed(s, (const uint8_t *)in, strlen(in));
-	const struct smtp_action *a, *commit = NULL;
-	while ((a = smtp_session_next_action(s)) != NULL)
-		if (a->type == SMTP_ACT_COMMIT)
-			commit = a;
-	assert_non_null(commit);
-	const struct smtp_envelope *e = commit->env;
+	const struct smtp_envelope *e = feed_to_commit(s, in);
 	assert_string_equal(e->helo, "c.example");
 	assert_true(e->esmtp);
 	assert_string_equal(e->sender, "a@client.example");
@@ -1352,13 +1359,7 @@ static void test_auth_envelope(void **state)
 	for (int i = 0; i < 2; i++) {
 		const char *tx = "MAIL FROM:<a@b.example>\r\nRCPT TO:<x@elsewhere.example>\r\n"
 				 "DATA\r\nDate: x\r\n\r\n.\r\n";
-		smtp_session_feed(s, (const uint8_t *)tx, strlen(tx));
-		const struct smtp_action *commit = NULL;
-		while ((a = smtp_session_next_action(s)) != NULL)
-			if (a->type == SMTP_ACT_COMMIT)
-				commit = a;
-		assert_non_null(commit);
-		assert_string_equal(commit->env->auth_user, "canon");
+		assert_string_equal(feed_to_commit(s, tx)->auth_user, "canon");
 		smtp_session_commit_done(s, true, "Q");
 	}
 	smtp_session_free(s);
@@ -1482,13 +1483,7 @@ static void test_canonical(void **state)
 			 "RCPT TO:<@r.example:u@test.example.>\r\n"
 			 "RCPT TO:<\"u%v\"@test.example>\r\n"
 			 "DATA\r\nab\r\n.\r\n";
-	smtp_session_feed(s, (const uint8_t *)in, strlen(in));
-	const struct smtp_action *a, *commit = NULL;
-	while ((a = smtp_session_next_action(s)) != NULL)
-		if (a->type == SMTP_ACT_COMMIT)
-			commit = a;
-	assert_non_null(commit);
-	const struct smtp_envelope *e = commit->env;
+	const struct smtp_envelope *e = feed_to_commit(s, in);
 	assert_string_equal(e->sender, "a@Client.Example");
 	static const char *const want[] = {
 		"bob@test.example", "bob@test.example", "Bob@TEST.example",

@@ -61,10 +61,11 @@ static int teardown(void **state)
 	return 0;
 }
 
-static size_t count_entries(struct fx *fx, const char *sub)
+/* Entries of <dir>/spool/<sub>, without "." and "..". */
+static size_t count_dir(const char *dir, const char *sub)
 {
 	char path[160];
-	snprintf(path, sizeof(path), "%s/spool/%s", fx->dir, sub);
+	snprintf(path, sizeof(path), "%s/spool/%s", dir, sub);
 	DIR *d = opendir(path);
 	assert_non_null(d);
 	size_t n = 0;
@@ -74,6 +75,11 @@ static size_t count_entries(struct fx *fx, const char *sub)
 			n++;
 	closedir(d);
 	return n;
+}
+
+static size_t count_entries(struct fx *fx, const char *sub)
+{
+	return count_dir(fx->dir, sub);
 }
 
 static void write_file(struct fx *fx, const char *sub, const char *name, const void *p,
@@ -1226,17 +1232,7 @@ static void unfill_fs(struct fullfx *fx)
 
 static size_t count_sub(struct fullfx *fx, const char *sub)
 {
-	char path[160];
-	snprintf(path, sizeof(path), "%s/spool/%s", fx->dir, sub);
-	DIR *d = opendir(path);
-	assert_non_null(d);
-	size_t n = 0;
-	struct dirent *de;
-	while ((de = readdir(d)) != NULL)
-		if (strcmp(de->d_name, ".") && strcmp(de->d_name, ".."))
-			n++;
-	closedir(d);
-	return n;
+	return count_dir(fx->dir, sub);
 }
 
 static void test_full_fs(void **state)
