@@ -328,7 +328,7 @@ static void run(struct local *L)
 				say(L, "message of %llu bytes accepted; -bh queues nothing",
 				    (unsigned long long)L->test_bytes);
 			} else if (L->msg) {
-				spool_commit_batch_why(L->sp, &L->msg, 1, &ok, &why, &e);
+				spool_commit_batch(L->sp, &L->msg, 1, &ok, &why, &e);
 				L->msg = NULL;
 				/* Tell a running daemon's queue runner; without one the
 				 * message waits for the next start. */

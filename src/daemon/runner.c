@@ -515,7 +515,7 @@ static int send_report(struct job *j, enum dlv_action action, const size_t *rcpt
 			bool ok = false;
 			if (spool_msg_write(sm, buf_ptr(&out), buf_len(&out), &e) < 0) {
 				spool_msg_abort(sm);
-			} else if (spool_commit_batch(r->sp, &sm, 1, &ok, &e) == 1 && ok) {
+			} else if (spool_commit_batch(r->sp, &sm, 1, &ok, NULL, &e) == 1 && ok) {
 				rc = 0;
 				log_event(LOG_LVL_INFO, "report",
 					  "id=%s report_id=%s action=%s rcpts=%zu", j->m->id, bid,

@@ -717,7 +717,7 @@ static void commit_finish(struct net_server *srv, struct commit_job *j, const st
 			continue;
 		}
 		if (done) {
-			/* The envelope is still the session's until commit_done. */
+			/* The envelope is still the session's until commit_result. */
 			const struct smtp_envelope *env = smtp_session_envelope(c->s);
 			struct buf *l = log_begin(LOG_LVL_INFO, "queued");
 			log_kv(l, "session", "%s", c->sid);
@@ -791,13 +791,13 @@ static void commit_cb(evutil_socket_t fd, short what, void *arg)
 	/* With the spool's thread the loop goes on serving sessions while the
 	 * batch syncs; the sessions that end their data meanwhile wait on
 	 * commit_head for the next batch. */
-	if (j->nm > 0 && spool_commit_submit_why(srv->spool, j->ms, j->nm, j->ok, j->why)) {
+	if (j->nm > 0 && spool_commit_submit(srv->spool, j->ms, j->nm, j->ok, j->why)) {
 		srv->commit_inflight = j;
 		return;
 	}
 	struct err e = { "" };
 	if (j->nm > 0)
-		spool_commit_batch_why(srv->spool, j->ms, j->nm, j->ok, j->why, &e);
+		spool_commit_batch(srv->spool, j->ms, j->nm, j->ok, j->why, &e);
 	commit_finish(srv, j, &e);
 }
 

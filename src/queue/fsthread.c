@@ -49,7 +49,7 @@ static void *fst_main(void *arg)
 			enum spool_fail *why = t->why;
 			pthread_mutex_unlock(&t->mu);
 			struct err e = { "" };
-			size_t c = spool_commit_batch_why(t->sp, msgs, n, ok, why, &e);
+			size_t c = spool_commit_batch(t->sp, msgs, n, ok, why, &e);
 			pthread_mutex_lock(&t->mu);
 			t->committed = c;
 			t->err = e;
@@ -119,13 +119,8 @@ int spool_commit_fd(const struct spool *sp)
 	return sp->fst ? sp->fst->efd : -1;
 }
 
-bool spool_commit_submit(struct spool *sp, struct spool_msg **msgs, size_t n, bool *ok)
-{
-	return spool_commit_submit_why(sp, msgs, n, ok, NULL);
-}
-
-bool spool_commit_submit_why(struct spool *sp, struct spool_msg **msgs, size_t n, bool *ok,
-			     enum spool_fail *why)
+bool spool_commit_submit(struct spool *sp, struct spool_msg **msgs, size_t n, bool *ok,
+			 enum spool_fail *why)
 {
 	struct spool_fst *t = sp->fst;
 	if (!t)

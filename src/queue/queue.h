@@ -124,24 +124,21 @@ int spool_msg_write(struct spool_msg *m, const void *p, size_t n, struct err *e)
 /* Discards the message: closes and unlinks its tmp file, frees m. */
 void spool_msg_abort(struct spool_msg *m);
 
-/*
- * Group commit: makes every message in msgs durable with shared directory
- * fsyncs — each file is flushed and fsync'd, renamed into queue/, then
- * queue/ is fsync'd once.  ok[i] tells each message's outcome; a message
- * is ok only once its own file and the directory entry are on disk.  Frees
- * every msgs[i].  Returns the number committed.
- */
-size_t spool_commit_batch(struct spool *sp, struct spool_msg **msgs, size_t n, bool *ok,
-			  struct err *e);
 /* Why a message could not be written or committed: a full file system
  * or quota (ENOSPC, EDQUOT: RFC 3463 X.3.1) or any other local error. */
 enum spool_fail { SPOOL_FAIL_NONE = 0, SPOOL_FAIL_OTHER, SPOOL_FAIL_NOSPACE };
 /* Why m's writes have failed so far; NONE while they have not. */
 enum spool_fail spool_msg_failure(const struct spool_msg *m);
-/* spool_commit_batch that also tells why[i] for each message (NONE for
- * each that is ok); why may be NULL. */
-size_t spool_commit_batch_why(struct spool *sp, struct spool_msg **msgs, size_t n, bool *ok,
-			      enum spool_fail *why, struct err *e);
+/*
+ * Group commit: makes every message in msgs durable with shared directory
+ * fsyncs — each file is flushed and fsync'd, renamed into queue/, then
+ * queue/ is fsync'd once.  ok[i] tells each message's outcome; a message
+ * is ok only once its own file and the directory entry are on disk.
+ * why[i] (why may be NULL) says why a message failed, NONE when it is ok.
+ * Frees every msgs[i].  Returns the number committed.
+ */
+size_t spool_commit_batch(struct spool *sp, struct spool_msg **msgs, size_t n, bool *ok,
+			  enum spool_fail *why, struct err *e);
 /* Bytes an unprivileged writer may still put on the spool's file system
  * (fstatvfs: one system call, no disk access), for RFC 1870 §6. */
 int spool_free_space(const struct spool *sp, uint64_t *bytes, struct err *e);
@@ -158,13 +155,10 @@ void spool_thread_stop(struct spool *sp);
 /* Readable when a submitted batch is done; -1 when no thread runs. */
 int spool_commit_fd(const struct spool *sp);
 /* Hands msgs[0..n) to the thread, which runs spool_commit_batch on them.
- * false, and nothing taken, while the previous batch is in flight.  msgs
- * and ok must stay valid until collected. */
-bool spool_commit_submit(struct spool *sp, struct spool_msg **msgs, size_t n, bool *ok);
-/* spool_commit_submit whose batch also fills why[] as
- * spool_commit_batch_why does; why (may be NULL) stays valid until collected. */
-bool spool_commit_submit_why(struct spool *sp, struct spool_msg **msgs, size_t n, bool *ok,
-			     enum spool_fail *why);
+ * false, and nothing taken, while the previous batch is in flight.  msgs,
+ * ok and why (may be NULL) must stay valid until collected. */
+bool spool_commit_submit(struct spool *sp, struct spool_msg **msgs, size_t n, bool *ok,
+			 enum spool_fail *why);
 /* true once the submitted batch is done: ok[] is filled, the messages are
  * freed, *committed counts the durable ones and e has the first error. */
 bool spool_commit_collect(struct spool *sp, size_t *committed, struct err *e);

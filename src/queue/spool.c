@@ -388,13 +388,7 @@ static int spool_rename_noreplace(int from_dir, const char *from, int to_dir, co
 }
 
 size_t spool_commit_batch(struct spool *sp, struct spool_msg **msgs, size_t n, bool *ok,
-			  struct err *e)
-{
-	return spool_commit_batch_why(sp, msgs, n, ok, NULL, e);
-}
-
-size_t spool_commit_batch_why(struct spool *sp, struct spool_msg **msgs, size_t n, bool *ok,
-			      enum spool_fail *why, struct err *e)
+			  enum spool_fail *why, struct err *e)
 {
 	bool first_err = true;
 	size_t renamed = 0;

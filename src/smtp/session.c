@@ -2326,11 +2326,6 @@ void smtp_session_tls_started(struct smtp_session *s, const char *version, const
 	s->state = ST_CMD;
 }
 
-void smtp_session_commit_done(struct smtp_session *s, bool ok, const char *queue_id)
-{
-	smtp_session_commit_result(s, ok ? SMTP_COMMIT_OK : SMTP_COMMIT_TEMPFAIL, queue_id);
-}
-
 void smtp_session_commit_result(struct smtp_session *s, enum smtp_commit_result r,
 				const char *queue_id)
 {

@@ -222,7 +222,7 @@ enum smtp_action_type {
 	SMTP_ACT_BODY_BEGIN,  /* open a spool file for envelope (DATA/first BDAT) */
 	SMTP_ACT_BODY_DATA,   /* append data[0..len) (unstuffed message bytes) */
 	SMTP_ACT_BODY_ABORT,  /* discard the spool file being written */
-	SMTP_ACT_COMMIT,      /* make it durable, then call smtp_session_commit_done */
+	SMTP_ACT_COMMIT,      /* make it durable, then call smtp_session_commit_result */
 	SMTP_ACT_LOG_REFUSED, /* a command was refused: log cmd and reply */
 	SMTP_ACT_CLOSE,       /* flush output, then close the connection */
 	SMTP_ACT_AUTH_REQUEST,/* ask the auth process *sasl_req; answer with smtp_session_auth_answer */
@@ -274,17 +274,13 @@ bool smtp_session_wants_input(const struct smtp_session *s);
  * TLS is forgotten (RFC 3207 §4.2). */
 void smtp_session_tls_started(struct smtp_session *s, const char *version, const char *cipher);
 
-/* Result of SMTP_ACT_COMMIT: ok with the queue id, or a temporary failure. */
-void smtp_session_commit_done(struct smtp_session *s, bool ok, const char *queue_id);
-
-/* Why a commit failed, for the reply. */
+/* How a commit ended, for the reply. */
 enum smtp_commit_result {
 	SMTP_COMMIT_OK = 0,
 	SMTP_COMMIT_TEMPFAIL,   /* 451 4.3.0 */
 	SMTP_COMMIT_NOSPACE,    /* the spool's file system is full: 452 4.3.1 (RFC 3463) */
 };
-/* Result of SMTP_ACT_COMMIT with its reason; smtp_session_commit_done(ok)
- * is this with OK or TEMPFAIL. */
+/* Result of SMTP_ACT_COMMIT: OK with the queue id, or why it failed. */
 void smtp_session_commit_result(struct smtp_session *s, enum smtp_commit_result r,
 				const char *queue_id);
 
@@ -315,7 +311,7 @@ void smtp_session_output_done(struct smtp_session *s, size_t n);
 const struct smtp_action *smtp_session_next_action(struct smtp_session *s);
 
 /* The current transaction's envelope (valid until the next event call;
- * after SMTP_ACT_COMMIT it stays intact until smtp_session_commit_done). */
+ * after SMTP_ACT_COMMIT it stays intact until smtp_session_commit_result). */
 const struct smtp_envelope *smtp_session_envelope(const struct smtp_session *s);
 
 bool smtp_session_in_tls(const struct smtp_session *s);

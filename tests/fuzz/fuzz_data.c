@@ -65,7 +65,7 @@ static void fd_drain(struct smtp_session *s, struct fd_run *r, const struct smtp
 				abort();
 			r->open = false;
 			buf_puts(&r->body, "<commit>");
-			smtp_session_commit_done(s, true, "Q");
+			smtp_session_commit_result(s, SMTP_COMMIT_OK, "Q");
 			fd_drain(s, r, p);
 			return; /* commit_done started a new event call */
 		default:

@@ -321,7 +321,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 						st.sender_ok = r == AUTH_OK;
 				}
 			} else {
-				smtp_session_commit_done(s, (op & 16) != 0, "Q1");
+				smtp_session_commit_result(s, (op & 16) ? SMTP_COMMIT_OK : SMTP_COMMIT_TEMPFAIL, "Q1");
 			}
 			break;
 		case 8:

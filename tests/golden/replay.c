@@ -462,9 +462,9 @@ static int replay(const char *script, bool bytewise, struct record *r, struct go
 		} else if (strcmp(line, "tls") == 0) {
 			smtp_session_tls_started(s, "TLSv1.3", "TLS_AES_256_GCM_SHA384");
 		} else if (strncmp(line, "commit ok ", 10) == 0) {
-			smtp_session_commit_done(s, true, line + 10);
+			smtp_session_commit_result(s, SMTP_COMMIT_OK, line + 10);
 		} else if (strcmp(line, "commit fail") == 0) {
-			smtp_session_commit_done(s, false, NULL);
+			smtp_session_commit_result(s, SMTP_COMMIT_TEMPFAIL, NULL);
 		} else if (strcmp(line, "timeout") == 0) {
 			smtp_session_timeout(s);
 		} else if (strcmp(line, "eof") == 0) {

@@ -394,7 +394,7 @@ static void put_message(struct fx *fx, int64_t now_us, char id[QUEUE_ID_LEN + 1]
 	assert_int_equal(spool_msg_write(m, "Subject: x\r\n\r\nhi\r\n", 18, &e), 0);
 	snprintf(id, QUEUE_ID_LEN + 1, "%s", spool_msg_id(m));
 	bool ok = false;
-	assert_int_equal(spool_commit_batch(fx->sp, &m, 1, &ok, &e), 1);
+	assert_int_equal(spool_commit_batch(fx->sp, &m, 1, &ok, NULL, &e), 1);
 	assert_true(ok);
 }
 

@@ -244,8 +244,8 @@ static void run_steps(const struct smtp_policy *pol, const struct step *st, bool
 			break;
 		case EV_START: smtp_session_start(s); break;
 		case EV_TLS: smtp_session_tls_started(s, "TLSv1.3", "TLS_AES_256_GCM_SHA384"); break;
-		case EV_OK: smtp_session_commit_done(s, true, st->data); break;
-		case EV_FAIL: smtp_session_commit_done(s, false, NULL); break;
+		case EV_OK: smtp_session_commit_result(s, SMTP_COMMIT_OK, st->data); break;
+		case EV_FAIL: smtp_session_commit_result(s, SMTP_COMMIT_TEMPFAIL, NULL); break;
 		case EV_TIMEOUT: smtp_session_timeout(s); break;
 		case EV_EOF: smtp_session_eof(s); break;
 		case EV_SHUTDOWN: smtp_session_shutdown(s); break;
@@ -1021,7 +1021,7 @@ static void test_envelope(void **state)
 	assert_null(e->rcpts[1].orcpt);
 	assert_int_equal(e->size, 4);
 	assert_true(smtp_session_in_transaction(s));
-	smtp_session_commit_done(s, true, "Q");
+	smtp_session_commit_result(s, SMTP_COMMIT_OK, "Q");
 	assert_false(smtp_session_in_transaction(s));
 	assert_null(smtp_session_envelope(s)->sender);
 	assert_int_equal(smtp_session_envelope(s)->n_rcpts, 0);
@@ -1360,7 +1360,7 @@ static void test_auth_envelope(void **state)
 		const char *tx = "MAIL FROM:<a@b.example>\r\nRCPT TO:<x@elsewhere.example>\r\n"
 				 "DATA\r\nDate: x\r\n\r\n.\r\n";
 		assert_string_equal(feed_to_commit(s, tx)->auth_user, "canon");
-		smtp_session_commit_done(s, true, "Q");
+		smtp_session_commit_result(s, SMTP_COMMIT_OK, "Q");
 	}
 	smtp_session_free(s);
 }
@@ -1856,9 +1856,9 @@ static void test_commit_reasons(void **state)
 		trace_free(&tr);
 		smtp_session_free(s);
 	}
-	/* commit_done keeps its meaning. */
+	/* The table's EV_FAIL (TEMPFAIL) still answers 451. */
 	static const struct tcase c[] = {
-		{ "commit_done false", 0,
+		{ "commit TEMPFAIL", 0,
 		  { F(TX "DATA\r\nx\r\n.\r\n"), E(EV_FAIL) },
 		  TXR "354 \n451 4.3.0", NULL },
 	};

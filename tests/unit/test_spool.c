@@ -167,7 +167,7 @@ static void put_message(struct fx *fx, struct spool_env *env, int64_t now_us, co
 	strcpy(id_out, spool_msg_id(m));
 	assert_string_equal(env->id, id_out);
 	bool ok = false;
-	assert_int_equal(spool_commit_batch(fx->sp, &m, 1, &ok, &e), 1);
+	assert_int_equal(spool_commit_batch(fx->sp, &m, 1, &ok, NULL, &e), 1);
 	assert_true(ok);
 }
 
@@ -304,7 +304,7 @@ static void test_roundtrip_1mib(void **state)
 	char id[QUEUE_ID_LEN + 1];
 	strcpy(id, spool_msg_id(m));
 	bool ok = false;
-	assert_int_equal(spool_commit_batch(fx->sp, &m, 1, &ok, &e), 1);
+	assert_int_equal(spool_commit_batch(fx->sp, &m, 1, &ok, NULL, &e), 1);
 	assert_true(ok);
 	assert_int_equal(count_entries(fx, "tmp"), 0);
 	assert_true(file_exists(fx, "queue", id));
@@ -494,7 +494,7 @@ static void test_write_error(void **state)
 	assert_int_equal(spool_msg_failure(msgs[0]), SPOOL_FAIL_OTHER);
 	assert_int_equal(spool_msg_failure(msgs[1]), SPOOL_FAIL_NONE);
 	enum spool_fail why[2] = { SPOOL_FAIL_NOSPACE, SPOOL_FAIL_NOSPACE };
-	assert_int_equal(spool_commit_batch_why(fx->sp, msgs, 2, ok, why, &e), 1);
+	assert_int_equal(spool_commit_batch(fx->sp, msgs, 2, ok, why, &e), 1);
 	setrlimit(RLIMIT_FSIZE, &old);
 	signal(SIGXFSZ, prev);
 	assert_false(ok[0]);
@@ -528,7 +528,7 @@ static void test_group_commit_syncfs(void **state)
 			strcpy(ids[i], spool_msg_id(msgs[i]));
 		}
 		uint64_t before = spool_fsync_count();
-		assert_int_equal(spool_commit_batch(fx->sp, msgs, n, ok, &e), n);
+		assert_int_equal(spool_commit_batch(fx->sp, msgs, n, ok, NULL, &e), n);
 		/* One sync for the data (an fdatasync or the syncfs), one for
 		 * the directory, whatever n; per file it would be n + 1. */
 		assert_int_equal(spool_fsync_count() - before, 2);
@@ -556,7 +556,7 @@ static void test_group_commit(void **state)
 		}
 		size_t before_q = count_entries(fx, "queue");
 		uint64_t before = spool_fsync_count();
-		assert_int_equal(spool_commit_batch(fx->sp, msgs, n, ok, &e), n);
+		assert_int_equal(spool_commit_batch(fx->sp, msgs, n, ok, NULL, &e), n);
 		assert_int_equal(spool_fsync_count() - before, n + 1);
 		for (size_t i = 0; i < n; i++)
 			assert_true(ok[i]);
@@ -577,7 +577,7 @@ static void test_group_commit(void **state)
 	write_file(fx, "tmp", ids[1], "x", 1);
 	e.msg[0] = '\0';
 	uint64_t before = spool_fsync_count();
-	assert_int_equal(spool_commit_batch(fx->sp, msgs, 3, ok, &e), 2);
+	assert_int_equal(spool_commit_batch(fx->sp, msgs, 3, ok, NULL, &e), 2);
 	/* one fdatasync per file that could be made, one for the directory */
 	assert_int_equal(spool_fsync_count() - before, 2 + 1);
 	assert_true(ok[0]);
@@ -592,7 +592,7 @@ static void test_group_commit(void **state)
 
 	/* An empty batch syncs nothing. */
 	before = spool_fsync_count();
-	assert_int_equal(spool_commit_batch(fx->sp, NULL, 0, NULL, &e), 0);
+	assert_int_equal(spool_commit_batch(fx->sp, NULL, 0, NULL, NULL, &e), 0);
 	assert_int_equal(spool_fsync_count(), before);
 }
 
@@ -618,7 +618,7 @@ static void test_commit_thread(void **state)
 
 	/* Without the thread nothing is handed over. */
 	assert_int_equal(spool_commit_fd(fx->sp), -1);
-	assert_false(spool_commit_submit(fx->sp, msgs, 0, ok));
+	assert_false(spool_commit_submit(fx->sp, msgs, 0, ok, NULL));
 
 	assert_int_equal(spool_thread_start(fx->sp, &e), 0);
 	int fd = spool_commit_fd(fx->sp);
@@ -629,14 +629,14 @@ static void test_commit_thread(void **state)
 		strcpy(ids[i], spool_msg_id(msgs[i]));
 	}
 	uint64_t before = spool_fsync_count();
-	assert_true(spool_commit_submit(fx->sp, msgs, 4, ok));
+	assert_true(spool_commit_submit(fx->sp, msgs, 4, ok, NULL));
 	/* The loop goes on: new messages start while the batch is out, and a
 	 * second batch waits for the first to be collected. */
 	for (size_t i = 0; i < 2; i++) {
 		assert_int_equal(spool_msg_begin(fx->sp, &env, 5000000, &more[i], &e), 0);
 		assert_int_equal(spool_msg_write(more[i], "next\r\n", 6, &e), 0);
 	}
-	assert_false(spool_commit_submit(fx->sp, more, 2, ok2));
+	assert_false(spool_commit_submit(fx->sp, more, 2, ok2, NULL));
 	assert_true(wait_commit_fd(fd));
 	size_t committed = 0;
 	assert_true(spool_commit_collect(fx->sp, &committed, &e));
@@ -652,7 +652,7 @@ static void test_commit_thread(void **state)
 
 	/* A batch in flight when the thread stops is finished first. */
 	size_t before_q = count_entries(fx, "queue");
-	assert_true(spool_commit_submit(fx->sp, more, 2, ok2));
+	assert_true(spool_commit_submit(fx->sp, more, 2, ok2, NULL));
 	spool_thread_stop(fx->sp);
 	assert_int_equal(spool_commit_fd(fx->sp), -1);
 	assert_true(ok2[0] && ok2[1]);
@@ -746,7 +746,7 @@ static void test_recover(void **state)
 	/* The commit of the message interrupted by the "crash" now fails
 	 * rather than resurrecting it. */
 	bool ok = true;
-	assert_int_equal(spool_commit_batch(fx->sp, &m, 1, &ok, &e), 0);
+	assert_int_equal(spool_commit_batch(fx->sp, &m, 1, &ok, NULL, &e), 0);
 	assert_false(ok);
 
 	/* A name already in corrupt/ gets a numbered twin, nothing is lost. */
@@ -1066,7 +1066,7 @@ static void test_content_8bit(void **state)
 			char id[QUEUE_ID_LEN + 1];
 			strcpy(id, spool_msg_id(m));
 			bool ok = false;
-			assert_int_equal(spool_commit_batch(fx->sp, &m, 1, &ok, &e), 1);
+			assert_int_equal(spool_commit_batch(fx->sp, &m, 1, &ok, NULL, &e), 1);
 			assert_true(ok);
 			struct spool_env back;
 			assert_int_equal(spool_read_env(fx->sp, id, &back, &e), 0);
@@ -1117,7 +1117,7 @@ static void test_content_8bit(void **state)
 			char id[QUEUE_ID_LEN + 1];
 			strcpy(id, spool_msg_id(m));
 			bool ok = false;
-			assert_int_equal(spool_commit_batch(fx->sp, &m, 1, &ok, &e), 1);
+			assert_int_equal(spool_commit_batch(fx->sp, &m, 1, &ok, NULL, &e), 1);
 			struct spool_env back;
 			assert_int_equal(spool_read_env(fx->sp, id, &back, &e), 0);
 			if (back.body != (has ? 2 : 1))
@@ -1266,7 +1266,7 @@ static void test_full_fs(void **state)
 	assert_int_equal(spool_msg_write(m[1], body, 1000, &e), 0);
 	assert_int_equal(spool_msg_failure(m[1]), SPOOL_FAIL_NONE);
 	e.msg[0] = '\0';
-	assert_int_equal(spool_commit_batch_why(fx->sp, m, 2, ok, why, &e), 0);
+	assert_int_equal(spool_commit_batch(fx->sp, m, 2, ok, why, &e), 0);
 	assert_false(ok[0]);
 	assert_false(ok[1]);
 	assert_int_equal(why[0], SPOOL_FAIL_NOSPACE);
@@ -1280,7 +1280,7 @@ static void test_full_fs(void **state)
 	assert_int_equal(spool_msg_begin(fx->sp, &env, 1000, &m[0], &e), 0);
 	assert_int_equal(spool_msg_write(m[0], body, 1000, &e), 0);
 	why[0] = SPOOL_FAIL_NONE;
-	assert_true(spool_commit_submit_why(fx->sp, m, 1, ok, why));
+	assert_true(spool_commit_submit(fx->sp, m, 1, ok, why));
 	spool_commit_wait(fx->sp);
 	size_t committed = 9;
 	assert_true(spool_commit_collect(fx->sp, &committed, &e));
@@ -1295,7 +1295,7 @@ static void test_full_fs(void **state)
 	assert_int_equal(spool_msg_begin(fx->sp, &env, 1000, &m[0], &e), 0);
 	assert_int_equal(spool_msg_write(m[0], body, sizeof(body), &e), 0);
 	why[0] = SPOOL_FAIL_OTHER;
-	assert_true(spool_commit_submit_why(fx->sp, m, 1, ok, why));
+	assert_true(spool_commit_submit(fx->sp, m, 1, ok, why));
 	spool_commit_wait(fx->sp);
 	assert_true(spool_commit_collect(fx->sp, &committed, &e));
 	assert_int_equal(committed, 1);
