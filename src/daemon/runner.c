@@ -1402,6 +1402,28 @@ static bool host_name_eq(const char *a, const char *b)
 	return an == bn && strncasecmp(a, b, an) == 0;
 }
 
+/* Is h this host: our primary_hostname, or a name with an address at
+ * which we listen on the port mail would go to (an alias, a CNAME, a
+ * name in another domain)? */
+static bool route_host_is_self(const struct runner *r, const struct dns_host *h)
+{
+	const char *me = r->c->primary_hostname;
+	if (me && *me && h->name && host_name_eq(h->name, me))
+		return true;
+	uint16_t port = htons((uint16_t)r->c->remote_smtp_port);
+	for (size_t k = 0; k < h->n_addrs; k++) {
+		struct sockaddr_storage ss = h->addrs[k];
+		if (ss.ss_family == AF_INET)
+			((struct sockaddr_in *)&ss)->sin_port = port;
+		else if (ss.ss_family == AF_INET6)
+			((struct sockaddr_in6 *)&ss)->sin6_port = port;
+		if (listen_is_own(&ss, r->c->local_interfaces, r->c->n_local_interfaces, r->c->ports,
+				  r->c->n_ports))
+			return true;
+	}
+	return false;
+}
+
 /* RFC 5321 5.1: when this host is one of the domain's mail exchangers,
  * only the hosts preferred to it (a lower preference value) may be used;
  * the others, itself included, would send the mail back here.  Returns
@@ -1409,11 +1431,8 @@ static bool host_name_eq(const char *a, const char *b)
  * list; 0 when it is the best). */
 static size_t route_self_cut(const struct runner *r, const struct dns_route *rt)
 {
-	const char *me = r->c->primary_hostname;
-	if (!me || !*me)
-		return rt->n_hosts;
 	for (size_t i = 0; i < rt->n_hosts; i++) {
-		if (!rt->hosts[i].name || !host_name_eq(rt->hosts[i].name, me))
+		if (!route_host_is_self(r, &rt->hosts[i]))
 			continue;
 		/* By preference: those of our preference come just before us. */
 		size_t keep = i;
@@ -1429,6 +1448,7 @@ static void route_cb(void *arg, const struct dns_route *rt)
 	struct dest *d = arg;
 	struct runner *r = d->r;
 	d->route = 0;
+	size_t n_use = rt->n_hosts;
 	if (d->kind == DEST_SMARTHOST && rt->status != DNS_OK) {
 		/* The relay's name not resolving is a configuration or DNS
 		 * problem of this site, not a property of the recipients. */
@@ -1451,7 +1471,7 @@ static void route_cb(void *arg, const struct dns_route *rt)
 		buf_printf(&t, "DNS lookup failed: %s", rt->why ? rt->why : "temporary failure");
 		dest_fail_waiting(d, 451, "4.4.3", buf_cstr(&t));
 		buf_free(&t);
-	} else if (d->kind == DEST_DOMAIN && route_self_cut(r, rt) == 0) {
+	} else if (d->kind == DEST_DOMAIN && (n_use = route_self_cut(r, rt)) == 0) {
 		struct buf t;
 		buf_init(&t, 4096);
 		buf_printf(&t, "mail for %s loops back to myself", d->key);
@@ -1460,7 +1480,6 @@ static void route_cb(void *arg, const struct dns_route *rt)
 		buf_free(&t);
 	} else {
 		uint16_t port_host = (uint16_t)r->c->remote_smtp_port;
-		size_t n_use = d->kind == DEST_DOMAIN ? route_self_cut(r, rt) : rt->n_hosts;
 		if (n_use < rt->n_hosts)
 			log_event(LOG_LVL_INFO, "mx_self", "dest=%s used=%zu dropped=%zu", d->key, n_use,
 				  rt->n_hosts - n_use);

@@ -2,6 +2,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <ifaddrs.h>
 #include <netinet/in.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -58,4 +59,88 @@ int listen_port(int fd)
 	if (ss.ss_family == AF_INET)
 		return ntohs(((struct sockaddr_in *)&ss)->sin_port);
 	return ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+}
+
+/* v4 in host order, or false; an IPv4-mapped IPv6 address is its IPv4
+ * address, since a connection to it reaches the IPv4 listeners. */
+static bool listen_v4_of(const struct sockaddr_storage *ss, uint32_t *v4)
+{
+	if (ss->ss_family == AF_INET) {
+		*v4 = ntohl(((const struct sockaddr_in *)ss)->sin_addr.s_addr);
+		return true;
+	}
+	const struct in6_addr *a = &((const struct sockaddr_in6 *)ss)->sin6_addr;
+	if (ss->ss_family == AF_INET6 && IN6_IS_ADDR_V4MAPPED(a)) {
+		uint32_t w;
+		memcpy(&w, &a->s6_addr[12], 4);
+		*v4 = ntohl(w);
+		return true;
+	}
+	return false;
+}
+
+/* Is the address one of this host's?  All of 127.0.0.0/8 is (Linux
+ * routes it to lo), as are 0.0.0.0 and :: (a connection to them reaches
+ * the host itself) and every address of an interface. */
+static bool listen_addr_is_local(bool is4, uint32_t v4, const struct in6_addr *v6)
+{
+	if (is4 && ((v4 >> 24) == 127 || v4 == 0))
+		return true;
+	if (!is4 && (IN6_IS_ADDR_LOOPBACK(v6) || IN6_IS_ADDR_UNSPECIFIED(v6)))
+		return true;
+	struct ifaddrs *ifa;
+	if (getifaddrs(&ifa) < 0)
+		return false;
+	bool hit = false;
+	for (struct ifaddrs *i = ifa; i && !hit; i = i->ifa_next) {
+		if (!i->ifa_addr)
+			continue;
+		if (is4 && i->ifa_addr->sa_family == AF_INET)
+			hit = ntohl(((struct sockaddr_in *)i->ifa_addr)->sin_addr.s_addr) == v4;
+		else if (!is4 && i->ifa_addr->sa_family == AF_INET6)
+			hit = memcmp(&((struct sockaddr_in6 *)i->ifa_addr)->sin6_addr, v6,
+				     sizeof(*v6)) == 0;
+	}
+	freeifaddrs(ifa);
+	return hit;
+}
+
+bool listen_is_own(const struct sockaddr_storage *ss, char *const *ifaces, size_t n_ifaces,
+		   const uint16_t *ports, size_t n_ports)
+{
+	uint16_t port;
+	if (ss->ss_family == AF_INET)
+		port = ntohs(((const struct sockaddr_in *)ss)->sin_port);
+	else if (ss->ss_family == AF_INET6)
+		port = ntohs(((const struct sockaddr_in6 *)ss)->sin6_port);
+	else
+		return false;
+	bool listened = false;
+	for (size_t i = 0; i < n_ports && !listened; i++)
+		listened = ports[i] == port;
+	if (!listened)
+		return false;
+
+	uint32_t v4 = 0;
+	bool is4 = listen_v4_of(ss, &v4);
+	const struct in6_addr *v6 = &((const struct sockaddr_in6 *)ss)->sin6_addr;
+	static char *const wild[] = { "0.0.0.0", "::" };
+	if (n_ifaces == 0) {
+		ifaces = wild;
+		n_ifaces = 2;
+	}
+	for (size_t i = 0; i < n_ifaces; i++) {
+		struct in_addr l4;
+		struct in6_addr l6;
+		if (is4 && inet_pton(AF_INET, ifaces[i], &l4) == 1) {
+			uint32_t l = ntohl(l4.s_addr);
+			if (l == v4 || (l == 0 && listen_addr_is_local(true, v4, NULL)))
+				return true;
+		} else if (!is4 && inet_pton(AF_INET6, ifaces[i], &l6) == 1) {
+			if (memcmp(&l6, v6, sizeof(l6)) == 0 ||
+			    (IN6_IS_ADDR_UNSPECIFIED(&l6) && listen_addr_is_local(false, 0, v6)))
+				return true;
+		}
+	}
+	return false;
 }

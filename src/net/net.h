@@ -9,6 +9,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/socket.h>
 
 #include "../conf/conf.h"
 #include "../queue/queue.h"
@@ -25,6 +26,12 @@ struct event_base;
 int listen_bind(const char *addr, uint16_t port, int backlog, struct err *e);
 /* The local port of a bound socket. */
 int listen_port(int fd);
+/* Would a connection to ss (address and port) reach a socket this server
+ * listens on: port one of ports, address one of ifaces (IPv4/IPv6 text;
+ * none = the wildcards 0.0.0.0 and ::), where a wildcard takes every
+ * address of this host.  Mail sent there would come back to us. */
+bool listen_is_own(const struct sockaddr_storage *ss, char *const *ifaces, size_t n_ifaces,
+		   const uint16_t *ports, size_t n_ports);
 
 /* ---- TLS ------------------------------------------------------------- */
 

@@ -4,6 +4,7 @@ the next mail exchanger after a temporary failure, and the wait for the
 reply to the end of data (4.5.3.2.6)."""
 import glob
 import os
+import re
 import threading
 import time
 
@@ -72,6 +73,55 @@ def test_best_mx_that_is_us_fails_as_a_loop(dlv, peer):
     assert peer.connections == 0
     ev = d.events("delivery", rcpt="x@lp.example")
     assert ev[0]["result"] == "failed"
+
+
+def self_by_address(dlv, records, **kw):
+    """A daemon whose outbound port is its own MX port, so that a name
+    with the address 127.0.0.1 (where it listens) is this host."""
+    d = dlv(records=records, run=False, **kw)
+    with open(d.conf) as f:
+        text = f.read()
+    text = re.sub(r"(?m)^remote_smtp_port\s*=.*$", "remote_smtp_port = %d" % d.mx, text)
+    assert ("remote_smtp_port = %d" % d.mx) in text
+    with open(d.conf, "w") as f:
+        f.write(text)
+    return d.launch()
+
+
+def test_best_mx_with_our_address_fails_as_a_loop(dlv, peer):
+    # The MX is a name of its own that resolves to an address at which we
+    # listen on the port mail goes to: delivering there would hand the
+    # mail to ourselves, so the recipient fails as a loop, with no
+    # connection made (our MX listener would have refused it as relay).
+    d = self_by_address(dlv, ["al.example. MX 10 alias.al.example.",
+                              "alias.al.example. A 127.0.0.1"])
+    submit(d, ["x@al.example"])
+    ok = wait_until(lambda: bounces(d), 20)
+    assert ok, d.log_tail(30)
+    wait_queue_empty(d)
+    raw = open(bounces(d)[0], "rb").read()
+    assert b"Status: 5.4.6" in raw
+    assert b"mail for al.example loops back to myself" in raw
+    ev = d.events("delivery", rcpt="x@al.example")
+    assert ev[0]["result"] == "failed"
+    assert ev[0]["via"] == "-"   # no connection was made
+
+
+def test_backup_mx_with_our_address_is_not_used(dlv, peer):
+    # The primary does not answer; the backup MX resolves to our address:
+    # the mail waits for the primary instead of coming back here.
+    d = self_by_address(dlv, ["ba.example. MX 10 primary.ba.example.",
+                              "primary.ba.example. A 127.0.0.3",
+                              "ba.example. MX 20 backup.ba.example.",
+                              "backup.ba.example. A 127.0.0.1"],
+                        queue_retry_min="1h", queue_retry_max="1h")
+    submit(d, ["x@ba.example"])
+    d.wait_event("deferred", timeout=15)
+    assert d.events("mx_self", dest="ba.example")
+    ev = d.events("delivery", rcpt="x@ba.example")
+    assert ev and ev[0]["result"] == "deferred"
+    assert len(d.queue_ids()) == 1
+    assert not bounces(d)
 
 
 # ---- 2. 552 to RCPT is temporary (RFC 5321 4.5.3.1.10) ---------------------
@@ -227,6 +277,6 @@ def test_data_done_timeout_still_ends_a_hung_server(dlv, peer):
             queue_retry_min="1h", queue_retry_max="1h")
     submit(d, ["hung@remote.example"])
     start = time.monotonic()
-    ev = d.wait_event("deferred", timeout=15)
+    d.wait_event("deferred", timeout=15)
     assert time.monotonic() - start < 6
     assert "timeout" in d.events("delivery", rcpt="hung@remote.example")[0]["reply"]

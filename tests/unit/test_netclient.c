@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <event2/event.h>
 #include <fcntl.h>
+#include <ifaddrs.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <pthread.h>
@@ -935,6 +936,78 @@ static void test_tls_ctx_kinds(void **state)
 	assert_non_null(strstr(e.msg, "/nonexistent/ca.pem"));
 }
 
+/* ---- listen_is_own: would a connection come back to us? ---------------- */
+
+static struct sockaddr_storage own_addr(const char *text, uint16_t port)
+{
+	struct sockaddr_storage ss;
+	memset(&ss, 0, sizeof(ss));
+	struct sockaddr_in *s4 = (struct sockaddr_in *)&ss;
+	struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&ss;
+	if (inet_pton(AF_INET, text, &s4->sin_addr) == 1) {
+		s4->sin_family = AF_INET;
+		s4->sin_port = htons(port);
+	} else {
+		assert_int_equal(inet_pton(AF_INET6, text, &s6->sin6_addr), 1);
+		s6->sin6_family = AF_INET6;
+		s6->sin6_port = htons(port);
+	}
+	return ss;
+}
+
+static void test_listen_is_own(void **state)
+{
+	static char *const lo1[] = { "127.0.0.1" };
+	static char *const v6w[] = { "::" };
+	static const struct {
+		const char *addr;
+		uint16_t port;
+		char *const *ifaces;
+		size_t n_ifaces;
+		bool own;
+	} cases[] = {
+		/* Wildcard listeners: every address of the host. */
+		{ "127.0.0.1", 25, NULL, 0, true },
+		{ "127.9.8.7", 25, NULL, 0, true },      /* all of 127/8 is lo */
+		{ "::1", 25, NULL, 0, true },
+		{ "::ffff:127.0.0.1", 25, NULL, 0, true },
+		{ "0.0.0.0", 25, NULL, 0, true },
+		{ "192.0.2.1", 25, NULL, 0, false },     /* TEST-NET: not ours */
+		{ "2001:db8::1", 25, NULL, 0, false },
+		{ "127.0.0.1", 2525, NULL, 0, false },   /* a port we do not listen on */
+		/* Listening on one address only. */
+		{ "127.0.0.1", 25, lo1, 1, true },
+		{ "127.0.0.2", 25, lo1, 1, false },
+		{ "::1", 25, lo1, 1, false },
+		{ "::ffff:127.0.0.1", 587, lo1, 1, true },
+		/* An IPv6 wildcard takes no IPv4 (its sockets are V6ONLY). */
+		{ "::1", 587, v6w, 1, true },
+		{ "127.0.0.1", 587, v6w, 1, false },
+	};
+	static const uint16_t ports[] = { 25, 587 };
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct sockaddr_storage ss = own_addr(cases[i].addr, cases[i].port);
+		bool got = listen_is_own(&ss, cases[i].ifaces, cases[i].n_ifaces, ports, 2);
+		if (got != cases[i].own)
+			fail_msg("%s port %u: got %d", cases[i].addr, cases[i].port, got);
+	}
+	/* An address of a real interface (other than lo) is ours too. */
+	struct ifaddrs *ifa;
+	assert_int_equal(getifaddrs(&ifa), 0);
+	for (struct ifaddrs *i = ifa; i; i = i->ifa_next) {
+		if (!i->ifa_addr || i->ifa_addr->sa_family != AF_INET)
+			continue;
+		struct sockaddr_storage ss;
+		memset(&ss, 0, sizeof(ss));
+		memcpy(&ss, i->ifa_addr, sizeof(struct sockaddr_in));
+		((struct sockaddr_in *)&ss)->sin_port = htons(25);
+		assert_true(listen_is_own(&ss, NULL, 0, ports, 2));
+		((struct sockaddr_in *)&ss)->sin_port = htons(26);
+		assert_false(listen_is_own(&ss, NULL, 0, ports, 2));
+	}
+	freeifaddrs(ifa);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -956,6 +1029,7 @@ int main(void)
 		cmocka_unit_test(test_connect_refused),
 		cmocka_unit_test(test_abort_in_callback),
 		cmocka_unit_test(test_tls_ctx_kinds),
+		cmocka_unit_test(test_listen_is_own),
 	};
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
