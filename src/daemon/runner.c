@@ -1351,6 +1351,13 @@ static void conn_closed_cb(void *arg, struct net_smtp *c, const struct smtpc_rep
 			target_keep(&x->job->t[x->tix[k]], why, rc->peer);
 		if (txn_next_address(x, rc, why->text))
 			x = NULL;
+	} else if (x && why && why->local && strcmp(why->status, "4.4.2") == 0 &&
+		   !net_smtp_dot_sent(c) && !r->stopping) {
+		/* Lost or timed out before the final dot went out: the server
+		 * cannot have the message, so the next address may take it now
+		 * (after the dot it may have, and it waits for the retry). */
+		if (txn_next_address(x, rc, why->text))
+			x = NULL;
 	}
 	if (x) {
 		/* Lost in the middle of a message: it may or may not have been

@@ -797,6 +797,11 @@ int net_smtp_send(struct net_smtp *c, const struct smtpc_msg *m, int data_fd, of
 	return 0;
 }
 
+bool net_smtp_dot_sent(const struct net_smtp *c)
+{
+	return c->msg_active && c->dot_wait;
+}
+
 void net_smtp_set_data_done_timeout(struct net_smtp *c, unsigned s)
 {
 	c->data_done_s = s;

@@ -250,6 +250,10 @@ int net_smtp_send(struct net_smtp *c, const struct smtpc_msg *m, int data_fd, of
  * or delivering the message); 0 = the timeouts' data_s.  Applies from the
  * next wait on. */
 void net_smtp_set_data_done_timeout(struct net_smtp *c, unsigned s);
+/* True from the moment the final dot of the message in progress is
+ * queued until its reply: the server may have taken the message, so a
+ * connection lost now must not hand it to another server at once. */
+bool net_smtp_dot_sent(const struct net_smtp *c);
 /* QUIT, then closed(). */
 void net_smtp_quit(struct net_smtp *c);
 /* Closes now; no callback runs afterwards. */

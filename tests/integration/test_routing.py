@@ -11,7 +11,7 @@ import time
 import pytest
 
 from helpers import submit_authenticated, wait_queue_empty, wait_until
-from peer import Peer
+from peer import Peer, _Closed
 
 ALICE = "alice@test.example"
 MSG = ("From: Alice <alice@test.example>\r\nTo: someone\r\nSubject: routing test\r\n"
@@ -252,6 +252,46 @@ def test_every_mx_failing_defers_once_each(dlv, mx1, peer):
     assert len(ev) == 1
     assert ev[0]["result"] == "deferred"
     assert ev[0]["reply"] == "450 4.2.0 second is busy"
+
+
+def hang_up(*args):
+    raise _Closed()
+
+
+@pytest.mark.parametrize("when", ["greeting_done", "rcpt", "rcpt_timeout"])
+def test_connection_lost_before_the_dot_tries_the_next_mx(dlv, peer, mx1, when):
+    # Before the final dot the first server cannot have the message: the
+    # next one gets it in the same attempt (RFC 5321 5.1), without a wait
+    # for the retry.
+    if when == "greeting_done":
+        mx1.mail_reply = hang_up
+    elif when == "rcpt":
+        mx1.rcpt_reply = hang_up
+    else:
+        mx1.rcpt_reply = lambda a, p: time.sleep(4) or "250 2.1.5 late"
+    d = dlv(records=TWO_MX, queue_retry_min="1h", queue_retry_max="1h",
+            remote_command_timeout="1s")
+    submit(d, ["a@two.example", "b@two.example"])
+    peer.wait_transactions(1, timeout=15)
+    wait_queue_empty(d)
+    assert mx1.mails == 1
+    assert sorted(delivered(peer)) == ["a@two.example", "b@two.example"]
+    assert d.events("next_address", dest="two.example")
+    assert not d.events("deferred")
+
+
+def test_connection_lost_after_the_dot_waits_for_the_retry(dlv, peer, mx1):
+    # After the dot the first server may have taken the message: sending it
+    # to the next one at once would make a second copy, so it waits.
+    mx1.mode = "drop_in_data"
+    d = dlv(records=TWO_MX, queue_retry_min="1h", queue_retry_max="1h")
+    submit(d, ["a@two.example"])
+    d.wait_event("deferred", timeout=15)
+    time.sleep(1)
+    assert len(mx1.attempts) == 1 and mx1.attempts[0].data is not None
+    assert peer.connections == 0
+    assert not d.events("next_address")
+    assert len(d.queue_ids()) == 1
 
 
 # ---- 5. the wait for the reply to the end of data (RFC 5321 4.5.3.2.6) ------
