@@ -1521,21 +1521,11 @@ static void route_cb(void *arg, const struct dns_route *rt)
 static bool literal_route(struct dest *d, const char *host, uint16_t port)
 {
 	struct sockaddr_storage ss;
-	memset(&ss, 0, sizeof(ss));
 	const char *h = host;
 	if (strncasecmp(h, "IPv6:", 5) == 0)
 		h += 5;
-	struct sockaddr_in *s4 = (struct sockaddr_in *)&ss;
-	struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&ss;
-	if (inet_pton(AF_INET, h, &s4->sin_addr) == 1) {
-		s4->sin_family = AF_INET;
-		s4->sin_port = htons(port);
-	} else if (inet_pton(AF_INET6, h, &s6->sin6_addr) == 1) {
-		s6->sin6_family = AF_INET6;
-		s6->sin6_port = htons(port);
-	} else {
+	if (listen_sockaddr(h, port, &ss) == 0)
 		return false;
-	}
 	d->hosts = xcalloc(1, sizeof(*d->hosts));
 	d->hosts[0].name = str_dup(host);
 	d->hosts[0].addrs = xcalloc(1, sizeof(ss));

@@ -20,6 +20,9 @@ struct event_base;
 
 /* ---- listening sockets (bound by the master) ------------------------- */
 
+/* Fills ss with an IPv4 or IPv6 address in text form and port; returns
+ * the length to pass to bind/connect, or 0 when text is no address. */
+socklen_t listen_sockaddr(const char *text, uint16_t port, struct sockaddr_storage *ss);
 /* Binds and listens on addr:port (IPv4 or IPv6 text; IPv6 sockets are
  * V6ONLY so that "0.0.0.0" and "::" can both be bound).  Non-blocking,
  * close-on-exec. */

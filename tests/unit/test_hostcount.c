@@ -18,16 +18,7 @@
 static struct sockaddr_storage addr(const char *text)
 {
 	struct sockaddr_storage ss;
-	memset(&ss, 0, sizeof(ss));
-	if (strchr(text, ':')) {
-		struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&ss;
-		s6->sin6_family = AF_INET6;
-		assert_int_equal(inet_pton(AF_INET6, text, &s6->sin6_addr), 1);
-	} else {
-		struct sockaddr_in *s4 = (struct sockaddr_in *)&ss;
-		s4->sin_family = AF_INET;
-		assert_int_equal(inet_pton(AF_INET, text, &s4->sin_addr), 1);
-	}
+	assert_int_not_equal(listen_sockaddr(text, 0, &ss), 0);
 	return ss;
 }
 

@@ -941,17 +941,7 @@ static void test_tls_ctx_kinds(void **state)
 static struct sockaddr_storage own_addr(const char *text, uint16_t port)
 {
 	struct sockaddr_storage ss;
-	memset(&ss, 0, sizeof(ss));
-	struct sockaddr_in *s4 = (struct sockaddr_in *)&ss;
-	struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&ss;
-	if (inet_pton(AF_INET, text, &s4->sin_addr) == 1) {
-		s4->sin_family = AF_INET;
-		s4->sin_port = htons(port);
-	} else {
-		assert_int_equal(inet_pton(AF_INET6, text, &s6->sin6_addr), 1);
-		s6->sin6_family = AF_INET6;
-		s6->sin6_port = htons(port);
-	}
+	assert_int_not_equal(listen_sockaddr(text, port, &ss), 0);
 	return ss;
 }
 
