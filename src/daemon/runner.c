@@ -1736,6 +1736,21 @@ static bool is_local(struct runner *r, const char *addr)
 	return auth_dir_is_local_domain(r->dir, dom, strlen(dom));
 }
 
+/* The domain of a bare "postmaster", which must reach someone here (RFC
+ * 5321 4.5.1): primary_hostname when it is a local domain, else the first
+ * of local_domains; postmaster@primary_hostname would leave this host
+ * for its MX, which is this host again. */
+static const char *postmaster_domain(struct runner *r)
+{
+	const char *me = r->c->primary_hostname;
+	if (auth_dir_is_local_domain(r->dir, me, strlen(me)))
+		return me;
+	for (size_t i = 0; i < r->c->n_local_domains; i++)
+		if (strcmp(r->c->local_domains[i], "@") != 0)
+			return r->c->local_domains[i];
+	return me;
+}
+
 static void push_target(struct expand_ctx *x, const char *a)
 {
 	for (size_t i = 0; i < x->n; i++)
@@ -1795,12 +1810,13 @@ static void expand(struct expand_ctx *x, const char *addr, unsigned depth)
 	if (n < 0) {
 		x->tempfail = true;
 	} else if (col.n == 0) {
-		/* A mailbox.  A bare "postmaster" is the one of the primary name. */
+		/* A mailbox.  A bare "postmaster" is that of a local domain,
+		 * whose own aliases then apply. */
 		if (!addr_domain(addr)) {
 			struct buf b;
 			buf_init(&b, 1024);
-			buf_printf(&b, "%s@%s", addr, x->r->c->primary_hostname);
-			push_target(x, buf_cstr(&b));
+			buf_printf(&b, "%s@%s", addr, postmaster_domain(x->r));
+			expand(x, buf_cstr(&b), depth + 1);
 			buf_free(&b);
 		} else {
 			push_target(x, addr);

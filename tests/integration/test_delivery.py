@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from helpers import client_ctx, submit_authenticated, wait_queue_empty, wait_until
+from helpers import client_ctx, submit_authenticated, wait_queue_empty, wait_until, write_file
 from peer import Peer
 
 ALICE = "alice@test.example"
@@ -86,6 +86,28 @@ def test_mx_to_local_user_and_alias(dlv, test_dir):
     assert list(dv)[0]["Delivered-To"] == "dave@test.example"
     assert list(a)[0]["Return-Path"] == "<someone@elsewhere.example>"
     wait_queue_empty(d)
+
+
+@pytest.mark.parametrize("alias", [None, "virtual"])
+def test_bare_postmaster_reaches_a_local_mailbox(dlv, test_dir, alias):
+    # RFC 5321 4.5.1: <postmaster> must reach someone.  primary_hostname
+    # (mx.test.example) is not a local domain here, so it is the postmaster
+    # of the first local domain, with that address's aliases; it used to
+    # go out to mx.test.example's MX and bounce.
+    kw = {}
+    if alias:
+        kw["virtual_alias_file"] = write_file(os.path.join(test_dir, "virtual"),
+                                              "postmaster@test.example  alice@test.example\n")
+    d = dlv(**kw)
+    s = smtplib.SMTP("127.0.0.1", d.mx, timeout=15)
+    s.sendmail("someone@elsewhere.example", ["postmaster"], MSG)
+    s.quit()
+    box = wait_mail(d, ALICE if alias else "postmaster@test.example")
+    assert list(box)[0]["Return-Path"] == "<someone@elsewhere.example>"
+    wait_queue_empty(d)
+    ev = d.events("delivery", rcpt="postmaster")
+    assert [e["result"] for e in ev] == ["delivered"]
+    assert not d.events("report")
 
 
 def test_maildir_unwritable_is_retried(dlv, test_dir):
