@@ -49,6 +49,24 @@ static void ossl_err(char *out, size_t n)
 	ERR_clear_error();
 }
 
+/* ALPN (RFC 7301): a client that names the protocols it means to speak
+ * and does not name "smtp" was not meant to reach a mail server; it gets
+ * the no_application_protocol alert (RFC 7301 3.2), which stops the
+ * cross-protocol attacks that send a browser's TLS session here (ALPACA).
+ * Mail clients send no ALPN, and are not affected. */
+static int tls_alpn_select(SSL *ssl, const unsigned char **out, unsigned char *outlen,
+			   const unsigned char *in, unsigned int inlen, void *arg)
+{
+	static const unsigned char smtp[] = { 4, 's', 'm', 't', 'p' };
+	unsigned char *sel = NULL;
+	if (SSL_select_next_proto(&sel, outlen, smtp, sizeof(smtp), in, inlen) ==
+	    OPENSSL_NPN_NEGOTIATED) {
+		*out = sel;
+		return SSL_TLSEXT_ERR_OK;
+	}
+	return SSL_TLSEXT_ERR_ALERT_FATAL;
+}
+
 int tls_ctx_new(const struct conf *c, const struct conf_listener *l, struct tls_ctx **out,
 		struct err *e)
 {
@@ -71,6 +89,7 @@ int tls_ctx_new(const struct conf *c, const struct conf_listener *l, struct tls_
 	SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE |
 			      SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER | SSL_MODE_RELEASE_BUFFERS);
 	SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+	SSL_CTX_set_alpn_select_cb(ctx, tls_alpn_select, NULL);
 	if (l->tls_ciphers && SSL_CTX_set_cipher_list(ctx, l->tls_ciphers) != 1) {
 		ossl_err(why, sizeof(why));
 		SSL_CTX_free(ctx);

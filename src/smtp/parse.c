@@ -55,6 +55,19 @@ void smtp_parse_cmd(const char *line, size_t n, struct smtp_cmd *out)
 	out->arg_len = end - i;
 }
 
+bool smtp_is_http_request(const char *line, size_t n)
+{
+	/* Methods are case-sensitive (RFC 9110 9.1) and none is an SMTP verb. */
+	static const char *const methods[] = { "GET ", "POST ", "HEAD ", "PUT ", "DELETE ",
+						"CONNECT ", "OPTIONS ", "TRACE ", "PATCH " };
+	for (size_t k = 0; k < sizeof(methods) / sizeof(methods[0]); k++) {
+		size_t m = strlen(methods[k]);
+		if (n >= m && memcmp(line, methods[k], m) == 0)
+			return true;
+	}
+	return false;
+}
+
 /* esmtp-value = 1*(%d33-60 / %d62-126), plus UTF-8 under RFC 6531 */
 static size_t scan_value(const unsigned char *p, size_t n, bool utf8, bool *ok)
 {

@@ -1996,6 +1996,15 @@ static void exec_cmd(struct smtp_session *s, const char *line, size_t len)
 		line = auth_tail_log;
 		len = sizeof(auth_tail_log) - 1;
 	}
+	if (c.verb == SMTP_CMD_UNKNOWN && !s->after_auth && smtp_is_http_request(line, len)) {
+		/* Nothing good comes after it (ALPACA, request smuggling into
+		 * SMTP): the connection ends here, unread lines unexecuted. */
+		refuse(s, line, len, "421 4.7.0 %s HTTP request refused, closing connection",
+		       s->pol->hostname);
+		body_abort(s);
+		set_closing(s);
+		return;
+	}
 	bool tls_block = s->pol->tls_required && !s->in_tls;
 	if (tls_block) {
 		switch (c.verb) {

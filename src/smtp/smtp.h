@@ -119,6 +119,10 @@ struct smtp_cmd {
 /* Splits a command line into verb and argument.  Never fails: an unknown
  * verb yields SMTP_CMD_UNKNOWN. */
 void smtp_parse_cmd(const char *line, size_t n, struct smtp_cmd *out);
+/* An HTTP request line ("GET / HTTP/1.1", "POST ...", "CONNECT ..."): a
+ * browser or proxy sent here by a cross-protocol attack, whose following
+ * lines may carry SMTP commands in a request body. */
+bool smtp_is_http_request(const char *line, size_t n);
 
 /*
  * Parses the ESMTP parameters of MAIL/RCPT: p[0..n) is the text after the

@@ -118,6 +118,50 @@ def test_465_plaintext_client_gets_nothing_useful(daemon):
         assert b"250" not in c.buf and b"220" not in c.buf, c.buf
 
 
+def alpn_ctx(protocols):
+    ctx = client_ctx()
+    ctx.set_alpn_protocols(protocols)
+    return ctx
+
+
+@pytest.mark.parametrize("port_name", ["smtps", "sub", "mx"])
+def test_alpn_of_another_protocol_is_refused(daemon, port_name):
+    # RFC 7301 3.2 / ALPACA: a TLS client that means to speak HTTP gets the
+    # no_application_protocol alert, on TLS on connect and after STARTTLS.
+    port = daemon.ports[port_name]
+    with Client(port, greet=port_name != "smtps") as c:
+        if port_name != "smtps":
+            c.ehlo()
+            assert c.cmd("STARTTLS").code == 220
+        with pytest.raises(ssl.SSLError) as ei:
+            c._wrap(alpn_ctx(["http/1.1", "h2"]))
+        assert "no application protocol" in str(ei.value), ei.value
+
+
+@pytest.mark.parametrize("protocols", [None, ["smtp"], ["h2", "smtp"]])
+def test_alpn_smtp_or_none_is_served(daemon, protocols):
+    ctx = alpn_ctx(protocols) if protocols else client_ctx()
+    with Client(daemon.smtps, tls=True, ctx=ctx) as c:
+        assert c.greeting.code == 220
+        assert c.tls.selected_alpn_protocol() == ("smtp" if protocols else None)
+        assert c.ehlo().code == 250
+
+
+@pytest.mark.parametrize("port_name", ["mx", "smtps"])
+def test_http_request_ends_the_session(daemon, port_name):
+    # A browser's request (cross-protocol attack) gets one 421 and the
+    # connection ends: SMTP commands in its body are never run.
+    port = daemon.ports[port_name]
+    with Client(port, tls=port_name == "smtps") as c:
+        c.send(b"POST /form HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 40\r\n\r\n"
+               b"EHLO evil.example\r\nMAIL FROM:<a@b.example>\r\n")
+        assert c.wait_closed(5), c.buf
+        assert c.buf.startswith(b"421 4.7.0 "), c.buf
+        assert c.buf.count(b"\r\n") == 1, c.buf
+    ev = daemon.wait_event("refused")
+    assert any("POST /form" in e.get("cmd", "") for e in ev), ev
+
+
 def test_587_requires_tls_first(daemon):
     with Client(daemon.sub) as c:
         assert c.greeting.code == 220

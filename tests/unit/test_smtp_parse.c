@@ -854,11 +854,36 @@ static void test_header_addresses(void **state)
 	}
 }
 
+static void test_http_request_lines(void **state)
+{
+	static const struct {
+		const char *line;
+		bool http;
+	} cases[] = {
+		{ "GET / HTTP/1.1", true },
+		{ "POST /form HTTP/1.0", true },
+		{ "CONNECT mx.example:25 HTTP/1.1", true },
+		{ "HEAD / HTTP/1.1", true },
+		{ "OPTIONS * HTTP/1.1", true },
+		{ "get / HTTP/1.1", false },   /* methods are case-sensitive */
+		{ "GET", false },
+		{ "GETX / HTTP/1.1", false },
+		{ "POSTMASTER", false },
+		{ "HELO GET", false },
+		{ "EHLO client.example", false },
+		{ "", false },
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+		if (smtp_is_http_request(cases[i].line, strlen(cases[i].line)) != cases[i].http)
+			fail_msg("\"%s\"", cases[i].line);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_cmd_table),
 		cmocka_unit_test(test_cmd_prefix_verbs),
+		cmocka_unit_test(test_http_request_lines),
 		cmocka_unit_test(test_path_table),
 		cmocka_unit_test(test_path_limits),
 		cmocka_unit_test(test_params_table),
