@@ -206,8 +206,9 @@ const struct conf_option conf_options[] = {
 		.name = "shutdown_timeout", .type = CONF_T_TIME, .width = CONF_W_UNSIGNED,
 		.def = "30s", .min = 0, .max = 86400,
 		.off = OFF(shutdown_timeout),
-		.help = "On stop or reload, how long sessions in progress may run before they are "
-			"closed with a 421 reply.",
+		.help = "On stop, how long sessions in progress may run before they are closed with "
+			"a 421 reply.  On reload, how long the old workers' sessions go on as usual "
+			"before that stop begins.",
 	},
 	{
 		.name = "user", .type = CONF_T_STRING,

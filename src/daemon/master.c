@@ -769,17 +769,19 @@ static void reload(struct master *m)
 		return;
 	}
 	log_warnings(nc);
-	/* Retire the old workers: they stop accepting at once and finish their
-	 * sessions; the new generation serves new connections. */
+	/* Retire the old workers (SIGUSR1): they stop accepting at once, and
+	 * their sessions go on until the clients end them; the new generation
+	 * serves new connections. */
 	for (size_t i = 0; i < m->n_children; i++) {
 		if (!m->children[i].retiring) {
 			m->children[i].retiring = true;
-			/* The worker closes what is left after shutdown_timeout; a
-			 * worker that does not exit by then must not hold its slot,
-			 * its sockets and its generation forever. */
+			/* The worker stops what is left after shutdown_timeout and
+			 * closes it after one more; a worker that does not exit by
+			 * then must not hold its slot, its sockets and its
+			 * generation forever. */
 			m->children[i].kill_at_ms = time_mono_ms() +
-				(int64_t)m->children[i].gen->conf->shutdown_timeout * 1000 + 5000;
-			kill(m->children[i].pid, SIGTERM);
+				(int64_t)m->children[i].gen->conf->shutdown_timeout * 2000 + 5000;
+			kill(m->children[i].pid, SIGUSR1);
 		}
 	}
 	m->old = xrealloc(m->old, (m->n_old + 1) * sizeof(*m->old));
@@ -988,6 +990,12 @@ int master_run(const struct daemon_opts *o, struct conf *c)
 	sigaddset(&set, SIGTERM);
 	sigaddset(&set, SIGINT);
 	sigprocmask(SIG_BLOCK, &set, NULL);
+	/* Not for the master, but for its workers to inherit blocked: the
+	 * retire signal of a reload may come before their handler is set. */
+	sigset_t usr1;
+	sigemptyset(&usr1);
+	sigaddset(&usr1, SIGUSR1);
+	sigprocmask(SIG_BLOCK, &usr1, NULL);
 	signal(SIGPIPE, SIG_IGN);
 
 	log_event(LOG_LVL_INFO, "start", "version=%s config=%s uid_split=%s", SLUICE_VERSION,

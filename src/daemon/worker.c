@@ -104,15 +104,43 @@ static void on_stop_signal(evutil_socket_t sig, short what, void *arg)
 	net_server_stop(srv);
 }
 
+/* SIGUSR1, from the master on reload: new connections go to the new
+ * workers; the sessions here go on until their clients end them, for at
+ * most shutdown_timeout, then the ordinary stop closes what is left. */
+static struct event *worker_retire_timer;
+
+static void on_retire_timeout(evutil_socket_t fd, short what, void *arg)
+{
+	struct net_server *srv = arg;
+	log_event(LOG_LVL_INFO, "worker_stopping", "sessions=%zu reason=retired", srv->n_conns);
+	net_server_stop(srv);
+}
+
+static void on_retire_signal(evutil_socket_t sig, short what, void *arg)
+{
+	struct net_server *srv = arg;
+	if (srv->retiring || srv->stopping)
+		return;
+	log_event(LOG_LVL_INFO, "worker_retiring", "sessions=%zu", srv->n_conns);
+	worker_retire_timer = evtimer_new(srv->base, on_retire_timeout, srv);
+	struct timeval tv = { (time_t)srv->conf->shutdown_timeout, 0 };
+	if (worker_retire_timer)
+		evtimer_add(worker_retire_timer, &tv);
+	net_server_retire(srv);
+}
+
 int worker_main(const struct worker_args *a)
 {
 	log_set_process("worker");
 	pid_t master = getppid();
 	signal(SIGPIPE, SIG_IGN);
 	signal(SIGHUP, SIG_IGN);
-	sigset_t none;
-	sigemptyset(&none);
-	sigprocmask(SIG_SETMASK, &none, NULL);
+	/* SIGUSR1 (retire) stays blocked, as the master had it at the fork,
+	 * until its handler is in place: one sent early is then not lost. */
+	sigset_t usr1;
+	sigemptyset(&usr1);
+	sigaddset(&usr1, SIGUSR1);
+	sigprocmask(SIG_SETMASK, &usr1, NULL);
 	/* A session is a descriptor: the usual soft limit of 1024 is far below
 	 * smtp_accept_max.  Raising it to the hard limit needs no privilege. */
 	struct rlimit rl;
@@ -185,13 +213,19 @@ int worker_main(const struct worker_args *a)
 	}
 	struct event *sigterm = evsignal_new(base, SIGTERM, on_stop_signal, &srv);
 	struct event *sigint = evsignal_new(base, SIGINT, on_stop_signal, &srv);
+	struct event *sigusr1 = evsignal_new(base, SIGUSR1, on_retire_signal, &srv);
 	event_add(sigterm, NULL);
 	event_add(sigint, NULL);
+	event_add(sigusr1, NULL);
+	sigprocmask(SIG_UNBLOCK, &usr1, NULL);
 	log_event(LOG_LVL_INFO, "worker_start", "listeners=%zu", a->n_listeners);
 	event_base_dispatch(base);
 	log_event(LOG_LVL_INFO, "worker_exit", "status=0");
 	event_free(sigterm);
 	event_free(sigint);
+	event_free(sigusr1);
+	if (worker_retire_timer)
+		event_free(worker_retire_timer);
 	net_server_free(&srv);
 	spool_thread_stop(a->spool);
 	authc_free(srv.authc);

@@ -646,7 +646,7 @@ static void conn_free(struct net_conn *c)
 	free(c);
 	__atomic_sub_fetch(&srv->slots[srv->my_slot], 1, __ATOMIC_RELAXED);
 	srv->n_conns--;
-	if (srv->stopping && srv->n_conns == 0 && srv->on_empty)
+	if ((srv->stopping || srv->retiring) && srv->n_conns == 0 && srv->on_empty)
 		srv->on_empty(srv);
 }
 
@@ -862,7 +862,7 @@ static void accept_cb(struct evconnlistener *lev, evutil_socket_t fd, struct soc
 	 * them keeps it.  Counting first let both through. */
 	__atomic_add_fetch(&srv->slots[srv->my_slot], 1, __ATOMIC_RELAXED);
 	__atomic_thread_fence(__ATOMIC_SEQ_CST);
-	if (srv->stopping || total_sessions(srv) > srv->conf->smtp_accept_max) {
+	if (srv->stopping || srv->retiring || total_sessions(srv) > srv->conf->smtp_accept_max) {
 		__atomic_sub_fetch(&srv->slots[srv->my_slot], 1, __ATOMIC_RELAXED);
 		log_event(LOG_LVL_WARN, "refused_connection",
 			  "client=%s port=%u reason=smtp_accept_max limit=%u", ip, l->port,
@@ -983,7 +983,7 @@ static void stop_timer_cb(evutil_socket_t fd, short what, void *arg)
 static void accept_resume_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct net_listener *l = arg;
-	if (l->ev && !l->server->stopping)
+	if (l->ev && !l->server->stopping && !l->server->retiring)
 		evconnlistener_enable(l->ev);
 }
 
@@ -1028,17 +1028,32 @@ int net_server_start(struct net_server *srv, struct err *e)
 	return 0;
 }
 
-void net_server_stop(struct net_server *srv)
+static void close_listeners(struct net_server *srv)
 {
-	if (srv->stopping)
-		return;
-	srv->stopping = true;
 	for (size_t i = 0; i < srv->n_listeners; i++) {
 		if (srv->listeners[i].ev) {
 			evconnlistener_free(srv->listeners[i].ev);
 			srv->listeners[i].ev = NULL;
 		}
 	}
+}
+
+void net_server_retire(struct net_server *srv)
+{
+	if (srv->stopping || srv->retiring)
+		return;
+	srv->retiring = true;
+	close_listeners(srv);
+	if (srv->n_conns == 0 && srv->on_empty)
+		srv->on_empty(srv);
+}
+
+void net_server_stop(struct net_server *srv)
+{
+	if (srv->stopping)
+		return;
+	srv->stopping = true;
+	close_listeners(srv);
 	if (srv->n_conns == 0) {
 		if (srv->on_empty)
 			srv->on_empty(srv);

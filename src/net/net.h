@@ -152,6 +152,7 @@ struct net_server {
 	size_t n_listeners;
 	size_t n_conns;               /* sessions of this worker */
 	bool stopping;
+	bool retiring;                /* accepts no more; sessions run on */
 	uint64_t next_session;
 	/* Session counts of every worker, in memory shared with the master
 	 * (smtp_accept_max is global; a dead worker's slot is zeroed);
@@ -169,13 +170,18 @@ struct net_server {
 	struct buf rbuf;              /* read buffer reused by every session */
 	struct authc *authc;          /* NULL when no auth process runs */
 	int notify_fd;                /* datagram socket to the queue runner, -1 = none */
-	void (*on_empty)(struct net_server *srv); /* called when stopping and n_conns hits 0 */
+	void (*on_empty)(struct net_server *srv); /* called when stopping or retiring and
+						     n_conns hits 0 */
 };
 
 int net_server_start(struct net_server *srv, struct err *e);
 /* Graceful stop: stop accepting, let sessions finish their message, close
  * the rest with 421; on_empty runs when the last one is gone. */
 void net_server_stop(struct net_server *srv);
+/* Retirement (a reload): stop accepting, and let every session go on as
+ * usual until it ends; on_empty runs when the last one is gone.  A
+ * net_server_stop may follow, to end those that take too long. */
+void net_server_retire(struct net_server *srv);
 void net_server_free(struct net_server *srv);
 
 /* ---- outgoing connections (client.c; TLS client in tls.c) ------------ */

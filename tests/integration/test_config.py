@@ -83,6 +83,34 @@ def test_sighup_open_session_survives(daemon, cert):
     assert daemon.spool_msg(r.queue_id).message.endswith(b"first half\r\nsecond half\r\n")
 
 
+def test_sighup_session_between_commands_goes_on(daemon, cert):
+    # A reload (a renewed certificate, say) must not cut off the clients
+    # that are connected: a session between commands, or idle after MAIL
+    # and RCPT, goes on with its old worker as if nothing happened.
+    with Client(daemon.mx) as c:
+        c.ehlo()
+        assert c.cmd("MAIL FROM:<a@client.example>").code == 250
+        assert c.cmd("RCPT TO:<user@test.example>").code == 250
+        old = set(daemon.worker_pids())
+        rewrite_config(daemon, cert, local_domains="test.example : new.example")
+        daemon.signal(signal.SIGHUP)
+        daemon.wait_event("worker_retiring", count=len(old))
+        assert c.silent_for(0.5), c.buf
+        r = c.cmd("DATA")
+        assert r.code == 354, r
+        c.send(b"Subject: across reload\r\n\r\nbody\r\n.\r\n")
+        r = c.reply(timeout=10)
+        assert r.code == 250 and r.queue_id, r
+        # Its old worker still serves it, with the configuration it began
+        # with; another message in the same session works too.
+        assert c.cmd("MAIL FROM:<b@client.example>").code == 250
+        assert c.cmd("RCPT TO:<user@new.example>").code == 550
+        assert c.cmd("QUIT").code == 221
+    assert daemon.queue_ids() == [r.queue_id]
+    # With its last session gone, each old worker exits.
+    assert wait_until(lambda: not old & set(daemon.worker_pids()), 10)
+
+
 def test_sighup_broken_config_keeps_old(daemon):
     with open(daemon.conf, "a") as f:
         f.write("this line is not an option\n")
