@@ -267,13 +267,16 @@ const struct conf_option conf_options[] = {
 	},
 	{
 		.name = "auth_mechanisms", .type = CONF_T_MECHS, .width = CONF_W_UNSIGNED,
-		.def = "PLAIN : LOGIN : SCRAM-SHA-256",
+		.def = "PLAIN : LOGIN",
 		.off = OFF(auth_mechanisms),
 		.help = "The SASL mechanisms offered by `AUTH`, in a list; names are accepted in "
 			"any case.  `PLAIN` (RFC 4616) and `LOGIN` send the password itself, inside "
 			"TLS, and work with every password scheme.  `SCRAM-SHA-256` (RFC 7677) never "
 			"sends the password, but works only for users whose stored password is a "
-			"`{SCRAM-SHA-256}` entry; other users must use `PLAIN` or `LOGIN`.  "
+			"`{SCRAM-SHA-256}` entry.  It is not offered by default: mail clients that "
+			"can use it (mutt, msmtp) choose it over `PLAIN` and do not fall back, so "
+			"every user stored in another scheme (the default of `-buseradd`) would be "
+			"refused with the right password.  Add it once all users have SCRAM entries.  "
 			"`LOGIN` is obsolete but some older mail clients offer nothing else.",
 	},
 	{

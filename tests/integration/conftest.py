@@ -196,6 +196,8 @@ def auth_daemon(start_daemon, make_config, test_dir, auth_entries, binary):
             "auth_backend": "passwd-file",
             "auth_passwd_file": passwd,
             "auth_fail_max_delay": "200ms",
+            # Some of AUTH_USERS are SCRAM users.
+            "auth_mechanisms": "PLAIN : LOGIN : SCRAM-SHA-256",
         }
         opts.update(kw)
         text = (extra + "\n" if extra else "") + listener_blocks(ports, mx_auth, sub_extra,

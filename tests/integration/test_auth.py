@@ -107,6 +107,18 @@ def test_auth_before_starttls_on_587_refused(auth_daemon):
         assert auth_plain(c, ALICE, pw(ALICE)).code == 235
 
 
+def test_scram_not_offered_by_default(auth_daemon):
+    # Clients that can do SCRAM pick it and do not fall back to PLAIN: a
+    # user stored in another scheme would be refused with the right
+    # password, so only mechanisms that work for every user are offered.
+    d = auth_daemon(auth_mechanisms=None)
+    with sub_client(d, "smtps") as c:
+        assert ehlo_auth_mechs(c.ehlo()) == ["PLAIN", "LOGIN"]
+        r = c.cmd("AUTH SCRAM-SHA-256 " + b64("n,,n=bob,r=abcdefgh"))
+        assert r.code == 504 and r.enhanced == "5.5.4", r
+        assert auth_plain(c, ALICE, pw(ALICE)).code == 235
+
+
 def test_auth_mechanisms_option(auth_daemon):
     d = auth_daemon(auth_mechanisms="plain")
     with sub_client(d, "smtps") as c:

@@ -538,7 +538,7 @@ static const struct val_case val_cases[] = {
 	{ "", "auth_dovecot_socket", "auth_dovecot_socket = /run/dovecot/auth-client\n" },
 	{ "auth_dovecot_socket = /var/spool/sluice/auth", "auth_dovecot_socket",
 	  "auth_dovecot_socket = /var/spool/sluice/auth\n" },
-	{ "", "auth_mechanisms", "auth_mechanisms = PLAIN : LOGIN : SCRAM-SHA-256\n" },
+	{ "", "auth_mechanisms", "auth_mechanisms = PLAIN : LOGIN\n" },
 	{ "auth_mechanisms = login", "auth_mechanisms", "auth_mechanisms = LOGIN\n" },
 	{ "auth_mechanisms = Scram-Sha-256 : plain", "auth_mechanisms", "auth_mechanisms = PLAIN : SCRAM-SHA-256\n" },
 	{ "auth_mechanisms = <; PLAIN ; LOGIN", "auth_mechanisms", "auth_mechanisms = PLAIN : LOGIN\n" },
@@ -663,8 +663,7 @@ static void test_defaults(void **state)
 	assert_string_equal(c->auth_passwd_file, "/etc/sluice/passwd");
 	assert_string_equal(c->auth_sqlite_database, "/var/lib/sluice/users.db");
 	assert_string_equal(c->auth_dovecot_socket, "/run/dovecot/auth-client");
-	assert_int_equal(c->auth_mechanisms,
-			 SASL_MECH_PLAIN | SASL_MECH_LOGIN | SASL_MECH_SCRAM_SHA_256);
+	assert_int_equal(c->auth_mechanisms, SASL_MECH_PLAIN | SASL_MECH_LOGIN);
 	assert_int_equal(c->auth_fail_delay_after, 3);
 	assert_int_equal(c->auth_fail_block_after, 10);
 	assert_int_equal(c->auth_fail_window, 900);
@@ -751,7 +750,7 @@ static void test_print_all(void **state)
 		"auth_passwd_file = /etc/sluice/passwd\n"
 		"auth_sqlite_database = /var/lib/sluice/users.db\n"
 		"auth_dovecot_socket = /run/dovecot/auth-client\n"
-		"auth_mechanisms = PLAIN : LOGIN : SCRAM-SHA-256\n"
+		"auth_mechanisms = PLAIN : LOGIN\n"
 		"auth_fail_delay_after = 3\n"
 		"auth_fail_block_after = 10\n"
 		"auth_fail_window = 15m\n"
@@ -1508,7 +1507,7 @@ static void test_reference(void **state)
 		"### submission_senders_file", "### submission_add_headers",
 		"### received_hide_client_ip", "### recipient_verify",
 		"- Type: one of `none`, `passwd-file`, `sqlite` or `dovecot`",
-		"- Default: `PLAIN : LOGIN : SCRAM-SHA-256`", "- Limits: `0s` to `1m`",
+		"- Default: `PLAIN : LOGIN`", "- Limits: `0s` to `1m`",
 		"- Type: time (`ms` allowed)", "- Type: `yes` or `no`", "`ms`",
 		"| `auth` | `no` | `yes` (cannot be `no`) |", "- `auth` = `yes` or `no`.",
 		"## Authentication", "## Aliases and senders", "530 5.7.0",
