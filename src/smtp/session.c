@@ -976,11 +976,39 @@ static void commit_now(struct smtp_session *s)
 	s->state = ST_WAIT_COMMIT;
 }
 
+/* The canonical form of an accepted path (owned), the one form used from
+ * here on: envelope, checks, lookups, logs.  NULL if it does not fit. */
+static char *path_canonical_dup(const struct smtp_path *p)
+{
+	struct buf b;
+	buf_init(&b, SMTP_CANON_MAX);
+	char *r = NULL;
+	if (smtp_path_canonical(p, &b) == 0)
+		r = str_ndup(buf_ptr(&b), buf_len(&b));
+	buf_free(&b);
+	return r;
+}
+
+/* Each From: address in the canonical form the envelope uses, so that
+ * "demo"@example.org is demo@example.org here as it is in MAIL FROM; one
+ * that is no SMTP path is kept as written (and is nobody's). */
 static void from_collect(const char *a, size_t n, void *arg)
 {
 	struct smtp_session *s = arg;
-	if (s->n_from < SMTP_FROM_ADDRS)
-		s->from_addrs[s->n_from++] = str_ndup(a, n);
+	if (s->n_from >= SMTP_FROM_ADDRS)
+		return;
+	char *canon = NULL;
+	struct buf b;
+	buf_init(&b, SMTP_CANON_MAX);
+	if (buf_puts(&b, "<") == 0 && buf_append(&b, a, n) == 0 && buf_puts(&b, ">") == 0) {
+		struct smtp_path path;
+		size_t used;
+		if (smtp_parse_path(buf_cstr(&b), buf_len(&b), SMTP_PATH_UTF8, &path, &used) ==
+			    SMTP_PATH_OK && used == buf_len(&b))
+			canon = path_canonical_dup(&path);
+	}
+	buf_free(&b);
+	s->from_addrs[s->n_from++] = canon ? canon : str_ndup(a, n);
 }
 
 static void from_ask(struct smtp_session *s)
@@ -1529,19 +1557,6 @@ static void rcpt_ok(struct smtp_session *s, const char *cmd, size_t cmdlen, char
 	}
 	add_rcpt(s, addr, orcpt, notify);
 	reply(s, "250 2.1.5 Recipient OK");
-}
-
-/* The canonical form of an accepted path (owned), the one form used from
- * here on: envelope, checks, lookups, logs.  NULL if it does not fit. */
-static char *path_canonical_dup(const struct smtp_path *p)
-{
-	struct buf b;
-	buf_init(&b, SMTP_CANON_MAX);
-	char *r = NULL;
-	if (smtp_path_canonical(p, &b) == 0)
-		r = str_ndup(buf_ptr(&b), buf_len(&b));
-	buf_free(&b);
-	return r;
 }
 
 static void cmd_mail(struct smtp_session *s, const char *line, size_t len,

@@ -99,8 +99,19 @@ def test_from_header_check(auth_daemon):
     assert c.cmd("DATA").code == 354
     r = c.cmd('From: "Alice, A." <%s>\r\nSubject: x\r\n\r\nhi\r\n.' % ALICE)
     assert r.code == 250, r
+    # A quoted local part that needs no quotes is the same mailbox (RFC
+    # 5322 3.4.1, RFC 5321 4.1.2), as MAIL FROM already takes it; a quoted
+    # one that differs is another mailbox.
+    for field, code in (('"alice"@test.example', 250),
+                        ('Alice <"al\\ice"@test.example>', 250),
+                        ('"alice "@test.example', 550)):
+        assert c.cmd('MAIL FROM:<"alice"@test.example>').code == 250
+        assert c.cmd("RCPT TO:<friend@remote.example>").code == 250
+        assert c.cmd("DATA").code == 354
+        r = c.cmd("From: %s\r\nSubject: x\r\n\r\nhi\r\n." % field)
+        assert r.code == code, (field, r)
     c.close()
-    assert len(d.queue_ids()) == 1
+    assert len(d.queue_ids()) == 3
 
 
 def test_from_header_display_name_that_reads_as_an_address(auth_daemon):
