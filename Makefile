@@ -9,7 +9,7 @@ TEST_BUILD ?= build-test
 FUZZ_BUILD ?= build-fuzz
 FUZZ_SECONDS ?= 300
 
-BUILD_PKGS = meson ninja-build pkg-config gcc libc6-dev libssl-dev libevent-dev openssl libcrypt-dev libsqlite3-dev libunbound-dev libidn2-dev
+BUILD_PKGS = meson ninja-build pkg-config gcc libc6-dev libssl-dev libevent-dev openssl libcrypt-dev libsqlite3-dev libunbound-dev libidn2-dev libidn-dev
 TEST_PKGS  = $(BUILD_PKGS) iproute2 dovecot-core dovecot-lmtpd sqlite3 libcmocka-dev clang libclang-rt-14-dev python3 python3-pytest swaks libnet-ssleay-perl
 
 .PHONY: all build run test fuzz bench deps test-deps clean

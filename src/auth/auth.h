@@ -103,7 +103,14 @@ struct scram_keys {
 	uint8_t stored_key[32];
 	uint8_t server_key[32];
 };
-/* Derives keys from a password (PBKDF2-HMAC-SHA-256). */
+/* SASLprep (RFC 4013) of a UTF-8 password, as RFC 5802 2.2 has SCRAM
+ * hash Normalize(password): non-ASCII spaces become spaces, soft hyphens
+ * and the like vanish, NFKC.  stored: also refuse unassigned code points
+ * (a password being set, RFC 4013 2.5 via RFC 3454 7).  -1 when the
+ * password holds what SASLprep prohibits (control characters, ...). */
+int scram_saslprep(const char *password, size_t n, bool stored, struct buf *out);
+/* Derives keys from a password (PBKDF2-HMAC-SHA-256), as given: callers
+ * prepare it with scram_saslprep. */
 int scram_keys_derive(const char *password, size_t n, const uint8_t *salt, size_t salt_len,
 		      unsigned iterations, struct scram_keys *out);
 /* Parses/formats Dovecot's "{SCRAM-SHA-256}iter,salt,storedkey,serverkey"

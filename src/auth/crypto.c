@@ -2,7 +2,10 @@
  * keeps StoredKey and ServerKey only, so a stolen user file does not
  * directly give a password or a working ClientKey. */
 #include <limits.h>
+#include <stdlib.h>
 #include <string.h>
+
+#include <stringprep.h>
 
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
@@ -33,6 +36,28 @@ static int scram_sha256(const uint8_t *p, size_t n, uint8_t out[SCRAM_KEY_LEN])
 	if (!EVP_Digest(p, n, out, &olen, EVP_sha256(), NULL) || olen != SCRAM_KEY_LEN)
 		return -1;
 	return 0;
+}
+
+int scram_saslprep(const char *password, size_t n, bool stored, struct buf *out)
+{
+	/* libidn wants a C string; a NUL inside is prohibited anyway. */
+	if (memchr(password, 0, n))
+		return -1;
+	char *in = str_ndup(password, n);
+	char *prepped = NULL;
+	int rc = stringprep_profile(in, &prepped, "SASLprep",
+				    stored ? STRINGPREP_NO_UNASSIGNED : 0);
+	explicit_bzero(in, n);
+	free(in);
+	if (rc != STRINGPREP_OK) {
+		free(prepped);
+		return -1;
+	}
+	size_t pn = strlen(prepped);
+	int r = buf_append(out, prepped, pn);
+	explicit_bzero(prepped, pn);
+	free(prepped);
+	return r;
 }
 
 int scram_keys_derive(const char *password, size_t n, const uint8_t *salt, size_t salt_len,

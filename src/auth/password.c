@@ -89,15 +89,47 @@ static int pw_check_crypt(const struct pw_scheme_def *def, const char *hash, con
 	return r;
 }
 
+/* Bounds a password's SASLprep form (NFKC may expand a character many
+ * times); passwords arrive in auth messages of at most AUTHD_MAX_MSG. */
+#define PW_PREP_MAX (8 * AUTHD_MAX_MSG)
+
+/* A password buffer is cleared before it is given back. */
+static void pw_buf_free(struct buf *b)
+{
+	if (b->data)
+		explicit_bzero(b->data, b->cap);
+	buf_free(b);
+}
+
+/* Do the keys that password derives (as given) match k?  1, 0, -1. */
+static int pw_scram_match(const struct scram_keys *k, const char *password, size_t n,
+			  struct err *e)
+{
+	struct scram_keys d;
+	if (scram_keys_derive(password, n, k->salt, k->salt_len, k->iterations, &d) < 0)
+		return err_set(e, "SCRAM-SHA-256 key derivation failed");
+	int r = CRYPTO_memcmp(k->stored_key, d.stored_key, sizeof(k->stored_key)) == 0;
+	OPENSSL_cleanse(&d, sizeof(d));
+	return r;
+}
+
+/* The keys are made from the SASLprep form of the password (RFC 5802
+ * 2.2), which is what SCRAM clients hash; keys written from the raw bytes
+ * (by other tools) are still recognised. */
 static int pw_check_scram(const char *rest, const char *password, size_t n, struct err *e)
 {
-	struct scram_keys k, d;
+	struct scram_keys k;
 	if (scram_keys_parse(rest, strlen(rest), &k) < 0)
 		return err_set(e, "malformed SCRAM-SHA-256 password entry");
-	if (scram_keys_derive(password, n, k.salt, k.salt_len, k.iterations, &d) < 0)
-		return err_set(e, "SCRAM-SHA-256 key derivation failed");
-	int r = CRYPTO_memcmp(k.stored_key, d.stored_key, sizeof(k.stored_key)) == 0;
-	OPENSSL_cleanse(&d, sizeof(d));
+	struct buf prep;
+	buf_init(&prep, PW_PREP_MAX);
+	int r = 0;
+	bool prepped = scram_saslprep(password, n, false, &prep) == 0;
+	if (prepped)
+		r = pw_scram_match(&k, (const char *)buf_ptr(&prep), buf_len(&prep), e);
+	if (r == 0 && (!prepped || buf_len(&prep) != n || memcmp(buf_ptr(&prep), password, n) != 0))
+		r = pw_scram_match(&k, password, n, e);
+	pw_buf_free(&prep);
 	return r;
 }
 
@@ -129,7 +161,18 @@ int auth_password_hash(const char *scheme, const char *password, size_t n, struc
 		struct scram_keys k;
 		if (rand_bytes(salt, sizeof(salt)) < 0)
 			return err_set(e, "no randomness for the salt");
-		if (scram_keys_derive(password, n, salt, sizeof(salt), 4096, &k) < 0)
+		struct buf prep;
+		buf_init(&prep, PW_PREP_MAX);
+		if (scram_saslprep(password, n, true, &prep) < 0) {
+			pw_buf_free(&prep);
+			return err_set(e, "the password holds characters that SASLprep (RFC 4013) "
+				       "does not allow in SCRAM: control characters, unassigned "
+				       "or prohibited code points, or invalid UTF-8");
+		}
+		int dr = scram_keys_derive((const char *)buf_ptr(&prep), buf_len(&prep), salt,
+					   sizeof(salt), 4096, &k);
+		pw_buf_free(&prep);
+		if (dr < 0)
 			return err_set(e, "SCRAM-SHA-256 key derivation failed");
 		struct buf tmp;
 		buf_init(&tmp, 1024);

@@ -727,6 +727,14 @@ def test_buseradd_then_login(auth_daemon):
     assert r.returncode == 0, r.stderr
     r = d.cli("-buseradd", "fred@test.example", "SCRAM-SHA-256", input=b"Fred secret\n")
     assert r.returncode == 0, r.stderr
+    # A password with a no-break space and the "fi" ligature: SCRAM clients
+    # hash its SASLprep form "p\u00e4ss wfi" (RFC 5802 2.2, RFC 4013).
+    r = d.cli("-buseradd", "gus@test.example", "SCRAM-SHA-256",
+              input="p\u00e4ss\u00a0w\ufb01\n".encode())
+    assert r.returncode == 0, r.stderr
+    # SASLprep prohibits control characters: such a SCRAM password is refused.
+    r = d.cli("-buseradd", "hal@test.example", "SCRAM-SHA-256", input=b"bell\x07\n")
+    assert r.returncode != 0 and b"SASLprep" in r.stderr, r
     # Replacing keeps one line per user.
     r = d.cli("-buseradd", ALICE, "SHA512-CRYPT", input=b"Alice new\n")
     assert r.returncode == 0, r.stderr
@@ -741,6 +749,11 @@ def test_buseradd_then_login(auth_daemon):
         assert auth_plain(c, "erin@test.example", "Erin secret").code == 235
     with sub_client(d, "smtps") as c:
         assert auth_scram(c, "fred@test.example", "Fred secret").reply.code == 235
+    with sub_client(d, "smtps") as c:
+        assert auth_scram(c, "gus@test.example", "p\u00e4ss wfi").reply.code == 235
+    with sub_client(d, "smtps") as c:
+        # PLAIN sends the password as typed; it is prepared the same way.
+        assert auth_plain(c, "gus@test.example", "p\u00e4ss\u00a0w\ufb01").code == 235
     with sub_client(d, "smtps") as c:
         assert auth_plain(c, ALICE, pw(ALICE)).code == 535
         assert auth_plain(c, ALICE, "Alice new").code == 235

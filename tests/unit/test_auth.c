@@ -1397,12 +1397,81 @@ static void test_authd_bad_peer(void **state)
 	free(r);
 }
 
+/* RFC 4013 section 3's examples, and what RFC 5802 makes of them: the
+ * keys of a password are those of its SASLprep form. */
+static void test_scram_saslprep(void **state)
+{
+	static const struct {
+		const char *in;
+		const char *out; /* NULL: prohibited */
+		bool stored_only; /* prohibited only when stored */
+	} cases[] = {
+		{ "I\xc2\xadX", "IX", false },          /* SOFT HYPHEN mapped to nothing */
+		{ "user", "user", false },
+		{ "USER", "USER", false },               /* case is kept */
+		{ "\xc2\xaa", "a", false },              /* NFKC */
+		{ "\xe2\x85\xa8", "IX", false },         /* ROMAN NUMERAL NINE, NFKC */
+		{ "p\xc3\xa4ss\xc2\xa0w\xef\xac\x81", "p\xc3\xa4ss wfi", false },
+		{ "\x07", NULL, false },                 /* control character */
+		{ "\xd8\xa7" "1", NULL, false },         /* RandALCat then LCat: bidi rule */
+		{ "a\xff", NULL, false },                /* not UTF-8 */
+		{ "x\xf0\xb0\x80\x80", "x\xf0\xb0\x80\x80", true }, /* unassigned in Unicode 3.2 */
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		for (int stored = 0; stored <= 1; stored++) {
+			struct buf b;
+			buf_init(&b, 4096);
+			int r = scram_saslprep(cases[i].in, strlen(cases[i].in), stored, &b);
+			bool refused = !cases[i].out || (stored && cases[i].stored_only);
+			if (refused) {
+				if (r != -1)
+					fail_msg("case %zu stored=%d: accepted", i, stored);
+			} else if (r != 0 || strcmp(buf_cstr(&b), cases[i].out) != 0) {
+				fail_msg("case %zu stored=%d: got %d \"%s\"", i, stored, r,
+					 r == 0 ? buf_cstr(&b) : "");
+			}
+			buf_free(&b);
+		}
+	}
+	/* A NUL inside is prohibited too (it would cut libidn's C string). */
+	struct buf b;
+	buf_init(&b, 64);
+	assert_int_equal(scram_saslprep("a\0b", 3, false, &b), -1);
+	buf_free(&b);
+
+	/* A key made from a password checks against the password as typed
+	 * and as prepared, and keys made from the raw bytes (other tools)
+	 * still check. */
+	const char *typed = "p\xc3\xa4ss\xc2\xa0w\xef\xac\x81";
+	struct buf h;
+	buf_init(&h, 1024);
+	struct err e = { "" };
+	assert_int_equal(auth_password_hash("SCRAM-SHA-256", typed, strlen(typed), &h, &e), 0);
+	assert_int_equal(auth_password_check(buf_cstr(&h), typed, strlen(typed), &e), 1);
+	assert_int_equal(auth_password_check(buf_cstr(&h), "p\xc3\xa4ss wfi", 9, &e), 1);
+	assert_int_equal(auth_password_check(buf_cstr(&h), "p\xc3\xa4ss w", 7, &e), 0);
+	buf_free(&h);
+	struct scram_keys k;
+	static const uint8_t salt[] = "saltsaltsalt";
+	assert_int_equal(scram_keys_derive(typed, strlen(typed), salt, 12, 4096, &k), 0);
+	buf_init(&h, 1024);
+	assert_int_equal(scram_keys_format(&k, &h), 0);
+	assert_int_equal(auth_password_check(buf_cstr(&h), typed, strlen(typed), &e), 1);
+	buf_free(&h);
+	/* -bpw refuses what SASLprep prohibits. */
+	buf_init(&h, 1024);
+	assert_int_equal(auth_password_hash("SCRAM-SHA-256", "bell\x07", 5, &h, &e), -1);
+	assert_non_null(strstr(e.msg, "SASLprep"));
+	buf_free(&h);
+}
+
 int main(void)
 {
 	const struct CMUnitTest unit[] = {
 		cmocka_unit_test(test_password_known),
 		cmocka_unit_test(test_password_refused),
 		cmocka_unit_test(test_password_hash_roundtrip),
+		cmocka_unit_test(test_scram_saslprep),
 		cmocka_unit_test(test_passwd_backend),
 		cmocka_unit_test(test_sqlite_backend),
 		cmocka_unit_test(test_directory_files),
