@@ -81,6 +81,7 @@ struct conf {
 	unsigned smtp_receive_timeout; /* seconds */
 	unsigned smtp_data_min_rate; /* bytes per second of message text, 0 = no minimum */
 	unsigned smtp_max_errors;
+	unsigned smtp_accept_max_nonmail; /* 0 = no limit */
 	unsigned smtp_line_max;
 	unsigned message_line_max;
 	uint64_t message_header_max;

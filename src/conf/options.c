@@ -175,6 +175,18 @@ const struct conf_option conf_options[] = {
 			"(RFC 5321 section 4.5.3.1.10: the client sends the rest later).",
 	},
 	{
+		.name = "smtp_accept_max_nonmail", .type = CONF_T_UINT, .width = CONF_W_UNSIGNED,
+		.def = "100", .min = 0, .max = 1000000,
+		.off = OFF(smtp_accept_max_nonmail),
+		.help = "How many commands that send no mail (`NOOP`, `RSET`, `VRFY`, `EXPN`, "
+			"`HELP`, `HELO`, `EHLO`) a client may give between two accepted messages "
+			"(and before the first); one more ends the connection with a 421 reply.  "
+			"Without it a client could hold a session, and its slot of "
+			"`smtp_accept_max`, for ever by sending one such command before each "
+			"timeout.  0: no limit.  As Exim's option of that name and Postfix's "
+			"smtpd_junk_command_limit.",
+	},
+	{
 		.name = "smtp_line_max", .type = CONF_T_UINT, .width = CONF_W_UNSIGNED,
 		.def = "2048", .min = 512, .max = 65536,
 		.off = OFF(smtp_line_max),

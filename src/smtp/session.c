@@ -94,6 +94,7 @@ struct smtp_session {
 	bool env_ref;            /* an action of this event call points to env */
 	size_t rcpt_cap;
 	size_t n_errors;
+	size_t n_nonmail;       /* commands sending no mail since the last message */
 	size_t n_rcpt_over;      /* RCPTs past rcpt_max in this transaction */
 	uint64_t bdat_left;
 	uint64_t bdat_chunk;
@@ -1998,6 +1999,19 @@ static void cmd_starttls(struct smtp_session *s, const char *line, size_t len,
 	s->state = ST_WAIT_TLS;
 }
 
+/* Counts a command that sends no mail; true when it is one too many. */
+static bool nonmail_over(struct smtp_session *s, enum smtp_verb v)
+{
+	switch (v) {
+	case SMTP_CMD_NOOP: case SMTP_CMD_RSET: case SMTP_CMD_VRFY: case SMTP_CMD_EXPN:
+	case SMTP_CMD_HELP: case SMTP_CMD_HELO: case SMTP_CMD_EHLO:
+		break;
+	default:
+		return false;
+	}
+	return s->pol->nonmail_max > 0 && ++s->n_nonmail > s->pol->nonmail_max;
+}
+
 static void exec_cmd(struct smtp_session *s, const char *line, size_t len)
 {
 	struct smtp_cmd c;
@@ -2016,6 +2030,15 @@ static void exec_cmd(struct smtp_session *s, const char *line, size_t len)
 		 * SMTP): the connection ends here, unread lines unexecuted. */
 		refuse(s, line, len, "421 4.7.0 %s HTTP request refused, closing connection",
 		       s->pol->hostname);
+		body_abort(s);
+		set_closing(s);
+		return;
+	}
+	if (nonmail_over(s, c.verb)) {
+		/* A session kept open with NOOPs (or RSETs) before each timeout
+		 * holds a slot of smtp_accept_max for ever. */
+		refuse(s, line, len, "421 4.7.0 %s Too many commands that send no mail, closing "
+		       "connection", s->pol->hostname);
 		body_abort(s);
 		set_closing(s);
 		return;
@@ -2356,8 +2379,10 @@ void smtp_session_commit_result(struct smtp_session *s, enum smtp_commit_result 
 	event_begin(s);
 	if (s->closing || s->state != ST_WAIT_COMMIT)
 		return;
-	if (r == SMTP_COMMIT_OK)
+	if (r == SMTP_COMMIT_OK) {
 		reply(s, "250 2.0.0 OK queued as %s", queue_id ? queue_id : "");
+		s->n_nonmail = 0;
+	}
 	else if (r == SMTP_COMMIT_NOSPACE) /* RFC 5321 §4.2.3, RFC 3463 X.3.1 */
 		reply(s, "452 4.3.1 Insufficient system storage; try again later");
 	else

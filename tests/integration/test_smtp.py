@@ -226,6 +226,26 @@ def test_too_many_errors(start_daemon):
         assert c.wait_closed(3)
 
 
+def test_session_held_with_noop_and_rset_is_ended(start_daemon):
+    # NOOP or MAIL/RSET just before each timeout would hold the session,
+    # and a slot of smtp_accept_max, for ever: smtp_accept_max_nonmail
+    # ends it; an accepted message starts the count again.
+    d = start_daemon(smtp_accept_max_nonmail="4")
+    with Client(d.mx) as c:
+        c.ehlo()                                            # 1
+        assert c.cmd("NOOP").code == 250                    # 2
+        r = c.mail_transaction(body=make_body("counted"))
+        assert r.code == 250, r
+        for i in range(4):
+            assert c.cmd("MAIL FROM:<a@client.example>").code == 250
+            assert c.cmd("RSET").code == 250, i             # 1..4
+        r = c.cmd("NOOP")
+        assert r.code == 421 and r.enhanced == "4.7.0", r
+        assert "send no mail" in r.lines[0], r
+        assert c.wait_closed(3)
+    assert len(d.queue_ids()) == 1
+
+
 def test_idle_timeout(start_daemon):
     d = start_daemon(smtp_receive_timeout="2s")
     with Client(d.mx) as c:

@@ -651,6 +651,7 @@ static void test_defaults(void **state)
 	assert_int_equal(c->smtp_accept_max, 10000);
 	assert_int_equal(c->smtp_receive_timeout, 300);
 	assert_int_equal(c->smtp_max_errors, 20);
+	assert_int_equal(c->smtp_accept_max_nonmail, 100);
 	assert_int_equal(c->smtp_line_max, 2048);
 	assert_int_equal(c->message_line_max, 998);
 	assert_true(c->message_header_max == 1024 * 1024);
@@ -738,6 +739,7 @@ static void test_print_all(void **state)
 		"smtp_receive_timeout = 5m\n"
 		"smtp_data_min_rate = 500\n"
 		"smtp_max_errors = 20\n"
+		"smtp_accept_max_nonmail = 100\n"
 		"smtp_line_max = 2048\n"
 		"message_line_max = 998\n"
 		"message_header_max = 1M\n"

@@ -39,7 +39,7 @@ struct step {
 
 enum pflags { P_TLS_REQ = 1, P_AUTH_REQ = 2, P_NO_TLS = 4, P_SUB = 8, P_AUTH = 16,
 	      P_PLAIN = 32, P_CHK_RCPT = 64, P_CHK_SENDER = 128, P_ADD_HDRS = 256,
-	      P_NO_NONCE = 512, P_TLS_CONNECT = 1024 };
+	      P_NO_NONCE = 512, P_TLS_CONNECT = 1024, P_NONMAIL3 = 2048 };
 
 static const char *const local_domains[] = { "test.example", "local.example" };
 
@@ -67,6 +67,7 @@ static void make_policy(struct smtp_policy *p, unsigned flags)
 	p->check_sender = flags & P_CHK_SENDER;
 	p->add_missing_headers = flags & P_ADD_HDRS;
 	p->tls_on_connect = flags & P_TLS_CONNECT;
+	p->nonmail_max = (flags & P_NONMAIL3) ? 3 : 0;
 }
 
 /* A fixed SCRAM server nonce, so that exchanges can be canned. */
@@ -529,6 +530,28 @@ static void test_errors_max(void **state)
 		{ "errors counted across kinds", 0,
 		  { F("HELO\r\n" MAIL "VRFY\r\nEXPN x\r\nNOOP\n\r\nX\r\nNOOP\r\n") },
 		  "501 \n503 \n501 \n502 \n500 \n421 4.7.0", "L|L|L|L|L|L|X|" },
+	};
+	TABLE(t);
+}
+
+static void test_nonmail_max(void **state)
+{
+	static const struct tcase t[] = {
+		{ "the fourth command without mail ends the session", P_NONMAIL3,
+		  { F("NOOP\r\nRSET\r\nVRFY x\r\nNOOP\r\nNOOP\r\n") },
+		  "250 \n250 \n252 \n421 4.7.0 mx.test.example Too many commands that send no mail",
+		  "L|X|" },
+		{ "EHLO and HELP count, MAIL and RCPT do not", P_NONMAIL3,
+		  { F(EHLO "HELP\r\n" MAIL RCPT "RSET\r\nRSET\r\n") },
+		  "250 HELP\n214 \n250 2.1.0\n250 2.1.5\n250 2.0.0\n421 4.7.0", "L|X|" },
+		{ "an accepted message starts the count again", P_NONMAIL3,
+		  { F("NOOP\r\nNOOP\r\n" TX "DATA\r\nx\r\n.\r\n"), OK("Q1"),
+		    F("RSET\r\nNOOP\r\nNOOP\r\nNOOP\r\n") },
+		  "250 \n250 \n" TXR "354 \n250 2.0.0 OK queued as Q1\n250 \n250 \n250 \n421 4.7.0",
+		  "B|D:x\r\n|C|L|X|" },
+		{ "no limit when 0", 0,
+		  { F("NOOP\r\nNOOP\r\nNOOP\r\nNOOP\r\nNOOP\r\nQUIT\r\n") },
+		  "250 \n250 \n250 \n250 \n250 \n221 ", "X|" },
 	};
 	TABLE(t);
 }
@@ -1929,6 +1952,7 @@ int main(void)
 		cmocka_unit_test(test_framing),
 		cmocka_unit_test(test_line_too_long),
 		cmocka_unit_test(test_errors_max),
+		cmocka_unit_test(test_nonmail_max),
 		cmocka_unit_test(test_mail_params),
 		cmocka_unit_test(test_rcpt),
 		cmocka_unit_test(test_data_cmd),
