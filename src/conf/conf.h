@@ -117,6 +117,7 @@ struct conf {
 	unsigned remote_max_parallel;   /* outgoing connections in all */
 	unsigned remote_max_per_destination; /* outgoing connections per destination */
 	unsigned remote_rcpt_max;    /* recipients per outgoing transaction */
+	unsigned remote_max_addresses; /* addresses tried per destination and attempt */
 	unsigned remote_smtp_port;   /* port of remote MX hosts */
 	char *remote_tls;            /* "may", "verify", "none" */
 	char *tls_verify_certificates; /* CA file; "" = system default */

@@ -461,6 +461,17 @@ const struct conf_option conf_options[] = {
 			"one that delivered to some recipient.",
 	},
 	{
+		.name = "remote_max_addresses", .type = CONF_T_UINT, .width = CONF_W_UNSIGNED,
+		.def = "5", .min = 2, .max = 1000,
+		.off = OFF(remote_max_addresses),
+		.help = "The most addresses tried for one destination in one delivery attempt: the "
+			"first ones of its route (mail exchangers by preference, each one's IPv6 then "
+			"IPv4 addresses).  Each may cost a connect and a greeting timeout, and a "
+			"domain's DNS can list hundreds; the rest of the route is not used "
+			"(`event=route_limited`).  RFC 5321 section 5.1 asks for at least 2.  As "
+			"Exim's hosts_max_try and Postfix's smtp_mx_address_limit.",
+	},
+	{
 		.name = "remote_smtp_port", .type = CONF_T_UINT, .width = CONF_W_UNSIGNED,
 		.def = "25", .min = 1, .max = 65535,
 		.off = OFF(remote_smtp_port),

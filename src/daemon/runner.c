@@ -1495,11 +1495,21 @@ static void route_cb(void *arg, const struct dns_route *rt)
 			if (!smarthost_split(r->c, host, sizeof(host), &port_host))
 				port_host = conf_smarthost_default_port(r->c);
 		}
+		/* RFC 5321 5.1 lets the number of addresses tried be bounded
+		 * (at least two): each costs up to a connect and a greeting
+		 * timeout, and a domain's DNS may list hundreds. */
+		size_t budget = r->c->remote_max_addresses, total = 0;
+		for (size_t i = 0; i < n_use; i++)
+			total += rt->hosts[i].n_addrs;
+		if (total > budget)
+			log_event(LOG_LVL_INFO, "route_limited", "dest=%s addresses=%zu used=%zu",
+				  d->key, total, budget);
 		d->hosts = xcalloc(n_use, sizeof(*d->hosts));
-		for (size_t i = 0; i < n_use; i++) {
+		for (size_t i = 0; i < n_use && budget > 0; i++) {
 			struct route_host *h = &d->hosts[d->n_hosts++];
 			h->name = str_dup(rt->hosts[i].name);
-			h->n = rt->hosts[i].n_addrs;
+			h->n = rt->hosts[i].n_addrs < budget ? rt->hosts[i].n_addrs : budget;
+			budget -= h->n;
 			h->addrs = xcalloc(h->n ? h->n : 1, sizeof(*h->addrs));
 			for (size_t k = 0; k < h->n; k++) {
 				h->addrs[k] = rt->hosts[i].addrs[k];

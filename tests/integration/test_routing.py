@@ -279,6 +279,30 @@ def test_connection_lost_after_the_dot_waits_for_the_retry(dlv, peer, mx1):
     assert len(d.queue_ids()) == 1
 
 
+WIDE = (["wide.example. MX 10 many.wide.example.", "wide.example. MX 20 mx2.wide.example.",
+         "mx2.wide.example. A 127.0.0.2"]
+        + ["many.wide.example. A 127.0.0.%d" % i for i in range(10, 16)])
+
+
+@pytest.mark.parametrize("limit", [3, 7])
+def test_addresses_tried_per_attempt_are_bounded(dlv, peer, limit):
+    # Six dead addresses before the peer: with remote_max_addresses = 3
+    # only three are tried and the mail waits; with 7 the peer is reached.
+    d = dlv(records=WIDE, remote_max_addresses=str(limit),
+            queue_retry_min="1h", queue_retry_max="1h")
+    submit(d, ["a@wide.example"])
+    if limit < 7:
+        d.wait_event("deferred", timeout=15)
+        assert d.events("route_limited", dest="wide.example", addresses="7", used="3")
+        assert len(d.events("connect_failed", dest="wide.example")) == 3
+        assert peer.connections == 0
+    else:
+        peer.wait_transactions(1, timeout=15)
+        wait_queue_empty(d)
+        assert not d.events("route_limited")
+        assert len(d.events("connect_failed", dest="wide.example")) == 6
+
+
 # ---- 5. the wait for the reply to the end of data (RFC 5321 4.5.3.2.6) ------
 
 def test_slow_reply_to_the_final_dot_is_waited_for(dlv, peer):

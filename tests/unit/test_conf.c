@@ -773,6 +773,7 @@ static void test_print_all(void **state)
 		"remote_max_parallel = 20\n"
 		"remote_max_per_destination = 4\n"
 		"remote_rcpt_max = 100\n"
+		"remote_max_addresses = 5\n"
 		"remote_smtp_port = 25\n"
 		"remote_tls = may\n"
 		"tls_verify_certificates =\n"
