@@ -973,6 +973,16 @@ static void stop_timer_cb(evutil_socket_t fd, short what, void *arg)
 	struct net_conn *c = srv->conns;
 	while (c) {
 		struct net_conn *next = c->next;
+		if (!c->closed && !c->commit_wait && c->tstate != T_HANDSHAKE) {
+			/* RFC 5321 3.8: a server shut down by force SHOULD send a
+			 * 421 first, also in the middle of a message.  Best
+			 * effort: what the socket takes now. */
+			short want;
+			bool wrote;
+			smtp_session_shutdown_final(c->s);
+			drain_actions(c);
+			(void)flush_output(c, &want, &wrote);
+		}
 		/* A session waiting for its commit is only marked closed here
 		 * (its message discarded) and freed by commit_finish. */
 		conn_close(c, "shutdown timeout");

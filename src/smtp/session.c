@@ -2488,6 +2488,14 @@ void smtp_session_shutdown(struct smtp_session *s)
 	shutdown_now(s);
 }
 
+void smtp_session_shutdown_final(struct smtp_session *s)
+{
+	event_begin(s);
+	if (s->closing || s->state == ST_WAIT_COMMIT)
+		return;
+	shutdown_now(s);
+}
+
 void smtp_session_eof(struct smtp_session *s)
 {
 	event_begin(s);

@@ -306,6 +306,9 @@ void smtp_session_lookup_answer(struct smtp_session *s, enum auth_result r);
 /* Events that end the session. */
 void smtp_session_timeout(struct smtp_session *s);   /* idle too long: 421 4.4.2 */
 void smtp_session_shutdown(struct smtp_session *s);  /* daemon stopping: 421 4.3.2 */
+/* The stop's time is up: 421 4.3.2 now in any state, a message still being
+ * received given up (RFC 5321 3.8); not while its commit runs. */
+void smtp_session_shutdown_final(struct smtp_session *s);
 void smtp_session_eof(struct smtp_session *s);       /* client closed: abort body */
 
 /* Pending replies.  Mark what was written with smtp_session_output_done. */

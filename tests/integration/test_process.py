@@ -103,6 +103,30 @@ def test_sigterm_lets_message_finish(daemon):
     assert daemon.queue_ids() == [r.queue_id]
 
 
+def test_sigterm_message_unfinished_at_shutdown_timeout_gets_421(daemon):
+    # A message still coming in when shutdown_timeout (3 s here) is up is
+    # given up, never acknowledged, and its client told 421 first (RFC
+    # 5321 3.8), on DATA and on BDAT alike.
+    cs = [Client(daemon.mx), Client(daemon.mx)]
+    try:
+        for c, start in zip(cs, (b"DATA\r\n", b"BDAT 1000\r\n")):
+            c.ehlo()
+            c.send(b"MAIL FROM:<a@client.example>\r\nRCPT TO:<user@test.example>\r\n" + start)
+            n = 3 if start.startswith(b"DATA") else 2
+            assert [c.reply().code for _ in range(n)][:2] == [250, 250]
+            c.send(b"Subject: never finished\r\n\r\npartial\r\n")
+        daemon.signal(signal.SIGTERM)
+        for c in cs:
+            r = c.reply(timeout=10)
+            assert r.code == 421 and r.enhanced == "4.3.2", r
+            assert c.wait_closed(3)
+    finally:
+        for c in cs:
+            c.close()
+    assert daemon.proc.wait(10) == 0
+    assert daemon.queue_ids() == []
+
+
 def test_session_log_lines(daemon):
     with Client(daemon.mx) as c:
         c.ehlo()
