@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -58,6 +59,86 @@ static void say(const struct local *L, const char *fmt, ...)
 	buf_puts(&b, "\n");
 	(void)fs_write_all(1, buf_ptr(&b), buf_len(&b));
 	buf_free(&b);
+}
+
+/* Copies what the daemon says to standard output; false at its end. */
+static bool proxy_from_daemon(int s)
+{
+	char b[16384];
+	ssize_t n;
+	do
+		n = read(s, b, sizeof(b));
+	while (n < 0 && errno == EINTR);
+	if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+		return true;
+	if (n <= 0)
+		return false;
+	return fs_write_all(STDOUT_FILENO, b, (size_t)n) == 0;
+}
+
+/* -bs for a user who may not write the spool: the session is the
+ * daemon's own, through sendmail_socket, as plain sendmail hands mail over
+ * (the daemon learns the caller's uid from the kernel, and local users may
+ * send as with sendmail).  Bytes are copied both ways until the daemon
+ * closes; the end of standard input is passed on as a half-close.  The
+ * socket is never waited on for writing while the daemon waits for us to
+ * read, so neither side can block the other.  -1 if the daemon cannot be
+ * reached. */
+static int local_proxy(const char *path)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	if (!path || !*path || strlen(path) >= sizeof(sa.sun_path))
+		return -1;
+	memcpy(sa.sun_path, path, strlen(path) + 1);
+	int s = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (s < 0)
+		return -1;
+	if (connect(s, (struct sockaddr *)&sa, sizeof(sa)) < 0 && errno != EINPROGRESS &&
+	    errno != EAGAIN) {
+		close(s);
+		return -1;
+	}
+	signal(SIGPIPE, SIG_IGN);
+	struct buf out;
+	buf_init(&out, 65536);
+	bool in_eof = false, half_closed = false;
+	for (;;) {
+		struct pollfd p[2] = {
+			{ .fd = in_eof || buf_len(&out) >= 65536 ? -1 : STDIN_FILENO,
+			  .events = POLLIN },
+			{ .fd = s, .events = POLLIN | (buf_len(&out) ? POLLOUT : 0) },
+		};
+		if (poll(p, 2, -1) < 0) {
+			if (errno == EINTR)
+				continue;
+			break;
+		}
+		if (p[0].revents) {
+			char b[16384];
+			size_t room = 65536 - buf_len(&out);
+			ssize_t n = read(STDIN_FILENO, b, room < sizeof(b) ? room : sizeof(b));
+			if (n > 0)
+				buf_append(&out, b, (size_t)n);
+			else if (n == 0 || (errno != EINTR && errno != EAGAIN))
+				in_eof = true;
+		}
+		if (buf_len(&out) && (p[1].revents & POLLOUT)) {
+			ssize_t n = write(s, buf_ptr(&out), buf_len(&out));
+			if (n > 0)
+				buf_consume(&out, (size_t)n);
+			else if (n < 0 && errno != EAGAIN && errno != EINTR)
+				break;
+		}
+		if (in_eof && !buf_len(&out) && !half_closed) {
+			shutdown(s, SHUT_WR);
+			half_closed = true;
+		}
+		if ((p[1].revents & (POLLIN | POLLHUP | POLLERR)) && !proxy_from_daemon(s))
+			break;
+	}
+	buf_free(&out);
+	close(s);
+	return 0;
 }
 
 static int64_t local_clock(void)
@@ -429,15 +510,18 @@ int local_session(const struct conf *c, const struct local_opts *o)
 	L.cl.local_port = o->port;
 	L.cl.make_nonce = local_nonce;
 	if (!o->test && spool_open(c->spool_directory, &L.sp, &e) < 0) {
-		fprintf(stderr, "sluice: %s\n", e.msg);
-		/* The client on the other end speaks SMTP: it gets a reply, not
-		 * an empty stream.  -bs writes the spool itself, so it needs the
-		 * spool's owner or root; others submit with plain sendmail. */
-		printf("421 4.3.0 %s cannot open the mail queue: use sendmail without -bs\r\n",
-		       c->primary_hostname);
-		fflush(stdout);
 		rate_free(rates);
 		buf_free(&L.io);
+		/* -bs writes the spool itself, which needs the spool's owner or
+		 * root: others get the running daemon's session instead. */
+		if (local_proxy(c->sendmail_socket) == 0)
+			return 0;
+		fprintf(stderr, "sluice: %s\n", e.msg);
+		/* The client on the other end speaks SMTP: it gets a reply, not
+		 * an empty stream. */
+		printf("421 4.3.0 %s cannot open the mail queue, and the daemon is not running\r\n",
+		       c->primary_hostname);
+		fflush(stdout);
 		return 1;
 	}
 	if (start_authd(&L) < 0) {

@@ -1,5 +1,6 @@
 """Command line: -bV, -bP, usage errors, -bs, -oX, -tls-on-connect, -bd."""
 import os
+import pwd
 import re
 import signal
 import subprocess
@@ -81,7 +82,8 @@ def test_bP_unknown_option_fails(binary, make_config):
 
 def test_bs_without_access_to_the_spool_replies_421(binary, make_config, test_dir):
     # A program running "sendmail -bs" as a user who cannot write the
-    # spool gets an SMTP reply it understands, not an empty stream.
+    # spool, with no daemon to hand the session to, gets an SMTP reply it
+    # understands, not an empty stream.
     conf, _ = make_config()
     os.makedirs(os.path.join(test_dir, "spool"), exist_ok=True)
     os.chmod(os.path.join(test_dir, "spool"), 0o700)
@@ -93,6 +95,31 @@ def test_bs_without_access_to_the_spool_replies_421(binary, make_config, test_di
     assert r.returncode != 0
     assert re.match(r"^421 4\.3\.0 ", out), (out, r.stderr)
     assert b"LeakSanitizer" not in r.stderr, r.stderr
+
+
+def test_bs_for_an_unprivileged_user_is_the_daemons_session(daemon):
+    # "sendmail -bs" as a user who cannot write the spool (mutt, some
+    # scripts) gets the running daemon's session through sendmail_socket,
+    # as plain sendmail does, with the caller's uid recorded.
+    os.chmod(daemon.conf, 0o644)
+    # "daemon": not the spool's owner (user = nobody in the tests).
+    script = (b"EHLO client.example\r\n"
+              b"MAIL FROM:<daemon@test.example>\r\n"
+              b"RCPT TO:<user@elsewhere.example>\r\n"
+              b"DATA\r\n"
+              b"Subject: -bs as daemon\r\n\r\nbody line\r\n.\r\n"
+              b"QUIT\r\n")
+    r = subprocess.run(["runuser", "-u", "daemon", "--", daemon.binary, "-C", daemon.conf,
+                        "-bs"], input=script, capture_output=True, timeout=30)
+    out = r.stdout.decode()
+    assert r.returncode == 0, (r.returncode, out, r.stderr)
+    assert out.startswith("220 "), out
+    m = re.search(r"^250 2\.0\.0 OK queued as (\S+)\r$", out, re.M)
+    assert m, out
+    assert re.search(r"^221 ", out, re.M), out
+    sp = daemon.spool_msg(m.group(1))
+    assert sp.message.endswith(b"body line\r\n")
+    assert "auth=uid:%d" % pwd.getpwnam("daemon").pw_uid in sp.headers(), sp.headers()[:400]
 
 
 def test_bs_session_on_stdin(binary, make_config, test_dir):
