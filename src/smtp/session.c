@@ -1787,21 +1787,31 @@ static void add_rcpt(struct smtp_session *s, char *addr, char *orcpt, unsigned n
 	r->notify = notify;
 }
 
-static void cmd_rcpt(struct smtp_session *s, const char *line, size_t len,
-		     const struct smtp_cmd *c)
+/* RCPT and DATA need a transaction begun with MAIL, and no BDAT in it
+ * yet (RFC 3030: a transaction is DATA or BDAT, never both). */
+static bool in_transaction(struct smtp_session *s, const char *line, size_t len,
+			   const char *after_bdat)
 {
 	if (!s->helo_done) {
 		refuse(s, line, len, "503 5.5.1 Send HELO/EHLO first");
-		return;
+		return false;
 	}
 	if (!s->env.sender) {
 		refuse(s, line, len, "503 5.5.1 Need MAIL command");
-		return;
+		return false;
 	}
 	if (s->bdat_used) {
-		refuse(s, line, len, "503 5.5.1 RCPT not allowed during BDAT");
-		return;
+		refuse(s, line, len, "%s", after_bdat);
+		return false;
 	}
+	return true;
+}
+
+static void cmd_rcpt(struct smtp_session *s, const char *line, size_t len,
+		     const struct smtp_cmd *c)
+{
+	if (!in_transaction(s, line, len, "503 5.5.1 RCPT not allowed during BDAT"))
+		return;
 	if (s->env.n_rcpts >= s->pol->rcpt_max) {
 		/* RFC 5321 §4.5.3.1.10: the client sends the rest in another
 		 * transaction, so this is no error; only a client that goes on
@@ -1906,18 +1916,8 @@ static void cmd_rcpt(struct smtp_session *s, const char *line, size_t len,
 static void cmd_data(struct smtp_session *s, const char *line, size_t len,
 		     const struct smtp_cmd *c)
 {
-	if (!s->helo_done) {
-		refuse(s, line, len, "503 5.5.1 Send HELO/EHLO first");
+	if (!in_transaction(s, line, len, "503 5.5.1 DATA not allowed after BDAT"))
 		return;
-	}
-	if (!s->env.sender) {
-		refuse(s, line, len, "503 5.5.1 Need MAIL command");
-		return;
-	}
-	if (s->bdat_used) {
-		refuse(s, line, len, "503 5.5.1 DATA not allowed after BDAT");
-		return;
-	}
 	if (s->env.n_rcpts == 0) {
 		refuse(s, line, len, "554 5.5.1 No valid recipients");
 		return;
