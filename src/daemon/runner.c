@@ -411,11 +411,36 @@ static int scan_one(const char *id, void *arg)
 /* ---- bounces and reports --------------------------------------------- */
 
 /* Queues a report to the envelope sender; returns 0 when committed. */
+/* A report must always fit its buffer, whatever the servers said: each
+ * recipient's diagnostic is cut to this (a full multi-line reply). */
+#define REPORT_DIAG_MAX 2048
+/* Room per recipient: address, original recipient, MTA and diagnostic, in
+ * the human-readable and in the delivery-status part. */
+#define REPORT_RCPT_ROOM (4 * REPORT_DIAG_MAX + 4096)
+
+/* s cut to at most max bytes, at a UTF-8 character boundary; owned. */
+static char *report_cut(const char *s, size_t max)
+{
+	size_t n = strlen(s);
+	if (n <= max)
+		return str_dup(s);
+	while (max > 0 && ((unsigned char)s[max] & 0xC0) == 0x80)
+		max--;
+	struct buf b;
+	buf_init(&b, max + 16);
+	buf_append(&b, s, max);
+	buf_puts(&b, " [...]");
+	char *r = str_dup(buf_cstr(&b));
+	buf_free(&b);
+	return r;
+}
+
 static int send_report(struct job *j, enum dlv_action action, const size_t *rcpts, size_t n)
 {
 	struct runner *r = j->r;
 	const struct conf *c = r->c;
 	struct dlv_report_rcpt *rr = xcalloc(n, sizeof(*rr));
+	char **diag = xcalloc(n ? n : 1, sizeof(*diag));
 	struct buf *orcpt = xcalloc(n ? n : 1, sizeof(*orcpt));
 	for (size_t k = 0; k < n; k++) {
 		size_t i = rcpts[k];
@@ -448,12 +473,16 @@ static int send_report(struct job *j, enum dlv_action action, const size_t *rcpt
 		if (action == DLV_DELIVERED && best && best->kind == T_SMTP)
 			rr[k].action = DLV_RELAYED;
 		rr[k].remote_mta = best ? best->mta : NULL;
-		rr[k].diagnostic = best ? best->text : NULL;
+		const char *dg = best ? best->text : j->st.rcpts[i].last;
+		/* Stored here: where and how is this host's business (a
+		 * mailbox path, the LMTP server's session), not the sender's. */
+		if (action == DLV_DELIVERED && best && best->kind != T_SMTP)
+			dg = NULL;
+		diag[k] = dg ? report_cut(dg, REPORT_DIAG_MAX) : NULL;
+		rr[k].diagnostic = diag[k];
 		rr[k].diag_type = !best ? DLV_DIAG_GUESS
 				  : best->server_reply ? DLV_DIAG_SMTP
 						       : DLV_DIAG_LOCAL;
-		if (!best && j->st.rcpts[i].last)
-			rr[k].diagnostic = j->st.rcpts[i].last;
 	}
 	/* The original: enough for its header, and all of it if it fits. */
 	size_t want = (size_t)(c->bounce_return_size_limit + 1);
@@ -467,7 +496,8 @@ static int send_report(struct job *j, enum dlv_action action, const size_t *rcpt
 		got = 0;
 	struct buf mid, out;
 	buf_init(&mid, 1024);
-	buf_init(&out, (size_t)c->bounce_return_size_limit + c->message_header_max + (1u << 20));
+	buf_init(&out, (size_t)c->bounce_return_size_limit + c->message_header_max + (1u << 20) +
+			       n * REPORT_RCPT_ROOM);
 	buf_printf(&mid, "%s.%u.report@%s", j->m->id, ++r->seq, c->primary_hostname);
 	struct dlv_report rep = {
 		.reporting_mta = c->primary_hostname,
@@ -479,7 +509,9 @@ static int send_report(struct job *j, enum dlv_action action, const size_t *rcpt
 		.message_id = buf_cstr(&mid),
 		.rcpts = rr,
 		.n_rcpts = n,
-		.headers_only = j->env.ret == SMTP_RET_HDRS ||
+		/* RFC 3461 4.3: a report of no failure SHOULD return only
+		 * the headers. */
+		.headers_only = j->env.ret == SMTP_RET_HDRS || action != DLV_FAILED ||
 				j->env.data_size > (off_t)c->bounce_return_size_limit,
 		.return_max = c->bounce_return_size_limit,
 	};
@@ -529,9 +561,12 @@ static int send_report(struct job *j, enum dlv_action action, const size_t *rcpt
 	}
 	if (rc < 0)
 		log_event(LOG_LVL_ERR, "report_failed", "id=%s error=\"%s\"", j->m->id, e.msg);
-	for (size_t k = 0; k < n; k++)
+	for (size_t k = 0; k < n; k++) {
 		buf_free(&orcpt[k]);
+		free(diag[k]);
+	}
 	free(orcpt);
+	free(diag);
 	buf_free(&envid);
 	buf_free(&mid);
 	buf_free(&out);
@@ -663,6 +698,9 @@ static void job_finish(struct job *j)
 					if (j->t[k].rcpt == i) {
 						free(j->t[k].text);
 						j->t[k].text = str_dup(rs->last);
+						/* Our words now, quoting the server's:
+						 * not a Diagnostic-Code of type smtp. */
+						j->t[k].server_reply = false;
 						j->t[k].code = 500;
 						snprintf(j->t[k].status, sizeof(j->t[k].status), "%s",
 							 j->st.giveup ? "5.0.0" : "4.4.7");
@@ -711,7 +749,9 @@ static void job_finish(struct job *j)
 			j->st.rcpts[newly_failed[k]].status = SPOOL_RCPT_PENDING;
 		pending += n_failed;
 		int64_t soon = now + c->queue_retry_min;
-		if (!j->st.next_try || j->st.next_try > soon || expired)
+		/* Never a time already past: that would retry at once, for
+		 * ever, a report that cannot be written. */
+		if (!j->st.next_try || j->st.next_try > soon || j->st.next_try <= now || expired)
 			j->st.next_try = soon;
 	}
 	if (reports_ok)
