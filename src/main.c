@@ -404,6 +404,34 @@ int main(int argc, char **argv)
 					 .port = (uint16_t)test_port, .test = mode == M_TEST };
 		if (mode == M_TEST && lo.port == 0)
 			lo.port = c->n_ports ? c->ports[0] : 25;
+		char peer_ip[INET6_ADDRSTRLEN], uid_text[32];
+		if (mode == M_STDIO) {
+			/* A TCP peer on stdin (inetd) is a network client in the mx
+			 * role; anything else is a local program, known by the uid
+			 * that started us (before the switch to the spool owner). */
+			struct sockaddr_storage ss;
+			socklen_t sl = sizeof(ss);
+			if (getpeername(STDIN_FILENO, (struct sockaddr *)&ss, &sl) == 0 &&
+			    (ss.ss_family == AF_INET || ss.ss_family == AF_INET6)) {
+				const void *a = ss.ss_family == AF_INET
+					? (const void *)&((struct sockaddr_in *)&ss)->sin_addr
+					: (const void *)&((struct sockaddr_in6 *)&ss)->sin6_addr;
+				if (inet_ntop(ss.ss_family, a, peer_ip, sizeof(peer_ip)))
+					lo.ip = peer_ip;
+			} else {
+				snprintf(uid_text, sizeof(uid_text), "uid:%u", (unsigned)getuid());
+				lo.local_user = uid_text;
+			}
+			/* Its log lines go where the daemon's go, when that is a
+			 * file or syslog (opened while still root); not onto the
+			 * caller's standard error. */
+			if (c->log_file && strcmp(c->log_file, "syslog") == 0)
+				log_to_syslog("sluice");
+			else if (!c->log_file || !*c->log_file || log_to_file(c->log_file, &e) < 0)
+				log_set_level(LOG_LVL_ERR);
+			e.msg[0] = 0;
+			log_set_process("bs");
+		}
 		/* As root, become the spool's owner first (once the daemon made it
 		 * the workers'): the files written are the queue runner's to
 		 * read, as the workers' are. */

@@ -68,6 +68,8 @@ struct local_opts {
 	const char *ip;     /* client address the session pretends to come from */
 	uint16_t port;      /* listener whose policy applies; 0 = mx without TLS (-bs) */
 	bool test;          /* -bh: print decisions, simulate TLS, queue nothing */
+	const char *local_user; /* -bs from a local program ("uid:N"): the local role;
+				   NULL for a network peer on stdin (inetd) */
 };
 int local_session(const struct conf *c, const struct local_opts *o);
 /* -bt: prints how an address resolves (local user, aliases, remote). */

@@ -1,7 +1,8 @@
 /*
  * One SMTP session on stdin/stdout, in two flavours:
- *   -bs         a real session in the mx role: messages are spooled as the
- *               daemon spools them (for inetd-style use and scripts);
+ *   -bs         a real session: in the mx role for a network peer on stdin
+ *               (inetd), in the local role for a program (the caller's uid
+ *               recorded); messages are spooled as the daemon spools them;
  *   -bh ip      a test session "as if" from ip on a given listener: every
  *               policy decision is printed, TLS is simulated, AUTH and
  *               recipient checks ask the real credential store, and nothing
@@ -413,8 +414,11 @@ static void run(struct local *L)
 				L->msg = NULL;
 				/* Tell a running daemon's queue runner; without one the
 				 * message waits for the next start. */
-				if (ok)
+				if (ok) {
+					net_log_queued("bs", L->qid, smtp_session_envelope(L->s),
+						       L->pol.role, L->o->local_user);
 					runner_ctl_notify(L->c, L->qid);
+				}
 			}
 			smtp_session_commit_result(L->s,
 						   ok ? SMTP_COMMIT_OK
@@ -499,13 +503,17 @@ int local_session(const struct conf *c, const struct local_opts *o)
 		mx.tls = CONF_TLS_NONE;
 		l = &mx;
 	}
-	worker_policy(c, l, o->test && c->tls_certificate != NULL, &L.pol);
+	if (o->local_user)
+		worker_policy_local(c, &L.pol);
+	else
+		worker_policy(c, l, o->test && c->tls_certificate != NULL, &L.pol);
 	struct rate_table *rates = rate_new(1000, 1);
 	L.pol.rates = rates;
 	L.pol.clock_s = local_clock;
 	L.pol.trace_acl = o->test;
 	L.cl.session_id = o->test ? "bh" : "bs";
-	L.cl.ip = o->ip;
+	L.cl.ip = o->local_user ? "local" : o->ip;
+	L.cl.local_user = o->local_user;
 	L.cl.rdns = NULL;
 	L.cl.local_port = o->port;
 	L.cl.make_nonce = local_nonce;

@@ -669,6 +669,32 @@ static void conn_close(struct net_conn *c, const char *why)
 	conn_free(c);
 }
 
+void net_log_queued(const char *sid, const char *qid, const struct smtp_envelope *env,
+		    enum smtp_role role, const char *local_user)
+{
+	struct buf *l = log_begin(LOG_LVL_INFO, "queued");
+	log_kv(l, "session", "%s", sid);
+	log_kv(l, "id", "%s", qid);
+	log_kv(l, "size", "%llu", (unsigned long long)env->size);
+	log_kv_esc(l, "from", env->sender ? env->sender : "", env->sender ? strlen(env->sender) : 0);
+	log_kv(l, "nrcpt", "%zu", env->n_rcpts);
+	struct buf to;
+	buf_init(&to, 1 << 20);
+	for (size_t r = 0; r < env->n_rcpts; r++) {
+		if (r)
+			buf_puts(&to, ",");
+		buf_puts(&to, env->rcpts[r].addr);
+	}
+	log_kv_esc(l, "to", buf_ptr(&to), buf_len(&to));
+	buf_free(&to);
+	log_kv(l, "role", "%s", smtp_role_name(role));
+	if (env->tls_version)
+		log_kv(l, "tls", "%s", env->tls_version);
+	if (local_user)
+		log_kv(l, "user", "%s", local_user);
+	log_end(l);
+}
+
 /* A group commit: the sessions (cs), their messages (ms) and outcomes. */
 struct commit_job {
 	struct net_conn **cs;
@@ -718,29 +744,8 @@ static void commit_finish(struct net_server *srv, struct commit_job *j, const st
 		}
 		if (done) {
 			/* The envelope is still the session's until commit_result. */
-			const struct smtp_envelope *env = smtp_session_envelope(c->s);
-			struct buf *l = log_begin(LOG_LVL_INFO, "queued");
-			log_kv(l, "session", "%s", c->sid);
-			log_kv(l, "id", "%s", c->qid);
-			log_kv(l, "size", "%llu", (unsigned long long)env->size);
-			log_kv_esc(l, "from", env->sender ? env->sender : "",
-				   env->sender ? strlen(env->sender) : 0);
-			log_kv(l, "nrcpt", "%zu", env->n_rcpts);
-			struct buf to;
-			buf_init(&to, 1 << 20);
-			for (size_t r = 0; r < env->n_rcpts; r++) {
-				if (r)
-					buf_puts(&to, ",");
-				buf_puts(&to, env->rcpts[r].addr);
-			}
-			log_kv_esc(l, "to", buf_ptr(&to), buf_len(&to));
-			buf_free(&to);
-			log_kv(l, "role", "%s", smtp_role_name(c->l->policy.role));
-			if (env->tls_version)
-				log_kv(l, "tls", "%s", env->tls_version);
-			if (c->client.local_user)
-				log_kv(l, "user", "%s", c->client.local_user);
-			log_end(l);
+			net_log_queued(c->sid, c->qid, smtp_session_envelope(c->s),
+				       c->l->policy.role, c->client.local_user);
 			/* Wake the queue runner.  A lost datagram (runner restarting,
 			 * queue full) only delays: the runner scans the spool when
 			 * it starts. */

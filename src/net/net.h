@@ -183,6 +183,9 @@ void net_server_stop(struct net_server *srv);
  * net_server_stop may follow, to end those that take too long. */
 void net_server_retire(struct net_server *srv);
 void net_server_free(struct net_server *srv);
+/* The "queued" log line of an acknowledged message (workers and -bs). */
+void net_log_queued(const char *sid, const char *qid, const struct smtp_envelope *env,
+		    enum smtp_role role, const char *local_user);
 
 /* ---- outgoing connections (client.c; TLS client in tls.c) ------------ */
 

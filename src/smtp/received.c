@@ -72,11 +72,16 @@ void smtp_received_header(struct buf *out, const struct smtp_policy *p,
 		if (helo[0] == '[')
 			helo = "localhost";
 		buf_printf(out, "Received: from %s\r\n", helo);
+	} else if (p->role == SMTP_ROLE_LOCAL) {
+		/* A local program: no TCP connection, so no TCP-info (RFC 5321
+		 * 4.4); the comment below names the user. */
+		buf_printf(out, "Received: from %s\r\n", helo);
 	} else {
 		buf_printf(out, "Received: from %s (", helo);
 		if (dns_name_ok(c->rdns))
 			buf_printf(out, "%s ", c->rdns);
-		buf_printf(out, "[%s])\r\n", ip);
+		/* An address literal: IPv6 ones are tagged (RFC 5321 4.1.3). */
+		buf_printf(out, "[%s%s])\r\n", strchr(ip, ':') ? "IPv6:" : "", ip);
 	}
 	buf_printf(out, "\tby %s (sluice) with %s\r\n", p->hostname,
 		   received_proto(p, env, proto, sizeof(proto)));

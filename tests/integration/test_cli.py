@@ -3,6 +3,7 @@ import os
 import pwd
 import re
 import signal
+import socket
 import subprocess
 
 from helpers import (
@@ -122,35 +123,82 @@ def test_bs_for_an_unprivileged_user_is_the_daemons_session(daemon):
     assert "auth=uid:%d" % pwd.getpwnam("daemon").pw_uid in sp.headers(), sp.headers()[:400]
 
 
-def test_bs_session_on_stdin(binary, make_config, test_dir):
-    conf, _ = make_config()
-    script = (b"EHLO client.example\r\n"
-              b"MAIL FROM:<sender@client.example>\r\n"
-              b"RCPT TO:<user@test.example>\r\n"
-              b"RCPT TO:<user@elsewhere.example>\r\n"
-              b"DATA\r\n"
-              b"Subject: via -bs\r\n\r\nbody line\r\n.\r\n"
-              b"QUIT\r\n")
-    r = run(binary, "-C", conf, "-bs", input=script)
-    out = r.stdout.decode()
-    assert r.returncode == 0, (r.returncode, out, r.stderr)
+BS_SCRIPT = (b"EHLO client.example\r\n"
+             b"MAIL FROM:<sender@client.example>\r\n"
+             b"RCPT TO:<user@test.example>\r\n"
+             b"RCPT TO:<user@elsewhere.example>\r\n"
+             b"DATA\r\n"
+             b"Subject: via -bs\r\n\r\nbody line\r\n.\r\n"
+             b"QUIT\r\n")
+
+
+def bs_queued(out, test_dir):
+    """The envelope and message of the one message -bs queued."""
     lines = out.split("\r\n")
     assert lines[0].startswith("220 "), out
     assert HOSTNAME in lines[0]
-    assert re.search(r"^550 5\.7\.1 ", out, re.M), out
     m = re.search(r"^250 2\.0\.0 OK queued as (\S+)\r$", out, re.M)
     assert m, out
     qid = m.group(1)
     assert QUEUE_ID_RE.match(qid)
     assert re.search(r"^221 2\.0\.0", out, re.M), out
     path = os.path.join(test_dir, "spool", "queue", qid)
-    assert os.path.exists(path)
     data = open(path, "rb").read()
-    assert b"\nrole mx\n" in data
     assert b"Subject: via -bs\r\n" in data
-    # Only the local recipient was accepted.
-    assert b"rcpt user@test.example " in data
-    assert b"elsewhere" not in data.split(b"\n\n", 1)[0]
+    return qid, data
+
+
+def test_bs_session_of_a_local_program(binary, make_config, test_dir):
+    # From a pipe: a local program, with the trust of sendmail (any
+    # recipient), its uid recorded, and a "queued" line in the log file.
+    conf, _ = make_config()
+    r = run(binary, "-C", conf, "-bs", input=BS_SCRIPT)
+    out = r.stdout.decode()
+    assert r.returncode == 0, (r.returncode, out, r.stderr)
+    assert not re.search(r"^550 ", out, re.M), out
+    qid, data = bs_queued(out, test_dir)
+    env, msg = data.split(b"\n\n", 1)
+    assert b"\nrole local\n" in data
+    assert b"rcpt user@test.example " in env and b"rcpt user@elsewhere.example " in env
+    assert b"Received: from client.example\r\n" in msg, msg[:300]
+    assert b"(role=local auth=uid:0)" in msg, msg[:300]
+    log = open(os.path.join(test_dir, "sluice.log")).read()
+    assert re.search(r"proc=bs .*event=queued .*id=%s .*role=local user=uid:0" % qid, log), log
+    assert not r.stderr.strip(), r.stderr
+
+
+def test_bs_session_of_a_network_peer(binary, make_config, test_dir):
+    # A TCP connection on stdin (inetd): an MX session from that address,
+    # which may not relay.
+    conf, _ = make_config()
+    lsock = socket.socket()
+    lsock.bind(("127.0.0.1", 0))
+    lsock.listen(1)
+    client = socket.create_connection(lsock.getsockname())
+    server, _ = lsock.accept()
+    lsock.close()
+    try:
+        p = subprocess.Popen([binary, "-C", conf, "-bs"], stdin=server, stdout=server,
+                             stderr=subprocess.PIPE)
+        server.close()
+        client.sendall(BS_SCRIPT)
+        client.settimeout(20)
+        out = b""
+        while True:
+            chunk = client.recv(65536)
+            if not chunk:
+                break
+            out += chunk
+        assert p.wait(20) == 0
+    finally:
+        client.close()
+    out = out.decode()
+    assert re.search(r"^550 5\.7\.1 ", out, re.M), out
+    qid, data = bs_queued(out, test_dir)
+    env, msg = data.split(b"\n\n", 1)
+    assert b"\nrole mx\n" in data
+    assert b"rcpt user@test.example " in env and b"elsewhere" not in env
+    assert b"Received: from client.example ([127.0.0.1])" in msg, msg[:300]
 
 
 def test_oX_overrides_ports(start_daemon, make_config):

@@ -1115,7 +1115,21 @@ static void test_received(void **state)
 		smtp_received_header(&b, &lp, &c, &env, "Q1", "D");
 		assert_non_null(strstr(buf_cstr(&b), "with ESMTP\r\n"));
 		assert_non_null(strstr(buf_cstr(&b), "auth=uid:1000"));
+		/* No TCP connection, so no TCP-info ("[local]" is no literal). */
+		struct smtp_client lc = { "S", "local", NULL, 0 };
+		buf_reset(&b);
+		smtp_received_header(&b, &lp, &lc, &env, "Q1", "D");
+		assert_true(str_has_prefix_nocase(buf_cstr(&b), strlen(buf_cstr(&b)),
+						  "Received: from c.example\r\n\tby "));
+		assert_null(strstr(buf_cstr(&b), "[local]"));
 		env.auth_user = NULL;
+	}
+	/* An IPv6 client: the literal carries its tag (RFC 5321 4.1.3). */
+	{
+		struct smtp_client c6 = { "S", "2001:db8::1", NULL, 25 };
+		buf_reset(&b);
+		smtp_received_header(&b, &pol, &c6, &env, "Q1", "D");
+		assert_non_null(strstr(buf_cstr(&b), "Received: from c.example ([IPv6:2001:db8::1])"));
 	}
 	/* Two recipients: no "for"; a hostile rDNS name is left out. */
 	struct smtp_rcpt r2[2] = { { "a@x", NULL, 0 }, { "b@x", NULL, 0 } };
