@@ -548,11 +548,15 @@ int dlv_report_compose(const struct dlv_report *r, const char *orig, size_t orig
 	bool whole = !r->headers_only && (uint64_t)orig_len <= r->return_max;
 	size_t p3len = whole ? orig_len : report_cut(orig, hlen, r->return_max);
 	bool p3_8bit = report_has_8bit(orig, p3len);
+	/* message/rfc822 and text/rfc822-headers hold ASCII header fields
+	 * only (RFC 2046 5.2.1): UTF-8 in them (RFC 6532) makes the part
+	 * message/global(-headers) (RFC 6533 6), whatever the addresses. */
+	bool global = (utf8 && p3_8bit) || report_has_8bit(orig, hlen < p3len ? hlen : p3len);
 	const char *p3type;
 	if (whole)
-		p3type = utf8 && p3_8bit ? "message/global" : "message/rfc822";
+		p3type = global ? "message/global" : "message/rfc822";
 	else
-		p3type = utf8 && p3_8bit ? "message/global-headers" : "text/rfc822-headers";
+		p3type = global ? "message/global-headers" : "text/rfc822-headers";
 
 	char boundary[96];
 	const struct buf *parts[] = { &human, &status };

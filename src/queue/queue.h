@@ -23,7 +23,7 @@
  *   auth <xtext>                       (optional)
  *   from <xtext sender, empty for <>>
  *   body 7bit|8bitmime                 (optional)
- *   content 7bit|8bit                  (optional, only with body 8bitmime)
+ *   content 7bit|8bit                  (optional, with body 8bitmime or smtputf8)
  *   smtputf8                           (optional)
  *   ret full|hdrs                      (optional)
  *   envid <xtext>                      (optional)
@@ -33,11 +33,12 @@
  *   <message>
  * Values are RFC 3461 xtext so that any byte survives on one line.
  *
- * "content" says whether a message declared BODY=8BITMIME holds any byte
- * above 127.  The writer puts "content 8bit" in the envelope before the
- * message arrives and turns it into "content 7bit" at the commit when no
- * such byte came; without the line the message counts as 8-bit.  The
- * reader folds it into body: see struct spool_env.
+ * "content" says whether a message declared BODY=8BITMIME or SMTPUTF8
+ * holds any byte above 127.  The writer puts "content 8bit" in the
+ * envelope before the message arrives and turns it into "content 7bit" at
+ * the commit when no such byte came; without the line the message counts
+ * as 8-bit.  The reader folds it into body and smtputf8: see struct
+ * spool_env.
  */
 #ifndef SLUICE_QUEUE_H
 #define SLUICE_QUEUE_H
@@ -82,6 +83,8 @@ struct spool_env {
 	 * server without 8BITMIME (RFC 6152 3).  To the writer, 2 means
 	 * declared; it records the content itself. */
 	int body;
+	/* Read back: declared SMTPUTF8 and needing it (a non-ASCII address
+	 * or byte); to the writer, declared. */
 	bool smtputf8;
 	int ret;                /* 0 unspecified, 1 full, 2 hdrs */
 	char *envid;            /* NULL if none */

@@ -198,7 +198,7 @@ static int format_env(const struct spool_env *env, bool mark, ssize_t *mark_at, 
 		bad |= buf_puts(out, env->body == 1 ? "body 7bit" : "body 8bitmime");
 		LINE_END();
 	}
-	if (mark && env->body == 2) {
+	if (mark && (env->body == 2 || env->smtputf8)) {
 		/* Fixed width, so that the writer can turn 8bit into 7bit in
 		 * place once the whole message has been seen. */
 		bad |= buf_puts(out, "content ");
@@ -420,6 +420,25 @@ static int parse_line(const char *line, size_t len, struct spool_env *out, unsig
 	}
 }
 
+static bool env_str_ascii(const char *s)
+{
+	for (; s && *s; s++)
+		if ((unsigned char)*s & 0x80)
+			return false;
+	return true;
+}
+
+/* Sender, recipients and original recipients all ASCII? */
+static bool env_addrs_ascii(const struct spool_env *env)
+{
+	if (!env_str_ascii(env->sender))
+		return false;
+	for (size_t i = 0; i < env->n_rcpts; i++)
+		if (!env_str_ascii(env->rcpts[i].addr) || !env_str_ascii(env->rcpts[i].orcpt))
+			return false;
+	return true;
+}
+
 int spool_parse_env(const char *text, size_t n, struct spool_env *out, struct err *e)
 {
 	memset(out, 0, sizeof(*out));
@@ -473,14 +492,21 @@ int spool_parse_env(const char *text, size_t n, struct spool_env *out, struct er
 		spool_env_free(out);
 		return err_set(e, "spool envelope: no rcpt line");
 	}
-	if ((seen & (1u << 14)) && out->body != 2) {
+	if ((seen & (1u << 14)) && out->body != 2 && !out->smtputf8) {
 		spool_env_free(out);
-		return err_set(e, "spool envelope: content line without body 8bitmime");
+		return err_set(e, "spool envelope: content line without body 8bitmime or "
+			       "smtputf8");
 	}
 	/* Declared 8BITMIME but every byte is ASCII: the message is 7bit and
 	 * may go to any server (RFC 6152 3). */
-	if (ascii_only)
+	if (ascii_only && out->body == 2)
 		out->body = 1;
+	/* Declared SMTPUTF8 with nothing but ASCII, in the message and the
+	 * addresses: it needs no SMTPUTF8 server (RFC 6531 3.2), which, as
+	 * many clients declare it whenever it is offered, would otherwise
+	 * bounce it at an LMTP server or MX that lacks the extension. */
+	if (ascii_only && out->smtputf8 && env_addrs_ascii(out))
+		out->smtputf8 = false;
 	out->data_offset = (off_t)pos;
 	return 0;
 }

@@ -150,3 +150,35 @@ def test_bounce_of_8bit_message_is_8bit_too(dlv, peer, test_dir):
     assert txn.mail_from == ""
     assert txn.rcpts == ["bob@remote.example"]
     assert b"Status: 5.1.2" in txn.data or b"Action: failed" in txn.data
+
+
+@pytest.mark.parametrize("body8", [False, True])
+def test_smtputf8_declared_for_ascii_goes_to_a_peer_without_it(dlv, peer, body8):
+    # Many clients declare SMTPUTF8 whenever it is offered: an all-ASCII
+    # message does not need it (RFC 6531 3.2) and goes to a next hop (or
+    # an LMTP server like Dovecot's) that lacks the extension.
+    peer.extensions = list(NO_8BITMIME) + (["8BITMIME"] if body8 else [])
+    d = dlv()
+    submit_authenticated(d, ["bob@remote.example"], ASCII, ALICE,
+                         mail_options=["SMTPUTF8"] + (["BODY=8BITMIME"] if body8 else []))
+    peer.wait_transactions(1, timeout=20)
+    wait_queue_empty(d)
+    t = peer.transactions[0]
+    assert "SMTPUTF8" not in t.mail_params
+    assert t.data.endswith(b"plain ASCII only\r\n")
+    assert not d.events("report")
+
+
+def test_smtputf8_with_a_utf8_header_still_needs_it(dlv, peer):
+    # A UTF-8 Subject (RFC 6532) does need it: refused 5.6.7 and returned,
+    # the header in a message/global-headers part (RFC 6533).
+    d = dlv()
+    msg = (HEAD % 3).replace("Subject: eightbit test", "Subject: Gr\u00fc\u00dfe").encode()
+    msg += b"body\r\n"
+    submit_authenticated(d, ["bob@remote.example"], msg, ALICE,
+                         mail_options=["SMTPUTF8", "BODY=8BITMIME"])
+    raw = alice_mail(d)[0]
+    assert b"Status: 5.6.7" in raw
+    assert re.search(rb"Content-Type: message/global", raw), raw[:2000]
+    assert b"message/rfc822" not in raw and b"text/rfc822-headers" not in raw
+    assert peer.transactions == []

@@ -716,6 +716,26 @@ static void test_compose_utf8(void **state)
 	assert_string_equal(field(v.groups[1].hdr, v.groups[1].hdr_len, "Diagnostic-Code"),
 			    "smtp; 550 d??rte");
 	buf_free(&out);
+
+	/* ASCII addresses, but UTF-8 in the returned header (RFC 6532): the
+	 * returned part is message/global(-headers), never message/rfc822;
+	 * an 8-bit body alone keeps message/rfc822. */
+	static const char u8hdr[] = "From: a@b.example\r\nSubject: Gr\xc3\xbc\xc3\x9f"
+				    "e\r\n\r\nK\xc3\xa4se\r\n";
+	static const char u8body[] = "From: a@b.example\r\nSubject: hi\r\n\r\n"
+				     "K\xc3\xa4se\r\n";
+	r = base_report(b, 1);
+	compose_ok(&r, u8hdr, strlen(u8hdr), &out, &v);
+	assert_string_equal(part_type(&v, 2), "message/global");
+	buf_free(&out);
+	r.headers_only = true;
+	compose_ok(&r, u8hdr, strlen(u8hdr), &out, &v);
+	assert_string_equal(part_type(&v, 2), "message/global-headers");
+	buf_free(&out);
+	r.headers_only = false;
+	compose_ok(&r, u8body, strlen(u8body), &out, &v);
+	assert_string_equal(part_type(&v, 2), "message/rfc822");
+	buf_free(&out);
 }
 
 static void test_compose_8bit_original(void **state)
@@ -727,7 +747,8 @@ static void test_compose_8bit_original(void **state)
 	struct buf out;
 	struct view v;
 	compose_ok(&r, m, strlen(m), &out, &v);
-	assert_string_equal(part_type(&v, 2), "message/rfc822");
+	/* A UTF-8 Subject: message/global (RFC 6532 3.7), not message/rfc822. */
+	assert_string_equal(part_type(&v, 2), "message/global");
 	assert_string_equal(field(v.parts[2].hdr, v.parts[2].hdr_len, "Content-Transfer-Encoding"),
 			    "8bit");
 	assert_string_equal(field(v.hdr, v.hdr_len, "Content-Transfer-Encoding"), "8bit");

@@ -887,8 +887,9 @@ static void test_parse_errors(void **state)
 		{ REQ "body 8BITMIME\n\n", "bad body" },
 		{ REQ "body 8bitmime\ncontent 7bit\n\n", NULL },
 		{ REQ "content 8bit\nbody 8bitmime\n\n", NULL },
-		{ REQ "content 8bit\n\n", "content line without body 8bitmime" },
+		{ REQ "content 8bit\n\n", "content line without body 8bitmime or smtputf8" },
 		{ REQ "body 7bit\ncontent 7bit\n\n", "content line without body 8bitmime" },
+		{ REQ "smtputf8\ncontent 7bit\n\n", NULL },
 		{ REQ "body 8bitmime\ncontent 8BIT\n\n", "bad content" },
 		{ REQ "body 8bitmime\ncontent\n\n", "malformed content" },
 		{ REQ "body 8bitmime\ncontent 7bit\ncontent 8bit\n\n", "duplicate content" },
@@ -981,6 +982,27 @@ static void test_parse_errors(void **state)
 			fail_msg("content case %zu: body %d, expected %d", i, env.body, ct[i].body);
 		spool_env_free(&env);
 	}
+	/* ... and whether a SMTPUTF8 declaration still needs the extension:
+	 * only with a non-ASCII byte in the message or an address. */
+	static const struct {
+		const char *text;
+		bool utf8;
+	} ut[] = {
+		{ REQ "smtputf8\n\n", true },
+		{ REQ "smtputf8\ncontent 8bit\n\n", true },
+		{ REQ "smtputf8\ncontent 7bit\n\n", false },
+		{ REQ "content 7bit\nsmtputf8\nbody 8bitmime\n\n", false },
+		{ HDR "role mx\nclient 192.0.2.1\nfrom j+C3+B6rg@b\nrcpt c@d 0 -\nsmtputf8\n"
+		      "content 7bit\n\n", true },
+		{ HDR "role mx\nclient 192.0.2.1\nfrom a@b\nrcpt c+C3+A9@d 0 -\nsmtputf8\n"
+		      "content 7bit\n\n", true },
+	};
+	for (size_t i = 0; i < sizeof(ut) / sizeof(ut[0]); i++) {
+		assert_int_equal(spool_parse_env(ut[i].text, strlen(ut[i].text), &env, &e), 0);
+		if (env.smtputf8 != ut[i].utf8)
+			fail_msg("smtputf8 case %zu: %d, expected %d", i, env.smtputf8, ut[i].utf8);
+		spool_env_free(&env);
+	}
 
 	/* data_offset points just past the blank line, whatever follows. */
 	const char *withbody = REQ "\nReceived: x\r\n\r\n";
@@ -1028,7 +1050,7 @@ static void test_content_8bit(void **state)
 	struct fx *fx = *state;
 	enum { BIG = 200 * 1024 };
 	static const struct {
-		int declared;   /* env.body given to the writer */
+		int declared;   /* env.body given to the writer; 3: none, but SMTPUTF8 */
 		size_t len;     /* message length */
 		long hi;        /* offset of a byte 0xe9, -1 none */
 		int back;       /* body read back */
@@ -1044,6 +1066,8 @@ static void test_content_8bit(void **state)
 		{ 1, 40, 20, 1, NULL },
 		{ 0, 40, 20, 0, NULL },
 		{ 0, 40, -1, 0, NULL },
+		{ 3, 40, -1, 0, "\ncontent 7bit\n" },
+		{ 3, BIG, 65536 + 13, 0, "\ncontent 8bit\n" },
 	};
 	char *msg = malloc(BIG);
 	for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
@@ -1053,7 +1077,8 @@ static void test_content_8bit(void **state)
 			if (t[i].hi >= 0)
 				msg[t[i].hi] = (char)0xe9;
 			struct spool_env env = make_env(1700000000);
-			env.body = t[i].declared;
+			env.body = t[i].declared == 3 ? 0 : t[i].declared;
+			env.smtputf8 = t[i].declared == 3;
 			struct err e = { "" };
 			struct spool_msg *m;
 			assert_int_equal(spool_msg_begin(fx->sp, &env, 1700000000000000LL, &m, &e), 0);
@@ -1073,6 +1098,9 @@ static void test_content_8bit(void **state)
 			if (back.body != t[i].back)
 				fail_msg("case %zu/%d: body %d, expected %d", i, bytewise, back.body,
 					 t[i].back);
+			/* SMTPUTF8 is still needed only with an 8-bit byte. */
+			if (t[i].declared == 3 && back.smtputf8 != (t[i].hi >= 0))
+				fail_msg("case %zu/%d: smtputf8 %d", i, bytewise, back.smtputf8);
 			assert_int_equal(back.data_size, t[i].len);
 			char *head = read_head(fx, id);
 			if (t[i].line)
