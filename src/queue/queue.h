@@ -170,6 +170,9 @@ void spool_commit_wait(struct spool *sp);
 /* Group commit with one syncfs per batch of two or more messages instead
  * of one fdatasync per message (spool_group_sync; off by default here). */
 void spool_set_group_sync(struct spool *sp, bool on);
+/* The descriptor this process gives syncfs: its own open file description
+ * of tmp/, never one shared with another process (exposed for tests). */
+int spool_process_sync_fd(struct spool *sp);
 /* Counters for tests and benchmarks: fsync calls made by this process
  * (a syncfs counts as one). */
 uint64_t spool_fsync_count(void);

@@ -104,9 +104,32 @@ static int spool_open_sub(int dirfd, const char *dir, const char *name, bool *cr
 	return fd;
 }
 
+/* Opens this process's own description of tmp/ (see syncfd), before it
+ * writes anything, so that every later writeback error is reported to it.
+ * A child's copy of its parent's is closed, not used. */
+static int spool_sync_fd(struct spool *sp)
+{
+	pid_t me = getpid();
+	if (sp->sync_pid == me && sp->syncfd >= 0)
+		return sp->syncfd;
+	if (sp->syncfd >= 0)
+		close(sp->syncfd);
+	sp->syncfd = openat(sp->tmpfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	sp->sync_pid = me;
+	return sp->syncfd;
+}
+
+int spool_process_sync_fd(struct spool *sp)
+{
+	return spool_sync_fd(sp);
+}
+
 void spool_set_group_sync(struct spool *sp, bool on)
 {
 	sp->group_sync = on;
+	/* Called by each worker as it starts, before its file-system thread:
+	 * the description is opened here, by one thread. */
+	(void)spool_sync_fd(sp);
 }
 
 int spool_open(const char *dir, struct spool **out, struct err *e)
@@ -115,7 +138,7 @@ int spool_open(const char *dir, struct spool **out, struct err *e)
 	if (fs_mkdir_p(dir, 0700, e) < 0)
 		return -1;
 	struct spool *sp = xcalloc(1, sizeof(*sp));
-	sp->tmpfd = sp->queuefd = sp->corruptfd = sp->statefd = -1;
+	sp->tmpfd = sp->queuefd = sp->corruptfd = sp->statefd = sp->syncfd = -1;
 	sp->dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (sp->dirfd < 0) {
 		err_set(e, "spool %s: %s", dir, strerror(errno));
@@ -145,7 +168,7 @@ void spool_close(struct spool *sp)
 	if (!sp)
 		return;
 	spool_thread_stop(sp);
-	int fds[] = { sp->dirfd, sp->tmpfd, sp->queuefd, sp->corruptfd, sp->statefd };
+	int fds[] = { sp->dirfd, sp->tmpfd, sp->queuefd, sp->corruptfd, sp->statefd, sp->syncfd };
 	for (size_t i = 0; i < sizeof(fds) / sizeof(fds[0]); i++)
 		if (fds[i] >= 0)
 			close(fds[i]);
@@ -260,6 +283,9 @@ int spool_msg_begin(struct spool *sp, struct spool_env *env, int64_t now_us,
 		    struct spool_msg **out, struct err *e)
 {
 	*out = NULL;
+	/* Before the first write of a process that did not open it at start
+	 * (the queue runner's reports, -bs). */
+	(void)spool_sync_fd(sp);
 	char id[QUEUE_ID_LEN + 1];
 	int64_t t;
 	unsigned seq;
@@ -414,9 +440,10 @@ size_t spool_commit_batch(struct spool *sp, struct spool_msg **msgs, size_t n, b
 	 * errors since Linux 5.8, and on failure each file is synced on its
 	 * own so that the failure lands on the right message. */
 	bool synced = false;
-	if (sp->group_sync && live >= 2) {
+	int sfd = sp->group_sync && live >= 2 ? spool_sync_fd(sp) : -1;
+	if (sfd >= 0) {
 		atomic_fetch_add(&spool_fsyncs, 1);
-		synced = syncfs(sp->tmpfd) == 0;
+		synced = syncfs(sfd) == 0;
 	}
 	for (size_t i = 0; i < n && !synced; i++) {
 		struct spool_msg *m = msgs[i];

@@ -16,6 +16,13 @@ struct spool {
 	int corruptfd;
 	int statefd;
 	bool group_sync;        /* a batch of 2+ messages: one syncfs, not one fdatasync each */
+	/* This process's own open file description of tmp/ for syncfs:
+	 * syncfs reports a writeback error once per description (Linux
+	 * 5.8+), so one shared with the other workers (inherited tmpfd)
+	 * would tell the error to one of them and let another acknowledge
+	 * messages that never reached the disk.  -1 = not opened yet. */
+	int syncfd;
+	pid_t sync_pid;         /* the process syncfd belongs to */
 	struct spool_fst *fst;  /* the file-system thread, NULL when not started */
 };
 

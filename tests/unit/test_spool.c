@@ -17,7 +17,10 @@
 #include <string.h>
 #include <sys/mount.h>
 #include <sys/resource.h>
+#include <linux/kcmp.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "queue/queue.h"
@@ -510,6 +513,35 @@ static void test_write_error(void **state)
 /* spool_group_sync: a batch of two or more shares one syncfs for the
  * data of all its files, then one directory fsync; a single message still
  * gets its own fdatasync.  Every message is committed either way. */
+/* syncfs reports a writeback error once per open file description: each
+ * process must sync through a description of its own, or one worker's
+ * syncfs would take the error that has to stop another's 250. */
+static void test_sync_fd_per_process(void **state)
+{
+	struct fx *fx = *state;
+	int pfd = spool_process_sync_fd(fx->sp);
+	assert_true(pfd >= 0);
+	assert_int_equal(spool_process_sync_fd(fx->sp), pfd);
+	pid_t parent = getpid();
+	pid_t ch = fork();
+	assert_true(ch >= 0);
+	if (ch == 0) {
+		/* Inherited: the very same description (kcmp works here). */
+		long before = syscall(SYS_kcmp, parent, getpid(), KCMP_FILE, pfd, pfd);
+		int cfd = spool_process_sync_fd(fx->sp);
+		long after = cfd < 0 ? -1 : syscall(SYS_kcmp, parent, getpid(), KCMP_FILE, pfd, cfd);
+		/* kcmp: 0 same, 1 or 2 different, -1 error. */
+		_exit(before == 0 && (after == 1 || after == 2) ? 0 : 1);
+	}
+	int st = 0;
+	assert_int_equal(waitpid(ch, &st, 0), ch);
+	assert_true(WIFEXITED(st));
+	assert_int_equal(WEXITSTATUS(st), 0);
+	/* And the parent's is still its own, open. */
+	assert_int_equal(spool_process_sync_fd(fx->sp), pfd);
+	assert_true(fcntl(pfd, F_GETFD) >= 0);
+}
+
 static void test_group_commit_syncfs(void **state)
 {
 	struct fx *fx = *state;
@@ -1345,6 +1377,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_write_error, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_group_commit, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_group_commit_syncfs, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_sync_fd_per_process, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_commit_thread, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_recover, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_list, setup, teardown),
