@@ -618,11 +618,11 @@ const struct conf_option conf_options[] = {
 	},
 	{
 		.name = "received_headers_max", .type = CONF_T_UINT, .width = CONF_W_UNSIGNED,
-		.def = "50", .min = 1, .max = 1000,
+		.def = "100", .min = 1, .max = 1000,
 		.off = OFF(received_headers_max),
 		.help = "A message with more `Received:` header fields than this is taken to be "
-			"in a mail loop (RFC 5321 section 6.3): it is not delivered, and its "
-			"recipients fail with `554 5.4.6`.",
+			"in a mail loop (RFC 5321 section 6.3, which advises a threshold of at "
+			"least 100): it is not delivered, and its recipients fail with `554 5.4.6`.",
 	},
 	{
 		.name = "bounce_return_size_limit", .type = CONF_T_SIZE, .width = CONF_W_U64,

@@ -792,7 +792,7 @@ static void test_print_all(void **state)
 		"lmtp_socket = /run/dovecot/lmtp\n"
 		"local_delivery_timeout = 10m\n"
 		"sendmail_socket = /run/sluice/sendmail.sock\n"
-		"received_headers_max = 50\n"
+		"received_headers_max = 100\n"
 		"bounce_return_size_limit = 100K\n"
 		"listener 25 { role = mx tls = starttls tls_min_version = TLSv1 "
 		"tls_ciphers = DEFAULT:@SECLEVEL=0 tls_ciphersuites = "
