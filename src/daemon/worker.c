@@ -25,6 +25,7 @@ static void policy_common(const struct conf *c, struct smtp_policy *p)
 	p->rcpt_max = c->recipients_max;
 	p->errors_max = c->smtp_max_errors;
 	p->nonmail_max = c->smtp_accept_max_nonmail;
+	p->envelope_max = spool_env_max();
 	p->data_line_max = c->message_line_max;
 	p->header_max = c->message_header_max;
 }

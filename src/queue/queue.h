@@ -185,6 +185,9 @@ int spool_fsync(int fd);
  * too long).  Used by the writer and to check the parser by round trip.
  */
 int spool_format_env(const struct spool_env *env, struct buf *out, struct err *e);
+/* The most bytes an envelope may take: a session stops taking recipients
+ * before its envelope would not fit. */
+size_t spool_env_max(void);
 /* The writer's form: as spool_format_env, plus "content 8bit" when body
  * is 2; *mark_at gets the offset of that '8' from where the text starts
  * in out, or -1 when there is no such line. */

@@ -246,6 +246,11 @@ static int format_env(const struct spool_env *env, bool mark, ssize_t *mark_at, 
 	return 0;
 }
 
+size_t spool_env_max(void)
+{
+	return SPOOL_ENV_MAX;
+}
+
 int spool_format_env(const struct spool_env *env, struct buf *out, struct err *e)
 {
 	return format_env(env, false, NULL, out, e);

@@ -95,6 +95,7 @@ struct smtp_session {
 	size_t rcpt_cap;
 	size_t n_errors;
 	size_t n_nonmail;       /* commands sending no mail since the last message */
+	size_t env_bytes;       /* bound on the spool envelope of this transaction */
 	size_t n_rcpt_over;      /* RCPTs past rcpt_max in this transaction */
 	uint64_t bdat_left;
 	uint64_t bdat_chunk;
@@ -425,6 +426,7 @@ static void reset_tx(struct smtp_session *s)
 	free(s->env.envid);
 	s->env.envid = NULL;
 	free_rcpts(s);
+	s->env_bytes = 0;
 	s->env.size_declared = 0;
 	s->env.body = SMTP_BODY_UNSPEC;
 	s->env.smtputf8 = false;
@@ -1555,6 +1557,23 @@ static void rcpt_ok(struct smtp_session *s, const char *cmd, size_t cmdlen, char
 		free(addr);
 		free(orcpt);
 		return;
+	}
+	/* The spool writes each address and ORCPT as xtext (at worst three
+	 * bytes each) within a bounded envelope: a recipient that would not
+	 * fit is put off like one beyond recipients_max, not taken and then
+	 * failed at the end of data again and again. */
+	if (s->pol->envelope_max) {
+		if (s->env_bytes == 0)
+			s->env_bytes = 8192 + 3 * (s->env.sender ? strlen(s->env.sender) : 0) +
+				       3 * (s->env.envid ? strlen(s->env.envid) : 0);
+		size_t need = 32 + 3 * strlen(addr) + 3 * (orcpt ? strlen(orcpt) : 0);
+		if (s->env_bytes + need > s->pol->envelope_max) {
+			free(addr);
+			free(orcpt);
+			refuse_nocount(s, cmd, cmdlen, "452 4.5.3 Too many recipients");
+			return;
+		}
+		s->env_bytes += need;
 	}
 	add_rcpt(s, addr, orcpt, notify);
 	reply(s, "250 2.1.5 Recipient OK");

@@ -161,6 +161,7 @@ struct smtp_policy {
 	size_t rcpt_max;                /* recipients per message */
 	size_t errors_max;              /* then 421 and close */
 	size_t nonmail_max;             /* commands sending no mail between messages; 0 = any */
+	size_t envelope_max;            /* bytes the spool's envelope may take; 0 = no bound */
 	size_t data_line_max;           /* message line, excluding CRLF */
 	size_t header_max;              /* whole header block, bytes */
 	/* Authentication and submission policy. */

@@ -339,6 +339,35 @@ def test_dsn_parameters_stored(daemon):
     assert rc[1][0] == "other@test.example" and rc[1][1] == "1" and rc[1][2] == "-", rc
 
 
+def test_recipients_beyond_the_envelope_bound_are_put_off(start_daemon):
+    # 3000 recipients with long ORCPTs would not fit the spool's envelope:
+    # it used to take them all and fail the end of data with 451, a
+    # message the client could never get through.  Those that would not
+    # fit get 452 (the client sends them in another transaction) and the
+    # rest is queued.
+    d = start_daemon(recipients_max="3000")
+    orcpt = "rfc822;" + "o" * 480
+    with Client(d.mx) as c:
+        c.ehlo()
+        lines = ["MAIL FROM:<a@client.example>"]
+        lines += ["RCPT TO:<u%04d@test.example> ORCPT=%s%04d" % (i, orcpt, i)
+                  for i in range(3000)]
+        c.send(("\r\n".join(lines) + "\r\n").encode())
+        codes = [c.reply(timeout=30).code for _ in lines]
+        assert codes[0] == 250
+        took = codes[1:].count(250)
+        put_off = codes[1:].count(452)
+        assert took + put_off == 3000, set(codes)
+        assert 100 <= took < 3000 and codes[1:took + 1] == [250] * took
+        assert c.cmd("DATA").code == 354
+        c.send(b"Subject: many\r\n\r\nbody\r\n.\r\n")
+        r = c.reply(timeout=30)
+        assert r.code == 250, r
+        assert c.cmd("QUIT").code == 221
+    sp = d.spool_msg(r.queue_id)
+    assert len(sp.env("rcpt")) == took
+
+
 def test_smtputf8(daemon):
     sender = "j\u00f6rg@client.example"
     with Client(daemon.mx) as c:
