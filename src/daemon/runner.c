@@ -2595,6 +2595,16 @@ void runner_ctl_notify(const struct conf *c, const char *id)
 
 int runner_ctl_command(const struct conf *c, const char *cmd, const char *id)
 {
+	/* The runner takes commands from root and its own user, who owns the
+	 * spool: tell anyone else at once, with sendmail's EX_NOPERM (a
+	 * refusal raced with the request could read as "no answer", 75,
+	 * which scripts retry). */
+	struct stat sst;
+	if (geteuid() != 0 && stat(c->spool_directory, &sst) == 0 && sst.st_uid != geteuid()) {
+		fprintf(stderr, "sluice: permission denied: only root and the owner of %s may "
+			"control the queue\n", c->spool_directory);
+		return 77;
+	}
 	struct sockaddr_un sa;
 	socklen_t len;
 	runner_ctl_name(c, &sa, &len);
@@ -2630,5 +2640,7 @@ int runner_ctl_command(const struct conf *c, const char *cmd, const char *id)
 	ans[n] = 0;
 	bool err = strncmp(ans, "error", 5) == 0;
 	fprintf(err ? stderr : stdout, "%s%s\n", err ? "sluice: " : "", ans);
+	if (err && strstr(ans, "permission denied"))
+		return 77; /* EX_NOPERM */
 	return err ? 1 : 0;
 }

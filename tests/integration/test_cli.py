@@ -123,6 +123,18 @@ def test_bs_for_an_unprivileged_user_is_the_daemons_session(daemon):
     assert "auth=uid:%d" % pwd.getpwnam("daemon").pw_uid in sp.headers(), sp.headers()[:400]
 
 
+def test_queue_commands_refused_with_ex_noperm(daemon):
+    # Only root and the spool's owner may run the queue; anyone else gets
+    # EX_NOPERM (77) every time, never the EX_TEMPFAIL (75) that scripts
+    # retry.
+    os.chmod(daemon.conf, 0o644)
+    for args in (["-q"], ["-Mrm", "1j1dhobb35d-00931-00"], ["-M", "1j1dhobb35d-00931-00"]) * 3:
+        r = subprocess.run(["runuser", "-u", "daemon", "--", daemon.binary, "-C", daemon.conf]
+                           + args, capture_output=True, timeout=30)
+        assert r.returncode == 77, (args, r.returncode, r.stderr)
+        assert b"permission denied" in r.stderr, r.stderr
+
+
 BS_SCRIPT = (b"EHLO client.example\r\n"
              b"MAIL FROM:<sender@client.example>\r\n"
              b"RCPT TO:<user@test.example>\r\n"
