@@ -316,6 +316,31 @@ static int report_human(const struct dlv_report *r, enum report_kind kind, bool 
 }
 
 /* Part 2: for programs (RFC 3464 section 2). */
+/* The host name in "mx.example.net[192.0.2.1]" for Remote-MTA, whose type
+ * dns wants one (RFC 3464 2.3.5); false for what has none: an LMTP unix
+ * socket's path, a bare address. */
+static bool report_mta_name(const char *mta, char *out, size_t n)
+{
+	if (!mta || mta[0] == '/' || mta[0] == '[')
+		return false;
+	size_t len = strcspn(mta, "[");
+	if (len == 0 || len >= n)
+		return false;
+	bool letter = false;
+	for (size_t i = 0; i < len; i++) {
+		char c = mta[i];
+		bool alpha = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
+		if (!alpha && !(c >= '0' && c <= '9') && c != '-' && c != '.' && c != '_')
+			return false; /* an IPv6 address, or no name at all */
+		letter |= alpha;
+	}
+	if (!letter)
+		return false; /* an IPv4 address */
+	memcpy(out, mta, len);
+	out[len] = 0;
+	return true;
+}
+
 static int report_status_part(const struct dlv_report *r, bool utf8, struct buf *out,
 			      struct buf *tmp)
 {
@@ -339,8 +364,9 @@ static int report_status_part(const struct dlv_report *r, bool utf8, struct buf 
 				    utf8);
 		bad |= buf_printf(out, "Action: %s\r\nStatus: %s\r\n", report_action_name(rc->action),
 				  report_status(rc));
-		if (rc->remote_mta)
-			bad |= report_field(out, tmp, "Remote-MTA", "dns; ", rc->remote_mta, utf8);
+		char mta[256];
+		if (report_mta_name(rc->remote_mta, mta, sizeof(mta)))
+			bad |= report_field(out, tmp, "Remote-MTA", "dns; ", mta, utf8);
 		if (rc->diagnostic)
 			bad |= report_field(out, tmp, "Diagnostic-Code",
 					    report_diag_is_smtp(rc) ? "smtp; " : "X-Sluice; ",

@@ -524,13 +524,40 @@ static void test_compose_hostile(void **state)
 			    "smtp; 550 rejected X-Injected: yes fake body ? end");
 	/* a status that is not a status code is replaced */
 	assert_string_equal(field(g->hdr, g->hdr_len, "Status"), "5.0.0");
-	assert_string_equal(field(g->hdr, g->hdr_len, "Remote-MTA"),
-			    "dns; mx.example.com X-Evil-Host: 1");
+	/* what is no host name is no Remote-MTA of type dns */
+	assert_null(field(g->hdr, g->hdr_len, "Remote-MTA"));
 	assert_int_equal(v.n_groups, 2);
 	/* no 8-bit byte slipped into a 7bit report */
 	for (size_t i = 0; i < buf_len(&out); i++)
 		assert_true(buf_ptr(&out)[i] < 0x80);
 	buf_free(&out);
+
+	/* Remote-MTA (RFC 3464 2.3.5, type dns) names the host only: not the
+	 * address that follows it, and nothing for an LMTP socket path or a
+	 * bare address; the human part keeps the whole. */
+	static const struct {
+		const char *mta, *field;
+	} mt[] = {
+		{ "mx.example.com[192.0.2.1]", "dns; mx.example.com" },
+		{ "mx.example.com", "dns; mx.example.com" },
+		{ "/run/dovecot/lmtp", NULL },
+		{ "::1[::1]", NULL },
+		{ "192.0.2.1[192.0.2.1]", NULL },
+	};
+	for (size_t i = 0; i < sizeof(mt) / sizeof(mt[0]); i++) {
+		struct dlv_report_rcpt one[] = { { "bob@example.com", NULL, DLV_FAILED, "5.1.1",
+						   mt[i].mta, "550 no", DLV_DIAG_GUESS } };
+		r = base_report(one, 1);
+		compose_ok(&r, orig_msg, strlen(orig_msg), &out, &v);
+		const char *f = field(v.groups[1].hdr, v.groups[1].hdr_len, "Remote-MTA");
+		if (mt[i].field)
+			assert_string_equal(f, mt[i].field);
+		else
+			assert_null(f);
+		assert_non_null(memmem(v.parts[0].body, v.parts[0].body_len, mt[i].mta,
+				       strlen(mt[i].mta)));
+		buf_free(&out);
+	}
 
 	/* Long texts: folded at spaces, words too long for a line are cut;
 	 * no line passes 998 (check_lines). */
