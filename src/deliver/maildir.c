@@ -255,6 +255,45 @@ static int maildir_flush(int fd, struct buf *out, uint64_t *written)
 
 /* Copies prefix then fd[off, off+len) converted into wfd; *size gets the
  * bytes written.  errno tells what failed. */
+/* p[0..n) without its Return-Path fields, into out, when its header ends
+ * within it; returns the bytes of p it stands for (0: the header goes on
+ * past n, and nothing is changed).  Final delivery puts the one true
+ * Return-Path on top; one the sender wrote would show a forged return
+ * path, and RFC 5321 4.4 lets final delivery remove them. */
+static size_t maildir_header_without_return_path(const uint8_t *p, size_t n, struct buf *out)
+{
+	static const char name[] = "return-path";
+	bool skipping = false;
+	size_t i = 0;
+	while (i < n) {
+		const uint8_t *nl = memchr(p + i, '\n', n - i);
+		if (!nl)
+			return 0;
+		size_t end = (size_t)(nl - p) + 1;
+		bool blank = end - i == 1 || (end - i == 2 && p[i] == '\r');
+		if (!blank && (p[i] == ' ' || p[i] == '\t')) {
+			/* a continuation line belongs to the field above */
+		} else if (!blank) {
+			size_t k = 0;
+			while (k < sizeof(name) - 1 && i + k < end &&
+			       (p[i + k] | 0x20) == (uint8_t)name[k])
+				k++;
+			size_t c = i + k;
+			while (k == sizeof(name) - 1 && c < end && (p[c] == ' ' || p[c] == '\t'))
+				c++;
+			skipping = k == sizeof(name) - 1 && c < end && p[c] == ':';
+		}
+		if (blank || !skipping) {
+			if (buf_append(out, p + i, end - i) < 0)
+				return 0;
+		}
+		i = end;
+		if (blank)
+			return i;
+	}
+	return 0;
+}
+
 static int maildir_copy(int wfd, const char *prefix, size_t prefix_len, int fd, off_t off,
 			off_t len, uint64_t *size, bool *short_read)
 {
@@ -281,6 +320,26 @@ static int maildir_copy(int wfd, const char *prefix, size_t prefix_len, int fd, 
 			goto done;
 	}
 	off_t done_len = 0;
+	{
+		/* The header first, when it fits the first block. */
+		size_t want = len < MAILDIR_BLOCK ? (size_t)len : MAILDIR_BLOCK;
+		ssize_t got;
+		do
+			got = pread(fd, ib, want, off);
+		while (got < 0 && errno == EINTR);
+		struct buf hdr;
+		buf_init(&hdr, MAILDIR_BLOCK);
+		size_t used = got > 0 ? maildir_header_without_return_path(ib, (size_t)got, &hdr) : 0;
+		if (used > 0 && maildir_conv_block(&conv, buf_ptr(&hdr), buf_len(&hdr), &out) < 0) {
+			buf_free(&hdr);
+			errno = ENOMEM;
+			goto done;
+		}
+		buf_free(&hdr);
+		done_len = (off_t)used;
+		if (used > 0 && maildir_flush(wfd, &out, size) < 0)
+			goto done;
+	}
 	while (done_len < len) {
 		size_t want = (len - done_len) < MAILDIR_BLOCK ? (size_t)(len - done_len) : MAILDIR_BLOCK;
 		ssize_t got = pread(fd, ib, want, off + done_len);

@@ -213,6 +213,37 @@ static void test_deliver_basic(void **state)
 	close(fd);
 }
 
+/* Return-Path fields of the message are dropped (ours is on top): in any
+ * case, with space before the colon, with continuation lines; not in the
+ * body, not X-Return-Path. */
+static void test_deliver_drops_return_path(void **state)
+{
+	char md[300];
+	join(md, sizeof(md), root, "rp/Maildir");
+	const char spool[] = "Return-Path: <forged@evil.example>\r\n\tcontinued\r\n"
+			     "Subject: hi\r\nRETURN-PATH : <x@evil.example>\r\n"
+			     "X-Return-Path: keep\r\n\r\nReturn-Path: in the body\r\n";
+	int fd = spool_file(spool, sizeof(spool) - 1);
+	struct buf name;
+	buf_init(&name, 1024);
+	bool temp = true;
+	struct err e = { { 0 } };
+	assert_int_equal(maildir_deliver(md, prefix, strlen(prefix), fd, 0,
+					 (off_t)(sizeof(spool) - 1), "h", &name, &temp, &e), 0);
+	char file[700];
+	snprintf(file, sizeof(file), "%s/new/%s", md, buf_cstr(&name));
+	struct buf got;
+	read_all(file, &got);
+	const char *want = "Return-Path: <s@example.org>\nDelivered-To: u@example.net\n"
+			   "Subject: hi\nX-Return-Path: keep\n\nReturn-Path: in the body\n";
+	assert_int_equal(buf_len(&got), strlen(want));
+	assert_memory_equal(buf_ptr(&got), want, strlen(want));
+	assert_int_equal((unsigned long long)buf_len(&got), name_size(buf_cstr(&name)));
+	buf_free(&got);
+	buf_free(&name);
+	close(fd);
+}
+
 static void test_deliver_two_distinct(void **state)
 {
 	char md[300];
@@ -514,6 +545,7 @@ int main(void)
 		cmocka_unit_test(test_path_expand),
 		cmocka_unit_test_setup_teardown(test_deliver_basic, setup_root, teardown_root),
 		cmocka_unit_test_setup_teardown(test_deliver_two_distinct, setup_root, teardown_root),
+		cmocka_unit_test_setup_teardown(test_deliver_drops_return_path, setup_root, teardown_root),
 		cmocka_unit_test_setup_teardown(test_deliver_big_blocks, setup_root, teardown_root),
 		cmocka_unit_test_setup_teardown(test_deliver_new_symlink, setup_root, teardown_root),
 		cmocka_unit_test_setup_teardown(test_deliver_tmp_is_file, setup_root, teardown_root),
