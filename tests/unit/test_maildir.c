@@ -160,6 +160,17 @@ static void test_name_format(void **state)
 
 static const char prefix[] = "Return-Path: <s@example.org>\r\nDelivered-To: u@example.net\r\n";
 
+/* The delivered file holds exactly want, and its name gives its size. */
+static void assert_delivered_as(const char *file, const char *name, const char *want)
+{
+	struct buf got;
+	read_all(file, &got);
+	assert_int_equal(buf_len(&got), strlen(want));
+	assert_memory_equal(buf_ptr(&got), want, strlen(want));
+	assert_int_equal((unsigned long long)buf_len(&got), name_size(name));
+	buf_free(&got);
+}
+
 static void test_deliver_basic(void **state)
 {
 	char md[300];
@@ -201,14 +212,9 @@ static void test_deliver_basic(void **state)
 	assert_int_equal(st.st_mode & 0777, 0600);
 	assert_int_equal((unsigned long long)st.st_size, name_size(first));
 
-	struct buf got;
-	read_all(file, &got);
-	const char *want = "Return-Path: <s@example.org>\nDelivered-To: u@example.net\n"
-			   "Subject: hi\n\nline one\nbare\rcr\n\nend\n";
-	assert_int_equal(buf_len(&got), strlen(want));
-	assert_memory_equal(buf_ptr(&got), want, strlen(want));
-	assert_int_equal((unsigned long long)buf_len(&got), name_size(first));
-	buf_free(&got);
+	assert_delivered_as(file, first,
+			    "Return-Path: <s@example.org>\nDelivered-To: u@example.net\n"
+			    "Subject: hi\n\nline one\nbare\rcr\n\nend\n");
 	buf_free(&name);
 	close(fd);
 }
@@ -232,14 +238,9 @@ static void test_deliver_drops_return_path(void **state)
 					 (off_t)(sizeof(spool) - 1), "h", &name, &temp, &e), 0);
 	char file[700];
 	snprintf(file, sizeof(file), "%s/new/%s", md, buf_cstr(&name));
-	struct buf got;
-	read_all(file, &got);
-	const char *want = "Return-Path: <s@example.org>\nDelivered-To: u@example.net\n"
-			   "Subject: hi\nX-Return-Path: keep\n\nReturn-Path: in the body\n";
-	assert_int_equal(buf_len(&got), strlen(want));
-	assert_memory_equal(buf_ptr(&got), want, strlen(want));
-	assert_int_equal((unsigned long long)buf_len(&got), name_size(buf_cstr(&name)));
-	buf_free(&got);
+	assert_delivered_as(file, buf_cstr(&name),
+			    "Return-Path: <s@example.org>\nDelivered-To: u@example.net\n"
+			    "Subject: hi\nX-Return-Path: keep\n\nReturn-Path: in the body\n");
 	buf_free(&name);
 	close(fd);
 }
