@@ -169,8 +169,9 @@ const struct conf_option conf_options[] = {
 		.name = "smtp_max_errors", .type = CONF_T_UINT, .width = CONF_W_UNSIGNED,
 		.def = "20", .min = 1, .max = 1000000,
 		.off = OFF(smtp_max_errors),
-		.help = "How many rejected or malformed commands a client may send in one connection; "
-			"after that the connection is closed with a 421 reply.  The `452` for "
+		.help = "How many rejected or malformed commands a client may send in one connection "
+			"without sending mail (an accepted message starts the count again); after "
+			"that the connection is closed with a 421 reply.  The `452` for "
 			"recipients beyond `recipients_max` counts only after as many again "
 			"(RFC 5321 section 4.5.3.1.10: the client sends the rest later).",
 	},
@@ -178,12 +179,14 @@ const struct conf_option conf_options[] = {
 		.name = "smtp_accept_max_nonmail", .type = CONF_T_UINT, .width = CONF_W_UNSIGNED,
 		.def = "100", .min = 0, .max = 1000000,
 		.off = OFF(smtp_accept_max_nonmail),
-		.help = "How many commands that send no mail (`NOOP`, `RSET`, `VRFY`, `EXPN`, "
-			"`HELP`, `HELO`, `EHLO`) a client may give between two accepted messages "
-			"(and before the first); one more ends the connection with a 421 reply.  "
-			"Without it a client could hold a session, and its slot of "
-			"`smtp_accept_max`, for ever by sending one such command before each "
-			"timeout.  0: no limit.  As Exim's option of that name and Postfix's "
+		.help = "How many commands that send no mail (`NOOP`, `VRFY`, `EXPN`, `HELP`, "
+			"`HELO`, `EHLO`, and `MAIL` that begins a transaction) a client may give "
+			"between two accepted messages (and before the first); one more ends the "
+			"connection with a 421 reply.  Without it a client could hold a session, "
+			"and its slot of `smtp_accept_max`, for ever by sending one such command "
+			"(or `MAIL` then `RSET`) before each timeout.  `RSET` itself is not "
+			"counted: RFC 5321 section 4.1.1.5 forbids closing a connection as its "
+			"result.  0: no limit.  As Exim's option of that name and Postfix's "
 			"smtpd_junk_command_limit.",
 	},
 	{

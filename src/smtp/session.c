@@ -2018,12 +2018,15 @@ static void cmd_starttls(struct smtp_session *s, const char *line, size_t len,
 	s->state = ST_WAIT_TLS;
 }
 
-/* Counts a command that sends no mail; true when it is one too many. */
+/* Counts a command that sends no mail; true when it is one too many.
+ * MAIL counts (a transaction begun, not yet a message), RSET does not:
+ * RFC 5321 4.1.1.5 forbids closing the connection as its result, and a
+ * MAIL/RSET cycle is caught at its MAIL. */
 static bool nonmail_over(struct smtp_session *s, enum smtp_verb v)
 {
 	switch (v) {
-	case SMTP_CMD_NOOP: case SMTP_CMD_RSET: case SMTP_CMD_VRFY: case SMTP_CMD_EXPN:
-	case SMTP_CMD_HELP: case SMTP_CMD_HELO: case SMTP_CMD_EHLO:
+	case SMTP_CMD_NOOP: case SMTP_CMD_VRFY: case SMTP_CMD_EXPN: case SMTP_CMD_HELP:
+	case SMTP_CMD_HELO: case SMTP_CMD_EHLO: case SMTP_CMD_MAIL:
 		break;
 	default:
 		return false;
@@ -2400,7 +2403,11 @@ void smtp_session_commit_result(struct smtp_session *s, enum smtp_commit_result 
 		return;
 	if (r == SMTP_COMMIT_OK) {
 		reply(s, "250 2.0.0 OK queued as %s", queue_id ? queue_id : "");
+		/* Both limits count what a client does without sending mail
+		 * (as Postfix's error limits do): a mailing list with a stale
+		 * address in every message is not cut off after 20 of them. */
 		s->n_nonmail = 0;
+		s->n_errors = 0;
 	}
 	else if (r == SMTP_COMMIT_NOSPACE) /* RFC 5321 §4.2.3, RFC 3463 X.3.1 */
 		reply(s, "452 4.3.1 Insufficient system storage; try again later");

@@ -229,17 +229,20 @@ def test_too_many_errors(start_daemon):
 def test_session_held_with_noop_and_rset_is_ended(start_daemon):
     # NOOP or MAIL/RSET just before each timeout would hold the session,
     # and a slot of smtp_accept_max, for ever: smtp_accept_max_nonmail
-    # ends it; an accepted message starts the count again.
+    # ends it (at a NOOP or MAIL: never as the result of an RSET, RFC 5321
+    # 4.1.1.5); an accepted message starts the count again.
     d = start_daemon(smtp_accept_max_nonmail="4")
     with Client(d.mx) as c:
         c.ehlo()                                            # 1
         assert c.cmd("NOOP").code == 250                    # 2
-        r = c.mail_transaction(body=make_body("counted"))
+        r = c.mail_transaction(body=make_body("counted"))   # MAIL 3, then 0
         assert r.code == 250, r
         for i in range(4):
-            assert c.cmd("MAIL FROM:<a@client.example>").code == 250
-            assert c.cmd("RSET").code == 250, i             # 1..4
-        r = c.cmd("NOOP")
+            assert c.cmd("MAIL FROM:<a@client.example>").code == 250   # 1..4
+            assert c.cmd("RSET").code == 250, i
+        for i in range(5):
+            assert c.cmd("RSET").code == 250, i
+        r = c.cmd("MAIL FROM:<a@client.example>")
         assert r.code == 421 and r.enhanced == "4.7.0", r
         assert "send no mail" in r.lines[0], r
         assert c.wait_closed(3)
