@@ -65,7 +65,7 @@ enum data_state {
 /* Header field names remembered for ACL "header =" conditions. */
 #define SMTP_HDR_NAMES 64
 
-enum skip_why { SKIP_TLS, SKIP_NO_HELO, SKIP_NO_MAIL, SKIP_NO_RCPT };
+enum skip_why { SKIP_TLS, SKIP_NO_HELO, SKIP_NO_MAIL, SKIP_NO_RCPT, SKIP_SYNTAX };
 
 struct sess_act {
 	struct smtp_action a;
@@ -1136,6 +1136,12 @@ static bool step_bdat_skip(struct smtp_session *s)
 	case SKIP_NO_MAIL:
 		refuse(s, "BDAT", 4, "503 5.5.1 Need MAIL command");
 		break;
+	case SKIP_SYNTAX:
+		/* A chunk of the message lost: the message cannot be whole. */
+		if (s->bdat_used)
+			reset_tx(s);
+		refuse(s, "BDAT", 4, "501 5.5.4 Syntax: BDAT <size> [LAST]");
+		break;
 	default:
 		refuse(s, "BDAT", 4, "554 5.5.1 No valid recipients");
 		break;
@@ -1961,7 +1967,8 @@ static void cmd_bdat(struct smtp_session *s, const char *line, size_t len,
 	uint64_t size = 0;
 	bool ovf = false;
 	bool last = false;
-	bool ok = i > 0 && parse_u64(p, i, &size, &ovf) && !ovf;
+	bool sized = i > 0 && parse_u64(p, i, &size, &ovf) && !ovf;
+	bool ok = sized;
 	if (ok && i < n) {
 		size_t j = i;
 		while (j < n && p[j] == ' ')
@@ -1969,17 +1976,22 @@ static void cmd_bdat(struct smtp_session *s, const char *line, size_t len,
 		last = j > i && str_eq_nocase(p + j, n - j, "LAST");
 		ok = last;
 	}
-	if (!ok) {
-		if (tls_block)
-			refuse(s, line, len, "530 5.7.0 Must issue a STARTTLS command first");
-		else
-			refuse(s, line, len, "501 5.5.4 Syntax: BDAT <size> [LAST]");
+	if (!sized) {
+		/* Without a size the chunk cannot be told from the commands
+		 * after it: going on would run message text as commands. */
+		refuse(s, line, len, "421 4.7.0 %s BDAT without a valid size, closing connection",
+		       s->pol->hostname);
+		body_abort(s);
+		set_closing(s);
 		return;
 	}
 	s->bdat_left = size;
 	s->bdat_chunk = size;
-	if (tls_block || !s->helo_done || !s->env.sender || s->env.n_rcpts == 0) {
+	if (!ok || tls_block || !s->helo_done || !s->env.sender || s->env.n_rcpts == 0) {
+		/* Refused, but its chunk is still read and thrown away (RFC
+		 * 3030: exactly size octets follow, whatever they hold). */
 		s->skip_why = tls_block ? SKIP_TLS
+			      : !ok ? SKIP_SYNTAX
 			      : !s->helo_done ? SKIP_NO_HELO
 			      : !s->env.sender ? SKIP_NO_MAIL
 					       : SKIP_NO_RCPT;
