@@ -234,11 +234,18 @@ int penalty_load(struct penalty *p, const uint8_t *data, size_t n, int64_t now_s
 /* ---- the auth process ------------------------------------------------ */
 
 struct conf;
+#define AUTHD_FAKE_KEY_LEN 32
 /* Entry point of the auth process (forked by the master, already running
  * as the unprivileged user).  Serves the abstract unix socket name given,
  * accepting peers whose uid is peer_uid (or root).  Returns the exit
  * status. */
-int authd_main(const struct conf *c, int listen_fd, uid_t peer_uid);
+int authd_main(const struct conf *c, int listen_fd, uid_t peer_uid,
+	       const uint8_t fake_key[AUTHD_FAKE_KEY_LEN]);
+/* Reads the key of the fake SCRAM salts from the spool (auth-fake.key,
+ * mode 0600, made on first use): an unknown user's salt must stay the same
+ * across restarts and reloads, as a real user's does, or comparing the
+ * salts before and after would tell which users exist. */
+int authd_fake_key_load(const char *spool_dir, uint8_t key[AUTHD_FAKE_KEY_LEN], struct err *e);
 /* Binds the abstract socket "\0sluice-auth.<tag>" (SOCK_SEQPACKET). */
 int authd_listen(const char *tag, struct err *e);
 /* Connects a worker to it (non-blocking). */

@@ -10,6 +10,7 @@
  * request.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -975,7 +976,39 @@ static void authd_on_signal(evutil_socket_t sig, short what, void *arg)
 	event_base_loopbreak(d->base);
 }
 
-int authd_main(const struct conf *c, int listen_fd, uid_t peer_uid)
+int authd_fake_key_load(const char *spool_dir, uint8_t key[AUTHD_FAKE_KEY_LEN], struct err *e)
+{
+	struct buf path;
+	buf_init(&path, 4096);
+	buf_printf(&path, "%s/auth-fake.key", spool_dir);
+	int r = -1;
+	int fd = open(buf_cstr(&path), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (fd >= 0) {
+		ssize_t n = read(fd, key, AUTHD_FAKE_KEY_LEN);
+		close(fd);
+		if (n == AUTHD_FAKE_KEY_LEN)
+			r = 0;
+		else
+			err_set(e, "%s: shorter than %d bytes", buf_cstr(&path), AUTHD_FAKE_KEY_LEN);
+	} else if (errno != ENOENT) {
+		err_set(e, "%s: %s", buf_cstr(&path), strerror(errno));
+	} else if (rand_bytes(key, AUTHD_FAKE_KEY_LEN) < 0) {
+		err_set(e, "no randomness for %s", buf_cstr(&path));
+	} else {
+		/* Written whole under a temporary name, then linked: a crash
+		 * never leaves a short key. */
+		struct err we = { "" };
+		if (fs_write_atomic(buf_cstr(&path), key, AUTHD_FAKE_KEY_LEN, 0600, &we) < 0)
+			err_set(e, "%s", we.msg);
+		else
+			r = 0;
+	}
+	buf_free(&path);
+	return r;
+}
+
+int authd_main(const struct conf *c, int listen_fd, uid_t peer_uid,
+	       const uint8_t fake_key[AUTHD_FAKE_KEY_LEN])
 {
 	struct err e = { "" };
 	struct authd d;
@@ -987,7 +1020,9 @@ int authd_main(const struct conf *c, int listen_fd, uid_t peer_uid)
 		log_event(LOG_LVL_ERR, "authd_error", "reason=\"%s\"", e.msg);
 		return 1;
 	}
-	if (rand_bytes(d.secret, sizeof(d.secret)) < 0) {
+	if (fake_key)
+		memcpy(d.secret, fake_key, sizeof(d.secret));
+	else if (rand_bytes(d.secret, sizeof(d.secret)) < 0) {
 		log_event(LOG_LVL_ERR, "authd_error", "reason=\"no randomness\"");
 		auth_backend_free(d.b);
 		return 1;

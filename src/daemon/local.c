@@ -175,7 +175,7 @@ static int start_authd(struct local *L)
 	}
 	if (pid == 0) {
 		log_set_process("auth");
-		_exit(authd_main(L->c, lfd, getuid()));
+		_exit(authd_main(L->c, lfd, getuid(), NULL));
 	}
 	close(lfd);
 	L->authd_pid = pid;

@@ -56,6 +56,10 @@ struct child {
 
 struct master {
 	const struct daemon_opts *o;
+	/* The fake SCRAM salts' key, read once by root (the auth process,
+	 * as user, gets a copy in memory; the workers never see it). */
+	uint8_t fake_key[AUTHD_FAKE_KEY_LEN];
+	bool fake_key_ok;
 	struct gen *cur;
 	struct gen **old;  /* generations still used by retiring workers */
 	size_t n_old;
@@ -419,7 +423,8 @@ static void spawn_authd(struct master *m)
 		prctl(PR_SET_PDEATHSIG, SIGTERM);
 		if (getppid() != master)
 			_exit(1);
-		_exit(authd_main(g->conf, m->authd_fd, g->drop ? g->uid : getuid()));
+		_exit(authd_main(g->conf, m->authd_fd, g->drop ? g->uid : getuid(),
+				 m->fake_key_ok ? m->fake_key : NULL));
 	}
 	m->authd_pid = pid;
 	m->authd_stop_asked = false;
@@ -966,6 +971,14 @@ int master_run(const struct daemon_opts *o, struct conf *c)
 		log_event(LOG_LVL_WARN, "sendmail_socket", "error=\"%s\" msg=\"sendmail cannot "
 			  "hand mail to the daemon\"", e.msg);
 		e.msg[0] = 0;
+	}
+	if (auth_configured(c)) {
+		m.fake_key_ok = authd_fake_key_load(c->spool_directory, m.fake_key, &e) == 0;
+		if (!m.fake_key_ok) {
+			log_event(LOG_LVL_WARN, "auth_fake_key", "error=\"%s\" msg=\"unknown users' "
+				  "SCRAM salts change at each start\"", e.msg);
+			e.msg[0] = 0;
+		}
 	}
 	m.slots = ipc_slots_new(IPC_MAX_SLOTS);
 	m.hosts = net_hosts_new();

@@ -355,11 +355,31 @@ def test_scram_wrong_password(auth_daemon):
 
 def test_scram_unknown_user_looks_like_any_user(auth_daemon):
     """An unknown user gets a salt and fails at the proof, so that SCRAM
-    does not tell which users exist."""
-    d = auth_daemon()
-    with sub_client(d) as c:
-        res = auth_scram(c, "nosuchuser@test.example", "whatever")
-        assert res.reply.code == 535 and res.reply.enhanced == "5.7.8", res.reply
+    does not tell which users exist; its salt stays the same over a reload
+    and a restart, as a real user's does (comparing the salts before and
+    after would tell them apart)."""
+    d0 = auth_daemon(run=False)
+    d = d0.launch()
+
+    def salts():
+        out = []
+        for user in ("nosuchuser@test.example", BOB):
+            with sub_client(d) as c:
+                res = auth_scram(c, user, "whatever")
+                assert res.reply.code == 535 and res.reply.enhanced == "5.7.8", res.reply
+                out.append(dict(kv.split("=", 1) for kv in res.server_first.split(","))["s"])
+        return out
+
+    before = salts()
+    assert salts() == before
+    d.signal(signal.SIGHUP)
+    d.wait_event("authd_started", count=2)
+    assert salts() == before
+    assert d.stop() == 0
+    d = d0.launch()
+    assert salts() == before
+    st = os.stat(os.path.join(d.spool, "auth-fake.key"))
+    assert st.st_mode & 0o777 == 0o600 and st.st_size == 32
 
 
 def test_scram_crypt_user_cannot_but_plain_can(auth_daemon):

@@ -937,7 +937,7 @@ static int authd_setup(void **state)
 	assert_true(fx.pid >= 0);
 	if (fx.pid == 0) {
 		log_to_file(fx.logp, &e);
-		_exit(authd_main(fx.c, lfd, 54321));
+		_exit(authd_main(fx.c, lfd, 54321, NULL));
 	}
 	close(lfd);
 	return 0;
@@ -1221,7 +1221,7 @@ static void test_authd_handoff(void **state)
 		assert_true(pids[gen] >= 0);
 		if (pids[gen] == 0) {
 			log_to_file(logp, &e);
-			_exit(authd_main(fx.c, lfd, 54321));
+			_exit(authd_main(fx.c, lfd, 54321, NULL));
 		}
 		int fd = authd_connect(tag, &e);
 		if (fd < 0)
