@@ -377,6 +377,35 @@ static void keys_make(struct authd_keys *k, const char *ip, const char *user)
 	buf_free(&b);
 }
 
+/* The keys of a login attempt, the user's under the name the store knows
+ * it by: "dave", "dave@example.org" and "Dave@example.org." may all log
+ * in as one user, and counted apart they would multiply the guesses the
+ * per-user count allows.  An unknown name counts as typed, lowercased,
+ * without a trailing dot. */
+static void keys_for(struct authd *d, struct authd_keys *k, const char *ip,
+		     const char *user)
+{
+	struct buf canon, stored;
+	buf_init(&canon, AUTH_NAME_MAX);
+	buf_init(&stored, 64 * 1024);
+	struct err e = { "" };
+	const char *name = user;
+	if (d->dir && d->b && d->b->lookup && !d->b->verify_plain && *user &&
+	    auth_dir_user(d->dir, user, &stored, &canon, &e) == AUTH_LOOKUP_FOUND &&
+	    buf_len(&canon) > 0)
+		name = buf_cstr(&canon);
+	char *n = str_dup(name);
+	size_t len = strlen(n);
+	if (len > 1 && n[len - 1] == '.')
+		n[len - 1] = 0;
+	keys_make(k, ip, n);
+	free(n);
+	if (stored.data)
+		explicit_bzero(stored.data, stored.cap);
+	buf_free(&stored);
+	buf_free(&canon);
+}
+
 static void keys_free(struct authd_keys *k)
 {
 	free(k->ip);
@@ -551,7 +580,7 @@ static void authd_plain(struct authd_conn *k, const struct authd_msg *m)
 		j->user = str_dup("");
 	if (!j->authzid)
 		j->authzid = str_dup("");
-	keys_make(&j->keys, ip, j->user);
+	keys_for(d, &j->keys, ip, j->user);
 	j->next = k->jobs;
 	k->jobs = j;
 	const char *pw = m->f[3].n ? (const char *)m->f[3].p : "";
@@ -630,7 +659,7 @@ static int scram_who(struct authd_conn *k, const struct authd_msg *m, char **ip,
 		authd_conn_close(k);
 		return -1;
 	}
-	keys_make(keys, *ip, *user ? *user : "");
+	keys_for(k->d, keys, *ip, *user ? *user : "");
 	return 0;
 }
 

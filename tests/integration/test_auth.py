@@ -514,6 +514,25 @@ def test_block_per_user_from_other_address(auth_daemon):
         assert r.code == 235, r
 
 
+def test_block_per_user_counts_every_spelling_of_the_name(auth_daemon):
+    # bob is stored without a domain: "bob", "bob@test.example" and
+    # "BOB@other.example." all log in as bob, and all count as bob, or each
+    # spelling would bring guesses of its own.
+    d = auth_daemon(auth_fail_delay_after="2", auth_fail_block_after="3",
+                    auth_fail_window="1m", auth_fail_block_time="30s",
+                    auth_fail_max_delay="100ms")
+    for i, name in enumerate(["bob", "bob@test.example", "BOB@other.example."]):
+        c = Client(d.smtps, tls=True, source="127.0.0.%d" % (10 + i))
+        with c:
+            c.ehlo()
+            assert auth_plain(c, name, "guess %d" % i).code == 535
+    c = Client(d.smtps, tls=True, source="127.0.0.20")
+    with c:
+        c.ehlo()
+        r = auth_plain(c, "bob@test.example", pw(BOB))
+        assert r.code == 454 and r.enhanced == "4.7.0", r
+
+
 def test_failures_are_delayed(auth_daemon):
     d = auth_daemon(auth_fail_delay_after="1", auth_fail_block_after="5",
                     auth_fail_window="1m", auth_fail_max_delay="400ms")
