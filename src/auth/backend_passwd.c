@@ -57,14 +57,24 @@ static int pw_cmp_line(const void *a, const void *b)
 	return x->line < y->line ? -1 : x->line > y->line;
 }
 
+/* Printable ASCII or UTF-8 (RFC 4616 makes the authentication identity
+ * UTF-8; -buseradd and the SQLite store take such names too). */
 static bool pw_name_ok(const char *s, size_t n)
 {
 	if (n == 0 || n > AUTH_NAME_MAX)
 		return false;
-	for (size_t i = 0; i < n; i++) {
+	for (size_t i = 0; i < n;) {
 		unsigned char c = (unsigned char)s[i];
-		if (c <= ' ' || c >= 0x7f)
+		if (c >= 0x80) {
+			size_t l = str_utf8_seq(s + i, n - i);
+			if (l == 0)
+				return false;
+			i += l;
+			continue;
+		}
+		if (c <= ' ' || c == 0x7f)
 			return false;
+		i++;
 	}
 	return true;
 }

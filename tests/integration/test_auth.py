@@ -771,6 +771,9 @@ def test_buseradd_then_login(auth_daemon):
     r = d.cli("-buseradd", "gus@test.example", "SCRAM-SHA-256",
               input="p\u00e4ss\u00a0w\ufb01\n".encode())
     assert r.returncode == 0, r.stderr
+    # A UTF-8 user name (RFC 4616: the identity is UTF-8), as SQLite takes.
+    r = d.cli("-buseradd", "zo\u00eb@test.example", input=b"Zoe secret\n")
+    assert r.returncode == 0, r.stderr
     # SASLprep prohibits control characters: such a SCRAM password is refused.
     r = d.cli("-buseradd", "hal@test.example", "SCRAM-SHA-256", input=b"bell\x07\n")
     assert r.returncode != 0 and b"SASLprep" in r.stderr, r
@@ -790,6 +793,9 @@ def test_buseradd_then_login(auth_daemon):
         assert auth_scram(c, "fred@test.example", "Fred secret").reply.code == 235
     with sub_client(d, "smtps") as c:
         assert auth_scram(c, "gus@test.example", "p\u00e4ss wfi").reply.code == 235
+    with sub_client(d, "smtps") as c:
+        assert auth_plain(c, "zo\u00eb@test.example", "Zoe secret").code == 235
+    assert not d.events("auth_file_error")
     with sub_client(d, "smtps") as c:
         # PLAIN sends the password as typed; it is prepared the same way.
         assert auth_plain(c, "gus@test.example", "p\u00e4ss\u00a0w\ufb01").code == 235
