@@ -4,6 +4,8 @@
 set -e
 bin=$1
 top=$(cd "$(dirname "$0")/.." && pwd)
+# Absolute, so that the commands printed below work from any directory.
+case "$bin" in /*) ;; *) bin="$PWD/$bin" ;; esac
 dir="$top/run"
 mkdir -p "$dir"
 if [ ! -f "$dir/key.pem" ]; then

@@ -360,8 +360,19 @@ int main(int argc, char **argv)
 	case M_VERSION:
 		for (size_t i = 0; i < c->n_warnings; i++)
 			fprintf(stderr, "sluice: warning: %s\n", c->warnings[i]);
-		/* The certificate and key are loaded as the daemon would (start
-		 * and reload refuse what fails here). */
+		/* What a start refuses, -bV refuses: the accounts and the files
+		 * the unprivileged processes read, then the certificate and key
+		 * (start and reload refuse what fails here). */
+		{
+			uid_t vu;
+			gid_t vg;
+			bool vd;
+			if (master_conf_check(c, &vu, &vg, &vd, &e) < 0) {
+				fprintf(stderr, "sluice: %s\n", e.msg);
+				conf_free(c);
+				return 1;
+			}
+		}
 		tls_global_init();
 		for (size_t i = 0; i < c->n_listeners; i++) {
 			const struct conf_listener *l = &c->listeners[i];

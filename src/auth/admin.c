@@ -6,6 +6,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <pwd.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,8 +27,20 @@ static bool line_is_user(const char *line, size_t n, const char *name)
 	return str_eq_nocase(line, (size_t)(colon - line), name);
 }
 
+/* A new file belongs to root and to the group of user, which the auth
+ * process runs as and must read it with: 0640 (readable by that user and
+ * nobody else).  -1 group when that cannot be known (not root, no such
+ * user): the file is then the caller's. */
+static gid_t new_file_group(const char *user)
+{
+	if (geteuid() != 0 || !user || !*user)
+		return (gid_t)-1;
+	struct passwd *pw = getpwnam(user);
+	return pw ? pw->pw_gid : (gid_t)-1;
+}
+
 static int set_passwd_file(const char *path, const char *name, const char *stored,
-			   struct err *e)
+			   const char *user, struct err *e)
 {
 	struct buf old, out, tmp;
 	buf_init(&old, 64u << 20);
@@ -73,6 +86,14 @@ static int set_passwd_file(const char *path, const char *name, const char *store
 	}
 	if (exists && (fchown(fd, st.st_uid, st.st_gid) < 0 || fchmod(fd, st.st_mode & 07777) < 0)) {
 		err_set(e, "%s: cannot keep owner and mode: %s", path, strerror(errno));
+		close(fd);
+		unlink(buf_cstr(&tmp));
+		goto done;
+	}
+	gid_t grp = exists ? (gid_t)-1 : new_file_group(user);
+	if (grp != (gid_t)-1 && (fchown(fd, 0, grp) < 0 || fchmod(fd, 0640) < 0)) {
+		err_set(e, "%s: cannot give it to the group of user '%s': %s", path, user,
+			strerror(errno));
 		close(fd);
 		unlink(buf_cstr(&tmp));
 		goto done;
@@ -149,7 +170,7 @@ int auth_admin_set_user(const struct conf *c, const char *name, const char *stor
 	}
 	const char *b = c->auth_backend ? c->auth_backend : "none";
 	if (strcmp(b, "passwd-file") == 0)
-		return set_passwd_file(c->auth_passwd_file, name, stored, e);
+		return set_passwd_file(c->auth_passwd_file, name, stored, c->user, e);
 	if (strcmp(b, "sqlite") == 0)
 		return set_sqlite(c->auth_sqlite_database, name, stored, e);
 	return err_set(e, "auth_backend is %s: users are added with passwd-file or sqlite (for "

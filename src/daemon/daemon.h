@@ -27,6 +27,10 @@ struct daemon_opts {
 
 /* Runs the master until SIGTERM; returns the process exit status. */
 int master_run(const struct daemon_opts *o, struct conf *c);
+/* What a start (and -bV) refuses beyond the syntax: user and mail_user
+ * (as root), and the files the unprivileged processes must read.  Fills
+ * the uid/gid to run as and whether to drop privileges. */
+int master_conf_check(const struct conf *c, uid_t *uid, gid_t *gid, bool *drop, struct err *e);
 
 /* One listening socket as handed to a worker. */
 struct worker_listener {

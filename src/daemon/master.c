@@ -177,71 +177,80 @@ static int aliases_check(const char *path, bool drop, uid_t uid, gid_t gid, stru
 	return 0;
 }
 
+int master_conf_check(const struct conf *c, uid_t *uid, gid_t *gid, bool *drop, struct err *e)
+{
+	*uid = 0;
+	*gid = 0;
+	*drop = false;
+	if (geteuid() == 0) {
+		struct passwd *pw = getpwnam(c->user);
+		if (!pw)
+			return err_set(e, "%s: user '%s' does not exist (create it, e.g. `useradd "
+				       "--system --home-dir /var/spool/sluice --shell /usr/sbin/nologin "
+				       "%s`, or set user)", c->path, c->user, c->user);
+		if (pw->pw_uid == 0)
+			return err_set(e, "%s: user '%s' is root; workers must run unprivileged",
+				       c->path, c->user);
+		*uid = pw->pw_uid;
+		*gid = pw->pw_gid;
+		*drop = true;
+		/* spawn_runner checks it again (the account may go later); here
+		 * a mistake is refused instead of leaving mail queued for ever. */
+		if (c->mail_user && *c->mail_user) {
+			struct passwd *mp = getpwnam(c->mail_user);
+			if (!mp)
+				return err_set(e, "%s: mail_user '%s' does not exist (create it, or "
+					       "leave mail_user empty for the mailboxes to be owned by "
+					       "user '%s')", c->path, c->mail_user, c->user);
+			if (mp->pw_uid == 0)
+				return err_set(e, "%s: mail_user '%s' is root; mailboxes must be owned "
+					       "by an unprivileged user", c->path, c->mail_user);
+		}
+	}
+	/* The files read as user (the address files by the auth process and
+	 * the runner, the user store by the auth process, the resolver's
+	 * configuration by the runner): one they cannot read would defer
+	 * every lookup, login or delivery for ever. */
+	bool pwfile = c->auth_backend && strcmp(c->auth_backend, "passwd-file") == 0;
+	bool sqlite = c->auth_backend && strcmp(c->auth_backend, "sqlite") == 0;
+	const struct {
+		const char *name, *path, *hint;
+	} files[] = {
+		{ "aliases_file", c->aliases_file, "or leave aliases_file empty for none" },
+		{ "virtual_alias_file", c->virtual_alias_file,
+		  "or leave virtual_alias_file empty for none" },
+		{ "submission_senders_file", c->submission_senders_file,
+		  "or leave submission_senders_file empty for none" },
+		{ "auth_passwd_file", pwfile ? c->auth_passwd_file : NULL,
+		  "e.g. chgrp that user's group and chmod 640; `sluice -buseradd` creates it so" },
+		{ "auth_sqlite_database", sqlite ? c->auth_sqlite_database : NULL,
+		  "e.g. chgrp that user's group and chmod 640" },
+		{ "dns_unbound_config", c->dns_unbound_config,
+		  "or leave dns_unbound_config empty for none" },
+	};
+	for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
+		if (!files[i].path || !*files[i].path ||
+		    aliases_check(files[i].path, *drop, *uid, *gid, e) == 0)
+			continue;
+		char why[sizeof(e->msg)];
+		snprintf(why, sizeof(why), "%s", e->msg);
+		if (*drop)
+			return err_set(e, "%s: %s %s cannot be read by user '%s': %s (make it readable "
+				       "by that user, %s)", c->path, files[i].name, files[i].path,
+				       c->user, why, files[i].hint);
+		return err_set(e, "%s: %s %s cannot be read: %s (%s)", c->path, files[i].name,
+			       files[i].path, why, files[i].hint);
+	}
+	return 0;
+}
+
 /* Builds a generation: user, certificates and sockets.  On failure
  * nothing of the running generation is touched. */
 static struct gen *gen_build(struct master *m, struct conf *c, struct err *e)
 {
 	struct gen *g = xcalloc(1, sizeof(*g));
 	g->conf = c;
-	if (geteuid() == 0) {
-		struct passwd *pw = getpwnam(c->user);
-		if (!pw) {
-			err_set(e, "%s: user '%s' does not exist (create it, e.g. `useradd --system "
-				   "--home-dir /var/spool/sluice --shell /usr/sbin/nologin %s`, or set "
-				   "user)", c->path, c->user, c->user);
-			gen_free(g);
-			return NULL;
-		}
-		if (pw->pw_uid == 0) {
-			err_set(e, "%s: user '%s' is root; workers must run unprivileged", c->path,
-				c->user);
-			gen_free(g);
-			return NULL;
-		}
-		g->uid = pw->pw_uid;
-		g->gid = pw->pw_gid;
-		g->drop = true;
-		/* spawn_runner checks it again (the account may go later); here
-		 * a mistake is refused instead of leaving mail queued for ever. */
-		if (c->mail_user && *c->mail_user) {
-			struct passwd *mp = getpwnam(c->mail_user);
-			if (!mp) {
-				err_set(e, "%s: mail_user '%s' does not exist (create it, or leave "
-					   "mail_user empty for the mailboxes to be owned by user '%s')",
-					c->path, c->mail_user, c->user);
-				gen_free(g);
-				return NULL;
-			}
-			if (mp->pw_uid == 0) {
-				err_set(e, "%s: mail_user '%s' is root; mailboxes must be owned by an "
-					   "unprivileged user", c->path, c->mail_user);
-				gen_free(g);
-				return NULL;
-			}
-		}
-	}
-	/* The address files are read by the auth process and the runner as
-	 * user: one they cannot read would defer every lookup for ever. */
-	const struct {
-		const char *name, *path;
-	} files[] = {
-		{ "aliases_file", c->aliases_file },
-		{ "virtual_alias_file", c->virtual_alias_file },
-		{ "submission_senders_file", c->submission_senders_file },
-	};
-	for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
-		if (!files[i].path || !*files[i].path ||
-		    aliases_check(files[i].path, g->drop, g->uid, g->gid, e) == 0)
-			continue;
-		char why[sizeof(e->msg)];
-		snprintf(why, sizeof(why), "%s", e->msg);
-		if (g->drop)
-			err_set(e, "%s: %s %s cannot be read by user '%s': %s (make it readable by "
-				   "that user, or leave %s empty for none)",
-				c->path, files[i].name, files[i].path, c->user, why, files[i].name);
-		else
-			err_set(e, "%s: %s %s cannot be read: %s (leave %s empty for none)", c->path,
-				files[i].name, files[i].path, why, files[i].name);
+	if (master_conf_check(c, &g->uid, &g->gid, &g->drop, e) < 0) {
 		gen_free(g);
 		return NULL;
 	}

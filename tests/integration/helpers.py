@@ -847,11 +847,14 @@ MX_ONLY_PORTS = "daemon_smtp_ports = 2525\nlistener 2525 {\n    role = mx\n}\n"
 
 
 def broken_config(test_dir, body):
-    """Writes body (plus MX_ONLY_PORTS if it sets no ports) to
-    test_dir/broken.conf and returns its path."""
+    """Writes body (plus MX_ONLY_PORTS if it sets no ports, and user =
+    nobody if it names no user: the default account need not exist here)
+    to test_dir/broken.conf and returns its path."""
     path = os.path.join(test_dir, "broken.conf")
     if "daemon_smtp_ports" not in body:
         body += MX_ONLY_PORTS
+    if not re.search(r"(?m)^user\s*=", body):
+        body += "user = nobody\n"
     with open(path, "w") as f:
         f.write(body)
     return path

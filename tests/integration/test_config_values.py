@@ -3,6 +3,7 @@ when the configuration is loaded: maildir_path, smarthost and lmtp_socket
 by -bV with file:line; mail_user and aliases_file when the daemon starts
 or reloads.  A corrected configuration starts."""
 import os
+import pwd
 import re
 import signal
 import subprocess
@@ -126,12 +127,44 @@ def test_aliases_file_missing_refused_at_start(start_daemon, test_dir):
     assert os.strerror(2) in err, err  # ENOENT
 
 
-@pytest.mark.parametrize("option", ["virtual_alias_file", "submission_senders_file"])
-def test_other_address_files_missing_refused_at_start(start_daemon, test_dir, option):
+@pytest.mark.parametrize("option", ["virtual_alias_file", "submission_senders_file",
+                                    "dns_unbound_config", "auth_passwd_file"])
+def test_other_files_missing_refused_at_start_and_by_bV(start_daemon, test_dir, option):
+    # Each is read by an unprivileged process (auth or runner): missing,
+    # it used to defer every lookup, login or delivery for ever (a runner
+    # restarting each second), while -bV called the file valid.
     missing = os.path.join(test_dir, "no-such-file")
-    d, err = _start_fails(start_daemon, **{option: missing})
-    assert "%s: %s %s cannot be read" % (d.conf, option, missing) in err, err
+    extra = {"auth_backend": "passwd-file"} if option == "auth_passwd_file" else {}
+    d, err = _start_fails(start_daemon, **{option: missing}, **extra)
+    want = "%s: %s %s cannot be read" % (d.conf, option, missing)
+    assert want in err, err
     assert os.strerror(2) in err, err  # ENOENT
+    r = d.cli("-bV")
+    assert r.returncode != 0 and want in r.stderr.decode(), r
+
+
+@as_root
+def test_bV_refuses_what_a_start_refuses(start_daemon):
+    d, err = _start_fails(start_daemon, user="nosuchuser")
+    r = d.cli("-bV")
+    assert r.returncode != 0
+    assert "user 'nosuchuser' does not exist" in r.stderr.decode(), r
+
+
+@as_root
+def test_buseradd_makes_a_store_the_auth_process_can_read(start_daemon, test_dir):
+    # A store -buseradd creates belongs to root and user's group, 0640:
+    # made root's own, every login got 454 and every lookup 451.
+    path = os.path.join(test_dir, "new-passwd")
+    conf_d, err = _start_fails(start_daemon, auth_backend="passwd-file", auth_passwd_file=path)
+    r = conf_d.cli("-buseradd", "erin@test.example", input=b"Erin secret\n")
+    assert r.returncode == 0, r.stderr
+    st = os.stat(path)
+    assert st.st_mode & 0o777 == 0o640, oct(st.st_mode)
+    assert st.st_uid == 0 and st.st_gid == pwd.getpwnam("nobody").pw_gid
+    # -bV checks it as user nobody would read it.
+    r = conf_d.cli("-bV")
+    assert r.returncode == 0, r.stderr
 
 
 @as_root
