@@ -263,7 +263,9 @@ const struct conf_option conf_options[] = {
 		.help = "The user file of `auth_backend = passwd-file`, in Dovecot's passwd-file "
 			"format (`user:{SCHEME}hash`, see *Authentication*).  Only the auth process "
 			"reads it, so it should be readable by the `user` account and nobody else.  "
-			"Whether it exists is checked when the auth process starts, not here.",
+			"The start (and `-bV`) refuses a file that account cannot read; "
+			"`sluice -buseradd` creates it owned by root and that account's group, "
+			"mode 0640.",
 	},
 	{
 		.name = "auth_sqlite_database", .type = CONF_T_PATH,
