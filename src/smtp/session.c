@@ -95,6 +95,7 @@ struct smtp_session {
 	size_t rcpt_cap;
 	size_t n_errors;
 	size_t n_nonmail;       /* commands sending no mail since the last message */
+	bool connect_refused;   /* greeted 554: only QUIT is served */
 	size_t env_bytes;       /* bound on the spool envelope of this transaction */
 	size_t n_rcpt_over;      /* RCPTs past rcpt_max in this transaction */
 	uint64_t bdat_left;
@@ -894,10 +895,15 @@ static bool acl_pass(struct smtp_session *s, enum acl_stage st, const char *cmd,
 							    : "451 4.7.1 Try again later";
 	if (st == ACL_CONNECT) {
 		/* A refused connection is told 554 (or 421 to come back later),
-		 * RFC 5321 §3.1, with the rule's text. */
+		 * RFC 5321 §3.1, with the rule's text.  After 554 the server
+		 * MUST wait for QUIT, answering 503 meanwhile (the error limit
+		 * and the receive timeout bound that); 421 closes at once. */
 		const char *text = strlen(reply) > 4 ? reply + 4 : "Rejected by policy";
 		refuse(s, "(connect)", 9, "%s %s", r.verdict == ACL_DENY ? "554" : "421", text);
-		set_closing(s);
+		if (r.verdict == ACL_DENY)
+			s->connect_refused = true;
+		else
+			set_closing(s);
 		return false;
 	}
 	refuse(s, cmd, cmdlen, "%s", reply);
@@ -1444,16 +1450,20 @@ static void cmd_helo(struct smtp_session *s, const char *line, size_t len,
 		refuse(s, line, len, "501 5.5.4 Invalid domain name");
 		return;
 	}
-	reset_tx(s);
-	free(s->env.helo);
+	/* The ACL sees the new name; refused, the session stays as it was,
+	 * transaction and greeting included (RFC 5321 4.1.4). */
+	char *old_helo = s->env.helo;
+	bool old_esmtp = s->env.esmtp;
 	s->env.helo = str_ndup(c->arg, c->arg_len);
 	s->env.esmtp = ehlo;
 	if (!acl_pass(s, ACL_HELO, line, len, NULL, -1)) {
 		free(s->env.helo);
-		s->env.helo = NULL;
-		s->helo_done = false;
+		s->env.helo = old_helo;
+		s->env.esmtp = old_esmtp;
 		return;
 	}
+	free(old_helo);
+	reset_tx(s);
 	s->helo_done = true;
 	const char *h = s->pol->hostname;
 	if (!ehlo) {
@@ -2066,6 +2076,16 @@ static void exec_cmd(struct smtp_session *s, const char *line, size_t len)
 		       s->pol->hostname);
 		body_abort(s);
 		set_closing(s);
+		return;
+	}
+	if (s->connect_refused) {
+		if (c.verb == SMTP_CMD_QUIT) {
+			reply(s, "221 2.0.0 %s closing connection", s->pol->hostname);
+			set_closing(s);
+		} else {
+			refuse(s, line, len, "503 5.5.1 Bad sequence of commands: this connection was "
+			       "refused; send QUIT");
+		}
 		return;
 	}
 	if (nonmail_over(s, c.verb)) {
