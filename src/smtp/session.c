@@ -1779,7 +1779,31 @@ static unsigned parse_notify(const char *p, size_t n)
 }
 
 /* ORCPT=addr-type ";" xtext (RFC 3461 §4.2). */
-static bool orcpt_ok(const char *p, size_t n)
+/* RFC 6533 3 utf-8-addr-unitext: printable ASCII but '+', '=' (and the
+ * "\x{...}" escapes, whose backslash is allowed), and UTF-8. */
+static bool orcpt_unitext_ok(const char *p, size_t n)
+{
+	if (n == 0 || n > 500)
+		return false;
+	for (size_t i = 0; i < n;) {
+		unsigned char ch = (unsigned char)p[i];
+		if (ch >= 0x80) {
+			size_t l = str_utf8_seq(p + i, n - i);
+			if (l == 0)
+				return false;
+			i += l;
+			continue;
+		}
+		if (ch < 0x21 || ch > 0x7e || ch == '+' || ch == '=')
+			return false;
+		i++;
+	}
+	return true;
+}
+
+/* addr-type ";" xtext (RFC 3461 4.2); in a SMTPUTF8 transaction also
+ * "utf-8;" with the address in UTF-8 itself (RFC 6533 3). */
+static bool orcpt_ok(const char *p, size_t n, bool utf8)
 {
 	const char *semi = memchr(p, ';', n);
 	if (!semi || semi == p)
@@ -1791,6 +1815,8 @@ static bool orcpt_ok(const char *p, size_t n)
 			return false;
 	}
 	size_t rest = n - (size_t)(semi + 1 - p);
+	if (utf8 && str_eq_nocase(p, (size_t)(semi - p), "utf-8"))
+		return orcpt_unitext_ok(semi + 1, rest);
 	return rest > 0 && xtext_ok(semi + 1, rest, 500);
 }
 
@@ -1903,7 +1929,7 @@ static void cmd_rcpt(struct smtp_session *s, const char *line, size_t len,
 				return;
 			}
 			orcpt = pa;
-			if (!pa->value || !orcpt_ok(pa->value, pa->value_len)) {
+			if (!pa->value || !orcpt_ok(pa->value, pa->value_len, s->env.smtputf8)) {
 				refuse(s, line, len, "501 5.5.4 Invalid value for ORCPT parameter");
 				return;
 			}

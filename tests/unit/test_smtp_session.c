@@ -659,6 +659,18 @@ static void test_rcpt(void **state)
 		  "250 HELP\n250 2.1.0\n250 2.1.5\n250 2.1.5\n501 5.5.4\n501 5.5.4\n501 5.5.4\n"
 		  "501 5.5.4\n555 5.5.4",
 		  NULL },
+		/* RFC 6533 3: the UTF-8 form of ORCPT, in a SMTPUTF8 transaction
+		 * only; '+' and '=' still not (they are xtext's). */
+		{ "ORCPT utf-8 form", 0,
+		  { F(EHLO "MAIL FROM:<a@client.example> SMTPUTF8\r\n"
+			   "RCPT TO:<u@test.example> ORCPT=utf-8;\xc3\xbc@test.example\r\n"
+			   "RCPT TO:<u@test.example> ORCPT=UTF-8;j\\x{FC}rg@test.example\r\n"
+			   "RCPT TO:<u@test.example> ORCPT=utf-8;a+b@test.example\r\n"
+			   "RCPT TO:<u@test.example> ORCPT=rfc822;\xc3\xbc@test.example\r\n"
+			   "RSET\r\n" MAIL
+			   "RCPT TO:<u@test.example> ORCPT=utf-8;\xc3\xbc@test.example\r\n") },
+		  "250 HELP\n250 2.1.0\n250 2.1.5\n250 2.1.5\n501 5.5.4\n501 5.5.4\n250 2.0.0\n"
+		  "250 2.1.0\n5", NULL },
 	};
 	TABLE(t);
 }
