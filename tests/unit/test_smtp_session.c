@@ -425,6 +425,12 @@ static void test_helo(void **state)
 	static const struct tcase t[] = {
 		{ "HELO", 0, { F("HELO c.example\r\n" MAIL) }, "250 mx.test.example\n250 2.1.0",
 		  NULL },
+		/* After HELO no extension was announced: parameters are refused. */
+		{ "HELO then parameters", 0,
+		  { F("HELO c.example\r\nMAIL FROM:<a@client.example> SIZE=10\r\n" MAIL
+		      "RCPT TO:<u@test.example> NOTIFY=NEVER\r\n" RCPT) },
+		  "250 mx.test.example\n555 5.5.4 MAIL parameters need EHLO\n250 2.1.0\n"
+		  "555 5.5.4 RCPT parameters need EHLO\n250 2.1.5", NULL },
 		{ "HELO literal", 0, { F("HELO [192.0.2.1]\r\nEHLO [IPv6:2001:db8::1]\r\n") },
 		  "250 mx.test.example\n250 HELP", NULL },
 		{ "HELO without argument", 0, { F("HELO\r\nEHLO\r\nEHLO   \r\n") },
