@@ -231,7 +231,8 @@ static int port_or_err(struct parser *p, int line, const char *s, const char *wh
 	if (port > 0)
 		return port;
 	if (isdigit((unsigned char)*s))
-		return perr(p, line, "bad port '%s'%s: expected %s", q(p, s), where, PORT_FORMS);
+		return perr(p, line, "bad port '%s'%s: expected %s%s", q(p, s), where, PORT_FORMS,
+			    strpbrk(s, " \t") ? " (list items are separated by ':', not spaces)" : "");
 	return perr(p, line, "unknown service name '%s'%s: expected %s", q(p, s), where,
 		    PORT_FORMS);
 }
@@ -577,6 +578,14 @@ static int set_option(struct parser *p, const struct conf_option *o, const char 
 	buf_printf(&where, " in %s", o->name);
 	x.where = buf_cstr(&where);
 	int r = 0;
+	/* Comments are whole lines: "20  # per host" would be the value,
+	 * a file name of that spelling even.  Free text may hold a '#'. */
+	if (o->type != CONF_T_STRING && (strstr(v, " #") || strstr(v, "\t#"))) {
+		r = perr(p, line, "%s = %s: a '#' after a value does not start a comment; put "
+			 "comments on lines of their own", o->name, q(p, v));
+		buf_free(&where);
+		return r;
+	}
 
 	switch (o->type) {
 	case CONF_T_STRING:

@@ -90,6 +90,14 @@ static const struct err_case err_cases[] = {
 	  "t.conf:1: bad number 'abc' for recipients_max: expected a whole number, from 1 to 1000000" },
 	{ "recipients_max = 12 3\n", NULL, false, "t.conf:1: bad number '12 3' for recipients_max" },
 	{ "recipients_max = -1\n", NULL, false, "t.conf:1: bad number '-1' for recipients_max" },
+	/* Comments are whole lines; list items are separated by ':'. */
+	{ "\nrecipients_max = 20   # per message\n", NULL, false,
+	  "t.conf:2: recipients_max = 20   # per message: a '#' after a value does not start a "
+	  "comment" },
+	{ "log_file = /t/x.log # log\n", NULL, false,
+	  "t.conf:1: log_file = /t/x.log # log: a '#' after a value does not start a comment" },
+	{ "daemon_smtp_ports = 25 587\n", NULL, false,
+	  "(list items are separated by ':', not spaces)" },
 	{ "recipients_max = 0\n", NULL, false,
 	  "t.conf:1: recipients_max = 0 is out of range: must be from 1 to 1000000" },
 	{ "smtp_accept_max = 0\n", NULL, false, "t.conf:1: smtp_accept_max = 0 is out of range: must be from 1 to" },
