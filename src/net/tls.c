@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "net.h"
 
@@ -101,16 +102,34 @@ int tls_ctx_new(const struct conf *c, const struct conf_listener *l, struct tls_
 		return err_set(e, "port %u: tls_ciphersuites: %s", l->port, why);
 	}
 	SSL_CTX_set_dh_auto(ctx, 1);
+	/* A file that cannot be opened is told in plain words, not as
+	 * OpenSSL's error stack. */
+	const char *key = c->tls_privatekey ? c->tls_privatekey : c->tls_certificate;
+	const char *files[] = { c->tls_certificate, key };
+	const char *names[] = { "tls_certificate", "tls_privatekey" };
+	for (int i = 0; i < 2; i++) {
+		if (access(files[i], R_OK) < 0) {
+			int er = errno;
+			SSL_CTX_free(ctx);
+			return err_set(e, "%s %s cannot be read: %s", names[i], files[i],
+				       strerror(er));
+		}
+	}
 	if (SSL_CTX_use_certificate_chain_file(ctx, c->tls_certificate) != 1) {
 		ossl_err(why, sizeof(why));
 		SSL_CTX_free(ctx);
-		return err_set(e, "tls_certificate %s: %s", c->tls_certificate, why);
+		return err_set(e, "tls_certificate %s holds no certificate in PEM form (%s)",
+			       c->tls_certificate, why);
 	}
-	const char *key = c->tls_privatekey ? c->tls_privatekey : c->tls_certificate;
 	if (SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1) {
 		ossl_err(why, sizeof(why));
 		SSL_CTX_free(ctx);
-		return err_set(e, "tls_privatekey %s: %s", key, why);
+		if (!c->tls_privatekey || strcmp(c->tls_privatekey, c->tls_certificate) == 0)
+			return err_set(e, "tls_certificate %s holds no private key, and tls_privatekey "
+				       "is not set to another file: set it to the key's file (%s)",
+				       c->tls_certificate, why);
+		return err_set(e, "tls_privatekey %s holds no private key in PEM form (%s)", key,
+			       why);
 	}
 	if (SSL_CTX_check_private_key(ctx) != 1) {
 		SSL_CTX_free(ctx);

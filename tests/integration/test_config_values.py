@@ -68,9 +68,18 @@ def test_bV_loads_the_certificate(binary, cert, test_dir):
     # -bV refuses what the daemon's start would: a missing certificate,
     # a key that is not the certificate's.
     ports = (2525, 2587, 2465)
+    notpem = os.path.join(test_dir, "notpem.txt")
+    with open(notpem, "w") as f:
+        f.write("not a certificate\n")
+    missing = os.path.join(test_dir, "missing.pem")
     cases = [
-        (dict(tls_certificate=os.path.join(test_dir, "missing.pem")), "missing.pem"),
+        (dict(tls_certificate=missing),
+         "tls_certificate %s cannot be read: No such file or directory" % missing),
         (dict(tls_privatekey=os.path.join(test_dir, "other.key")), "other.key"),
+        (dict(tls_certificate=notpem), "tls_certificate %s holds no certificate" % notpem),
+        # No key given: the certificate's file is searched, and the message
+        # says which setting is missing.
+        (dict(tls_privatekey=None), "holds no private key, and tls_privatekey is not set to another file"),
     ]
     subprocess.run(["openssl", "genpkey", "-algorithm", "RSA", "-pkeyopt",
                     "rsa_keygen_bits:2048", "-out", os.path.join(test_dir, "other.key")],
