@@ -1323,6 +1323,13 @@ static int finish(struct parser *p, const char *ports_override, bool tls_all)
 	if (any_auth && strcmp(c->auth_backend, "none") == 0)
 		pwarn(p, opt_line(p, "auth_backend"), "auth_backend is none: submission ports "
 		      "will refuse MAIL (530 5.7.0) as no user can authenticate");
+	bool any_mx = false;
+	for (size_t i = 0; i < c->n_listeners; i++)
+		any_mx = any_mx || c->listeners[i].role == CONF_ROLE_MX;
+	if (any_mx && c->n_local_domains == 0)
+		pwarn(p, opt_line(p, "local_domains"), "local_domains is empty: the mx "
+		      "listeners take mail for no domain (every RCPT but postmaster gets 550 "
+		      "5.7.1)");
 	return 0;
 }
 

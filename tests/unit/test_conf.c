@@ -1051,6 +1051,10 @@ static const struct warn_case warn_cases[] = {
 	  "t.conf:3: recipients_max = 50 is below 100, the number of recipients RFC 5321 section 4.5.3.1.8 requires a server to accept" },
 	{ CERT AUTHB "recipients_max = 100\n", NULL },
 	{ CERT AUTHB "tls_on_connect_ports = 465\n", NULL },
+	/* an MX listener that can take mail for nobody */
+	{ CERT AUTHB "local_domains =\n",
+	  "t.conf:3: local_domains is empty: the mx listeners take mail for no domain" },
+	{ CERT AUTHB "local_domains =\ndaemon_smtp_ports = 587\n", NULL },
 	/* authentication */
 	{ CERT, "t.conf: " NO_BACKEND_WARNING },
 	{ CERT "\nauth_backend = none\n", "t.conf:3: " NO_BACKEND_WARNING },
