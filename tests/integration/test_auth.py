@@ -416,9 +416,10 @@ def test_scram_channel_binding_flag_refused(auth_daemon):
 # ---- credential store unreachable -----------------------------------------
 
 def test_missing_passwd_file_tempfails_and_daemon_serves(auth_daemon, test_dir):
-    d = auth_daemon(run=False)
+    # Missing at start, the file stops the start (test_config_values); gone
+    # while the daemon runs, logins and lookups wait (454/451), never 535.
+    d = auth_daemon()
     os.unlink(d.passwd_file)
-    d = d.launch()
     with sub_client(d) as c:
         r = auth_plain(c, ALICE, pw(ALICE))
         assert r.code == 454 and r.enhanced == "4.7.0", r
@@ -911,12 +912,14 @@ def test_sqlite_corrupt_database(sqlite_daemon):
 
 
 def test_sqlite_missing_database(auth_daemon, test_dir):
-    d = auth_daemon(auth_backend="sqlite",
-                    auth_sqlite_database=os.path.join(test_dir, "missing.db"))
-    with sub_client(d, "smtps") as c:
-        r = auth_plain(c, ALICE, pw(ALICE))
-        assert r.code == 454 and r.enhanced == "4.7.0", r
-    assert not os.path.exists(os.path.join(test_dir, "missing.db"))
+    # Refused at start and by -bV, with what to do; and never created by
+    # the check (an empty database would pass for "no users").
+    missing = os.path.join(test_dir, "missing.db")
+    d = auth_daemon(auth_backend="sqlite", auth_sqlite_database=missing, run=False)
+    r = d.cli("-bV")
+    assert r.returncode != 0, r
+    assert "auth_sqlite_database %s cannot be read" % missing in r.stderr.decode(), r
+    assert not os.path.exists(missing)
 
 
 def test_buseradd_sqlite_creates_tables(auth_daemon, test_dir):
