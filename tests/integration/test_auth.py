@@ -28,7 +28,6 @@ from helpers import (
     b64,
     client_ctx,
     ehlo_auth_mechs,
-    make_body,
     open_session,
     scram_entry,
     wait_until,
