@@ -61,22 +61,7 @@ static int pw_cmp_line(const void *a, const void *b)
  * UTF-8; -buseradd and the SQLite store take such names too). */
 static bool pw_name_ok(const char *s, size_t n)
 {
-	if (n == 0 || n > AUTH_NAME_MAX)
-		return false;
-	for (size_t i = 0; i < n;) {
-		unsigned char c = (unsigned char)s[i];
-		if (c >= 0x80) {
-			size_t l = str_utf8_seq(s + i, n - i);
-			if (l == 0)
-				return false;
-			i += l;
-			continue;
-		}
-		if (c <= ' ' || c == 0x7f)
-			return false;
-		i++;
-	}
-	return true;
+	return n > 0 && n <= AUTH_NAME_MAX && str_utf8_visible(s, n, "");
 }
 
 /* Parses the whole file; malformed lines are skipped, each logged once

@@ -1799,22 +1799,7 @@ static bool np_after_helo(const struct smtp_session *s, const char *p, size_t n)
  * "\x{...}" escapes, whose backslash is allowed), and UTF-8. */
 static bool orcpt_unitext_ok(const char *p, size_t n)
 {
-	if (n == 0 || n > 500)
-		return false;
-	for (size_t i = 0; i < n;) {
-		unsigned char ch = (unsigned char)p[i];
-		if (ch >= 0x80) {
-			size_t l = str_utf8_seq(p + i, n - i);
-			if (l == 0)
-				return false;
-			i += l;
-			continue;
-		}
-		if (ch < 0x21 || ch > 0x7e || ch == '+' || ch == '=')
-			return false;
-		i++;
-	}
-	return true;
+	return n > 0 && n <= 500 && str_utf8_visible(p, n, "+=");
 }
 
 /* addr-type ";" xtext (RFC 3461 4.2); in a SMTPUTF8 transaction also

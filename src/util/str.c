@@ -140,3 +140,21 @@ size_t str_utf8_seq(const void *p, size_t n)
 			return 0;
 	return len;
 }
+
+bool str_utf8_visible(const char *p, size_t n, const char *forbid)
+{
+	for (size_t i = 0; i < n;) {
+		unsigned char c = (unsigned char)p[i];
+		if (c >= 0x80) {
+			size_t l = str_utf8_seq(p + i, n - i);
+			if (l == 0)
+				return false;
+			i += l;
+			continue;
+		}
+		if (c < 0x21 || c > 0x7e || strchr(forbid, c))
+			return false;
+		i++;
+	}
+	return true;
+}

@@ -537,10 +537,35 @@ static void test_rand_hash(void **state)
 	assert_true(rand_hash(7, "key", 3) != rand_hash(8, "key", 3));
 }
 
+static void test_utf8_visible(void **state)
+{
+	static const struct {
+		const char *s;
+		const char *forbid;
+		bool ok;
+	} t[] = {
+		{ "alice@example.org", "", true },
+		{ "zo\xc3\xab@example.org", "", true },        /* UTF-8 */
+		{ "a b", "", false },                            /* space */
+		{ "a\x7f", "", false },                          /* DEL */
+		{ "a\x01", "", false },
+		{ "\xc3", "", false },                           /* cut sequence */
+		{ "\xc0\xaf", "", false },                       /* overlong */
+		{ "\xed\xa0\x80", "", false },                   /* surrogate */
+		{ "a+b", "+=", false },
+		{ "a=b", "+=", false },
+		{ "a\\x{FC}b", "+=", true },
+	};
+	for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++)
+		if (str_utf8_visible(t[i].s, strlen(t[i].s), t[i].forbid) != t[i].ok)
+			fail_msg("case %zu", i);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_rand_hash),
+		cmocka_unit_test(test_utf8_visible),
 		cmocka_unit_test(test_buf_limit),
 		cmocka_unit_test(test_buf_printf),
 		cmocka_unit_test(test_buf_consume_compact),
