@@ -547,8 +547,9 @@ def test_failures_are_delayed(auth_daemon):
         r = auth_plain(c, ALICE, pw(ALICE))
         assert r.code == 454 and r.enhanced == "4.7.0", r
     # No delay before the first failure; then growing up to the cap (plus
-    # hashing and scheduling).
-    assert times[0] < 0.1, times
+    # hashing, the time floor and scheduling, which all answers share: so
+    # the first is compared with the others, not with a fixed time).
+    assert times[0] + 0.2 < times[4], times
     assert times[4] >= 0.3 and times[4] > times[1], times
     assert max(times) < 2.0, times
 
