@@ -15,11 +15,8 @@ if [ ! -f "$dir/key.pem" ]; then
 fi
 user=nobody
 [ "$(id -u)" = 0 ] || user=$(id -un)
-# The demo user, for the submission ports (the auth process runs as $user).
-if [ ! -f "$dir/passwd" ]; then
-	: > "$dir/passwd"
-	chmod 644 "$dir/passwd"
-fi
+# The demo user, for the submission ports: -buseradd (below) makes the
+# file readable by $user, which the auth process runs as, and nobody else.
 cat > "$dir/sluice.conf" <<CONF
 # Demo configuration written by \`make run\`; see docs/configuration.md.
 primary_hostname = localhost
@@ -53,7 +50,7 @@ listener 2465 {
     tls = on_connect
 }
 CONF
-grep -q '^demo@example.test:' "$dir/passwd" ||
+grep -qs '^demo@example.test:' "$dir/passwd" ||
 	printf 'demo\n' | "$bin" -C "$dir/sluice.conf" -buseradd demo@example.test SCRAM-SHA-256 >/dev/null
 cat <<MSG
 sluice demo: configuration in $dir/sluice.conf, queue in $dir/spool/queue,
