@@ -241,6 +241,19 @@ class Peer:
                 s.send_line("500 5.5.1 unknown command")
 
 
+def first_rcpt_then_ok(first, ok="250 2.1.5 ok"):
+    """An rcpt_reply answering first to the first RCPT and ok to the rest;
+    its .calls lists the addresses asked for."""
+    calls = []
+
+    def rcpt(addr, peer):
+        calls.append(addr)
+        return first if len(calls) == 1 else ok
+
+    rcpt.calls = calls
+    return rcpt
+
+
 class _Closed(Exception):
     pass
 

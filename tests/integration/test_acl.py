@@ -83,21 +83,28 @@ def test_acl_config_errors(auth_daemon):
     assert r.returncode != 0 and b"missing" in r.stderr, r.stderr
 
 
-def test_from_header_check(auth_daemon):
+def from_check_session(auth_daemon):
+    """A daemon with submission_check_from and a session of alice's on 465."""
     d = auth_daemon(submission_check_from="yes")
-    pw = AUTH_USERS[ALICE][0]
     c = Client(d.ports["smtps"], tls=True)
     c.ehlo()
-    assert auth_plain(c, ALICE, pw).code == 235
-    assert c.cmd("MAIL FROM:<%s>" % ALICE).code == 250
+    assert auth_plain(c, ALICE, AUTH_USERS[ALICE][0]).code == 235
+    return d, c
+
+
+def send_with_from(c, from_line, sender=ALICE):
+    """One message whose header starts with from_line; the final reply."""
+    assert c.cmd("MAIL FROM:<%s>" % sender).code == 250
     assert c.cmd("RCPT TO:<friend@remote.example>").code == 250
     assert c.cmd("DATA").code == 354
-    r = c.cmd("From: Boss <boss@test.example>\r\nSubject: x\r\n\r\nhi\r\n.")
+    return c.cmd(from_line + "\r\nSubject: x\r\n\r\nhi\r\n.")
+
+
+def test_from_header_check(auth_daemon):
+    d, c = from_check_session(auth_daemon)
+    r = send_with_from(c, "From: Boss <boss@test.example>")
     assert r.code == 550 and r.lines[0].startswith("5.7.1"), r
-    assert c.cmd("MAIL FROM:<%s>" % ALICE).code == 250
-    assert c.cmd("RCPT TO:<friend@remote.example>").code == 250
-    assert c.cmd("DATA").code == 354
-    r = c.cmd('From: "Alice, A." <%s>\r\nSubject: x\r\n\r\nhi\r\n.' % ALICE)
+    r = send_with_from(c, 'From: "Alice, A." <%s>' % ALICE)
     assert r.code == 250, r
     # A quoted local part that needs no quotes is the same mailbox (RFC
     # 5322 3.4.1, RFC 5321 4.1.2), as MAIL FROM already takes it; a quoted
@@ -105,10 +112,7 @@ def test_from_header_check(auth_daemon):
     for field, code in (('"alice"@test.example', 250),
                         ('Alice <"al\\ice"@test.example>', 250),
                         ('"alice "@test.example', 550)):
-        assert c.cmd('MAIL FROM:<"alice"@test.example>').code == 250
-        assert c.cmd("RCPT TO:<friend@remote.example>").code == 250
-        assert c.cmd("DATA").code == 354
-        r = c.cmd("From: %s\r\nSubject: x\r\n\r\nhi\r\n." % field)
+        r = send_with_from(c, "From: " + field, sender='"alice"@test.example')
         assert r.code == code, (field, r)
     c.close()
     assert len(d.queue_ids()) == 3
@@ -118,22 +122,12 @@ def test_from_header_display_name_that_reads_as_an_address(auth_daemon):
     # "victim@x <me@y>": the address is the user's own, but mail clients
     # show the unquoted '@' name as the sender (RFC 5322 3.4 forbids it);
     # a NUL byte in the field likewise.  Both cannot be parsed: 550 5.6.0.
-    d = auth_daemon(submission_check_from="yes")
-    pw = AUTH_USERS[ALICE][0]
-    c = Client(d.ports["smtps"], tls=True)
-    c.ehlo()
-    assert auth_plain(c, ALICE, pw).code == 235
+    d, c = from_check_session(auth_daemon)
     for field in ("From: boss@test.example <%s>" % ALICE,
                   "From: boss@test.example\x00<%s>" % ALICE):
-        assert c.cmd("MAIL FROM:<%s>" % ALICE).code == 250
-        assert c.cmd("RCPT TO:<friend@remote.example>").code == 250
-        assert c.cmd("DATA").code == 354
-        r = c.cmd(field + "\r\nSubject: x\r\n\r\nhi\r\n.")
+        r = send_with_from(c, field)
         assert r.code == 550 and r.lines[0].startswith("5.6.0"), (field, r)
-    assert c.cmd("MAIL FROM:<%s>" % ALICE).code == 250
-    assert c.cmd("RCPT TO:<friend@remote.example>").code == 250
-    assert c.cmd("DATA").code == 354
-    r = c.cmd('From: "boss@test.example" <%s>\r\nSubject: x\r\n\r\nhi\r\n.' % ALICE)
+    r = send_with_from(c, 'From: "boss@test.example" <%s>' % ALICE)
     assert r.code == 250, r
     c.close()
 

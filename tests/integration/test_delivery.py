@@ -15,7 +15,7 @@ import time
 import pytest
 
 from helpers import client_ctx, submit_authenticated, wait_queue_empty, wait_until, write_file
-from peer import Peer
+from peer import Peer, first_rcpt_then_ok
 
 ALICE = "alice@test.example"
 CAROL = "carol@other.example"
@@ -175,13 +175,8 @@ def test_connection_reused_for_several_messages(dlv, peer):
 
 
 def test_451_then_250_delivered_on_retry(dlv, peer):
-    calls = []
-
-    def rcpt(addr, p):
-        calls.append(addr)
-        return "451 4.3.0 try again later" if len(calls) == 1 else "250 2.1.5 ok"
-
-    peer.rcpt_reply = rcpt
+    peer.rcpt_reply = first_rcpt_then_ok("451 4.3.0 try again later")
+    calls = peer.rcpt_reply.calls
     d = dlv()
     submit(d, ["later@remote.example"])
     d.wait_event("deferred", timeout=15)

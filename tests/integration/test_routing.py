@@ -11,7 +11,7 @@ import time
 import pytest
 
 from helpers import submit_authenticated, wait_queue_empty, wait_until
-from peer import Peer, _Closed
+from peer import Peer, _Closed, first_rcpt_then_ok
 
 ALICE = "alice@test.example"
 MSG = ("From: Alice <alice@test.example>\r\nTo: someone\r\nSubject: routing test\r\n"
@@ -124,13 +124,7 @@ def test_backup_mx_with_our_address_is_not_used(dlv, peer):
 # ---- 2. 552 to RCPT is temporary (RFC 5321 4.5.3.1.10) ---------------------
 
 def test_552_to_rcpt_is_retried_not_bounced(dlv, peer):
-    calls = []
-
-    def rcpt(addr, p):
-        calls.append(addr)
-        return "552 5.5.3 too many recipients" if len(calls) == 1 else "250 2.1.5 ok"
-
-    peer.rcpt_reply = rcpt
+    peer.rcpt_reply = first_rcpt_then_ok("552 5.5.3 too many recipients")
     d = dlv()
     submit(d, ["only@remote.example"])
     peer.wait_transactions(1, timeout=20)
