@@ -37,20 +37,26 @@ static int rm_one(const char *p, const struct stat *st, int flag, struct FTW *f)
 	return remove(p);
 }
 
+/* Opens the spool dir/spool, a subdirectory that does not exist yet:
+ * spool_open creates it. */
+static int open_sub_spool(const char *dir, struct spool **sp)
+{
+	char path[128];
+	snprintf(path, sizeof(path), "%s/spool", dir);
+	struct err e = { "" };
+	if (spool_open(path, sp, &e) < 0) {
+		fprintf(stderr, "%s\n", e.msg);
+		return -1;
+	}
+	return 0;
+}
+
 static int setup(void **state)
 {
 	struct fx *fx = calloc(1, sizeof(*fx));
 	snprintf(fx->dir, sizeof(fx->dir), "/tmp/spooltest.XXXXXX");
-	if (!mkdtemp(fx->dir))
+	if (!mkdtemp(fx->dir) || open_sub_spool(fx->dir, &fx->sp) < 0)
 		return -1;
-	struct err e = { "" };
-	/* A subdirectory that does not exist yet: spool_open creates it. */
-	char path[128];
-	snprintf(path, sizeof(path), "%s/spool", fx->dir);
-	if (spool_open(path, &fx->sp, &e) < 0) {
-		fprintf(stderr, "%s\n", e.msg);
-		return -1;
-	}
 	*state = fx;
 	return 0;
 }
@@ -1242,14 +1248,7 @@ static int setup_full(void **state)
 	if (mount("tmpfs", fx->dir, "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,mode=0700") < 0)
 		return 0; /* the test skips */
 	fx->mounted = true;
-	char path[128];
-	snprintf(path, sizeof(path), "%s/spool", fx->dir);
-	struct err e = { "" };
-	if (spool_open(path, &fx->sp, &e) < 0) {
-		fprintf(stderr, "%s\n", e.msg);
-		return -1;
-	}
-	return 0;
+	return open_sub_spool(fx->dir, &fx->sp);
 }
 
 static int teardown_full(void **state)
