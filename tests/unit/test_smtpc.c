@@ -521,6 +521,28 @@ static const struct smtpc_action *next_of(struct smtpc *c, struct smtpc_action *
 	return a;
 }
 
+/* A machine past its greeting and EHLO (the server's lines in greet). */
+static struct smtpc *ready_client(const struct smtpc_opts *o, const char *greet)
+{
+	struct smtpc *c = smtpc_new(o);
+	smtpc_feed(c, greet, strlen(greet));
+	struct smtpc_action a;
+	next_of(c, &a, SMTPC_READY);
+	return c;
+}
+
+/* Sends m, feeds the server's replies up to DATA's 354, and has the body
+ * sent, so that the reply to the dot comes next. */
+static void send_to_body(struct smtpc *c, const struct smtpc_msg *m, const char *replies)
+{
+	struct err e;
+	struct smtpc_action a;
+	assert_int_equal(smtpc_send_msg(c, m, &e), 0);
+	smtpc_feed(c, replies, strlen(replies));
+	next_of(c, &a, SMTPC_BODY);
+	smtpc_body_done(c);
+}
+
 /* The close reply of a session whose greeting is `greeting`. */
 static void greeting_close(const char *greeting, struct smtpc_reply *out)
 {
@@ -568,17 +590,10 @@ static void test_reply_status_and_text(void **state)
 static void test_result_text_lifetime(void **state)
 {
 	struct smtpc_opts o = { .helo = "me", .reply_line_max = 100, .reply_lines_max = 5 };
-	struct smtpc *c = smtpc_new(&o);
-	const char *srv = "220 mx\r\n250-mx\r\n250 PIPELINING\r\n";
-	smtpc_feed(c, srv, strlen(srv));
+	struct smtpc *c = ready_client(&o, "220 mx\r\n250-mx\r\n250 PIPELINING\r\n");
 	struct smtpc_action a;
-	next_of(c, &a, SMTPC_READY);
-	struct err e;
-	assert_int_equal(smtpc_send_msg(c, &msgs[2], &e), 0);
-	srv = "250 ok\r\n550-5.1.1 no such\r\n550 5.1.1 user\r\n250 ok\r\n354 go\r\n";
-	smtpc_feed(c, srv, strlen(srv));
-	next_of(c, &a, SMTPC_BODY);
-	smtpc_body_done(c);
+	send_to_body(c, &msgs[2],
+		     "250 ok\r\n550-5.1.1 no such\r\n550 5.1.1 user\r\n250 ok\r\n354 go\r\n");
 	smtpc_feed(c, "250 2.0.0 done\r\n", 16);
 	next_of(c, &a, SMTPC_RESULT);
 	const struct smtpc_reply *r = a.replies;
@@ -640,10 +655,7 @@ static void test_reply_origin(void **state)
 	struct smtpc_action a;
 
 	/* Refused before sending: ours. */
-	struct smtpc *c = smtpc_new(&o);
-	const char *srv = "220 mx\r\n250-mx\r\n250 PIPELINING\r\n";
-	smtpc_feed(c, srv, strlen(srv));
-	next_of(c, &a, SMTPC_READY);
+	struct smtpc *c = ready_client(&o, "220 mx\r\n250-mx\r\n250 PIPELINING\r\n");
 	assert_int_equal(smtpc_send_msg(c, &msgs[6], &e), 0);
 	next_of(c, &a, SMTPC_RESULT);
 	assert_int_equal(a.n, 2);
@@ -656,11 +668,7 @@ static void test_reply_origin(void **state)
 	next_of(c, &a, SMTPC_READY);
 
 	/* Per-recipient replies the server sent: the server's. */
-	assert_int_equal(smtpc_send_msg(c, &msgs[2], &e), 0);
-	srv = "250 ok\r\n550 5.1.1 no\r\n250 ok\r\n354 go\r\n";
-	smtpc_feed(c, srv, strlen(srv));
-	next_of(c, &a, SMTPC_BODY);
-	smtpc_body_done(c);
+	send_to_body(c, &msgs[2], "250 ok\r\n550 5.1.1 no\r\n250 ok\r\n354 go\r\n");
 	smtpc_feed(c, "250 2.0.0 done\r\n", 16);
 	next_of(c, &a, SMTPC_RESULT);
 	assert_false(a.replies[0].local);
@@ -690,15 +698,8 @@ static void test_reply_origin(void **state)
 	/* LMTP: replies given before the loss are the server's, the rest ours. */
 	struct smtpc_opts lo = o;
 	lo.lmtp = true;
-	c = smtpc_new(&lo);
-	srv = "220 mx\r\n250-lmtp\r\n250 PIPELINING\r\n";
-	smtpc_feed(c, srv, strlen(srv));
-	next_of(c, &a, SMTPC_READY);
-	assert_int_equal(smtpc_send_msg(c, &msgs[2], &e), 0);
-	srv = "250 ok\r\n250 ok\r\n250 ok\r\n354 go\r\n";
-	smtpc_feed(c, srv, strlen(srv));
-	next_of(c, &a, SMTPC_BODY);
-	smtpc_body_done(c);
+	c = ready_client(&lo, "220 mx\r\n250-lmtp\r\n250 PIPELINING\r\n");
+	send_to_body(c, &msgs[2], "250 ok\r\n250 ok\r\n250 ok\r\n354 go\r\n");
 	smtpc_feed(c, "250 2.1.5 one\r\n", 16);
 	smtpc_timeout(c);
 	next_of(c, &a, SMTPC_RESULT);
@@ -740,11 +741,8 @@ static void test_rcpt_552_is_temporary(void **state)
 		for (int bytewise = 0; bytewise < 2; bytewise++) {
 			struct smtpc_opts o = { .helo = "me", .reply_line_max = 100,
 						.reply_lines_max = 5 };
-			struct smtpc *c = smtpc_new(&o);
-			const char *greet = "220 mx\r\n250-mx\r\n250 PIPELINING\r\n";
-			smtpc_feed(c, greet, strlen(greet));
+			struct smtpc *c = ready_client(&o, "220 mx\r\n250-mx\r\n250 PIPELINING\r\n");
 			struct smtpc_action a;
-			next_of(c, &a, SMTPC_READY);
 			struct err e;
 			assert_int_equal(smtpc_send_msg(c, &msgs[1], &e), 0);
 			size_t len = strlen(t[i].srv);
@@ -777,11 +775,8 @@ static void test_rcpt_552_is_temporary(void **state)
 static void test_pipeline_single_send(void **state)
 {
 	struct smtpc_opts o = { .helo = "me", .reply_line_max = 100, .reply_lines_max = 5 };
-	struct smtpc *c = smtpc_new(&o);
-	const char *srv = "220 mx\r\n250-mx\r\n250 PIPELINING\r\n";
-	smtpc_feed(c, srv, strlen(srv));
+	struct smtpc *c = ready_client(&o, "220 mx\r\n250-mx\r\n250 PIPELINING\r\n");
 	struct smtpc_action a;
-	next_of(c, &a, SMTPC_READY);
 	struct err e;
 	assert_int_equal(smtpc_send_msg(c, &msgs[1], &e), 0);
 	smtpc_next(c, &a);
