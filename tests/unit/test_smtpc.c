@@ -700,7 +700,8 @@ static void test_reply_origin(void **state)
 	lo.lmtp = true;
 	c = ready_client(&lo, "220 mx\r\n250-lmtp\r\n250 PIPELINING\r\n");
 	send_to_body(c, &msgs[2], "250 ok\r\n250 ok\r\n250 ok\r\n354 go\r\n");
-	smtpc_feed(c, "250 2.1.5 one\r\n", 16);
+	const char *one = "250 2.1.5 one\r\n";
+	smtpc_feed(c, one, strlen(one));
 	smtpc_timeout(c);
 	next_of(c, &a, SMTPC_RESULT);
 	assert_false(a.replies[0].local);
@@ -708,7 +709,6 @@ static void test_reply_origin(void **state)
 	smtpc_free(c);
 }
 
-/* The pipelined group is one write (RFC 2920: MAIL, RCPTs and DATA). */
 /* RFC 5321 4.5.3.1.10: a 552 to RCPT (a recipient limit) is temporary; a
  * 552 to MAIL or to the end of data is not.  Each reply also says which
  * command it answered. */
@@ -772,6 +772,7 @@ static void test_rcpt_552_is_temporary(void **state)
 	}
 }
 
+/* The pipelined group is one write (RFC 2920: MAIL, RCPTs and DATA). */
 static void test_pipeline_single_send(void **state)
 {
 	struct smtpc_opts o = { .helo = "me", .reply_line_max = 100, .reply_lines_max = 5 };

@@ -516,9 +516,6 @@ static void test_write_error(void **state)
 	assert_true(file_exists(fx, "queue", id1));
 }
 
-/* spool_group_sync: a batch of two or more shares one syncfs for the
- * data of all its files, then one directory fsync; a single message still
- * gets its own fdatasync.  Every message is committed either way. */
 /* syncfs reports a writeback error once per open file description: each
  * process must sync through a description of its own, or one worker's
  * syncfs would take the error that has to stop another's 250. */
@@ -534,6 +531,8 @@ static void test_sync_fd_per_process(void **state)
 	if (ch == 0) {
 		/* Inherited: the very same description (kcmp works here). */
 		long before = syscall(SYS_kcmp, parent, getpid(), KCMP_FILE, pfd, pfd);
+		if (before < 0 && (errno == ENOSYS || errno == EPERM))
+			_exit(2); /* no kcmp here (a seccomp filter): skipped */
 		int cfd = spool_process_sync_fd(fx->sp);
 		long after = cfd < 0 ? -1 : syscall(SYS_kcmp, parent, getpid(), KCMP_FILE, pfd, cfd);
 		/* kcmp: 0 same, 1 or 2 different, -1 error. */
@@ -542,12 +541,17 @@ static void test_sync_fd_per_process(void **state)
 	int st = 0;
 	assert_int_equal(waitpid(ch, &st, 0), ch);
 	assert_true(WIFEXITED(st));
+	if (WEXITSTATUS(st) == 2)
+		skip();
 	assert_int_equal(WEXITSTATUS(st), 0);
 	/* And the parent's is still its own, open. */
 	assert_int_equal(spool_process_sync_fd(fx->sp), pfd);
 	assert_true(fcntl(pfd, F_GETFD) >= 0);
 }
 
+/* spool_group_sync: a batch of two or more shares one syncfs for the
+ * data of all its files, then one directory fsync; a single message still
+ * gets its own fdatasync.  Every message is committed either way. */
 static void test_group_commit_syncfs(void **state)
 {
 	struct fx *fx = *state;
