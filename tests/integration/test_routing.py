@@ -190,9 +190,13 @@ def test_remote_rcpt_max_splits_transactions(dlv, peer):
     assert sizes == [1, 2, 2]
 
 
-def test_remote_rcpt_max_bounds(dlv):
+def test_remote_rcpt_max_bounds(dlv, test_dir):
     out = dlv(run=False).cli("-bP", "remote_rcpt_max")
     assert out.stdout.decode().strip() == "remote_rcpt_max = 100"
+    for bad in ("0", "1001"):
+        r = dlv(run=False, remote_rcpt_max=bad).cli("-bV")
+        assert r.returncode != 0, r
+        assert "remote_rcpt_max = %s is out of range" % bad in r.stderr.decode(), r
 
 
 # ---- 4. the next mail exchanger after a temporary failure -------------------
