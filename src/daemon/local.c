@@ -84,7 +84,7 @@ static bool proxy_from_daemon(int s)
  * closes; the end of standard input is passed on as a half-close.  The
  * socket is never waited on for writing while the daemon waits for us to
  * read, so neither side can block the other.  -1 if the daemon cannot be
- * reached. */
+ * reached, else the exit status (1: the session broke off). */
 static int local_proxy(const char *path)
 {
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
@@ -94,8 +94,9 @@ static int local_proxy(const char *path)
 	int s = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
 	if (s < 0)
 		return -1;
-	if (connect(s, (struct sockaddr *)&sa, sizeof(sa)) < 0 && errno != EINPROGRESS &&
-	    errno != EAGAIN) {
+	/* A unix socket connects at once or not at all (EAGAIN: the
+	 * daemon's queue of connections is full; the caller says 421). */
+	if (connect(s, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
 		close(s);
 		return -1;
 	}
@@ -103,6 +104,7 @@ static int local_proxy(const char *path)
 	struct buf out;
 	buf_init(&out, 65536);
 	bool in_eof = false, half_closed = false;
+	int rc = 0;
 	for (;;) {
 		struct pollfd p[2] = {
 			{ .fd = in_eof || buf_len(&out) >= 65536 ? -1 : STDIN_FILENO,
@@ -112,6 +114,7 @@ static int local_proxy(const char *path)
 		if (poll(p, 2, -1) < 0) {
 			if (errno == EINTR)
 				continue;
+			rc = 1;
 			break;
 		}
 		if (p[0].revents) {
@@ -127,8 +130,10 @@ static int local_proxy(const char *path)
 			ssize_t n = write(s, buf_ptr(&out), buf_len(&out));
 			if (n > 0)
 				buf_consume(&out, (size_t)n);
-			else if (n < 0 && errno != EAGAIN && errno != EINTR)
+			else if (n < 0 && errno != EAGAIN && errno != EINTR) {
+				rc = 1; /* the daemon went away in the middle */
 				break;
+			}
 		}
 		if (in_eof && !buf_len(&out) && !half_closed) {
 			shutdown(s, SHUT_WR);
@@ -139,7 +144,7 @@ static int local_proxy(const char *path)
 	}
 	buf_free(&out);
 	close(s);
-	return 0;
+	return rc;
 }
 
 static int64_t local_clock(void)
@@ -521,9 +526,13 @@ int local_session(const struct conf *c, const struct local_opts *o)
 		rate_free(rates);
 		buf_free(&L.io);
 		/* -bs writes the spool itself, which needs the spool's owner or
-		 * root: others get the running daemon's session instead. */
-		if (local_proxy(c->sendmail_socket) == 0)
-			return 0;
+		 * root: a local program run by anyone else gets the running
+		 * daemon's session instead, with the trust of sendmail.  Never a
+		 * network peer (inetd): the daemon's local session would let it
+		 * relay. */
+		int pr = o->local_user ? local_proxy(c->sendmail_socket) : -1;
+		if (pr >= 0)
+			return pr;
 		fprintf(stderr, "sluice: %s\n", e.msg);
 		/* The client on the other end speaks SMTP: it gets a reply, not
 		 * an empty stream. */

@@ -160,6 +160,42 @@ def bs_queued(out, test_dir):
     return qid, data
 
 
+def test_bs_network_peer_is_never_handed_to_the_local_session(daemon):
+    # inetd running -bs as a user who cannot write the spool: the peer on
+    # stdin is from the network, and the daemon's local session (the
+    # trust of sendmail: any recipient) would make it an open relay.  It
+    # gets 421 instead.
+    os.chmod(daemon.conf, 0o644)
+    lsock = socket.socket()
+    lsock.bind(("127.0.0.1", 0))
+    lsock.listen(1)
+    client = socket.create_connection(lsock.getsockname())
+    server, _ = lsock.accept()
+    lsock.close()
+    p = None
+    try:
+        p = subprocess.Popen(["runuser", "-u", "daemon", "--", daemon.binary, "-C", daemon.conf,
+                              "-bs"], stdin=server, stdout=server, stderr=subprocess.PIPE)
+        server.close()
+        # As a client does, it waits for the greeting before it speaks.
+        client.settimeout(20)
+        out = b""
+        while True:
+            chunk = client.recv(65536)
+            if not chunk:
+                break
+            out += chunk
+        assert p.wait(20) != 0
+    finally:
+        client.close()
+        if p and p.poll() is None:
+            p.kill()
+            p.wait()
+    assert out.startswith(b"421 4.3.0 "), out
+    assert b"250" not in out, out
+    assert daemon.queue_ids() == []
+
+
 def test_bs_session_of_a_local_program(binary, make_config, test_dir):
     # From a pipe: a local program, with the trust of sendmail (any
     # recipient), its uid recorded, and a "queued" line in the log file.
@@ -204,6 +240,9 @@ def test_bs_session_of_a_network_peer(binary, make_config, test_dir):
         assert p.wait(20) == 0
     finally:
         client.close()
+        if p.poll() is None:
+            p.kill()
+            p.wait()
     out = out.decode()
     assert re.search(r"^550 5\.7\.1 ", out, re.M), out
     qid, data = bs_queued(out, test_dir)
