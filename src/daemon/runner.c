@@ -1749,7 +1749,7 @@ static void dest_add_one(struct job *j, struct dest *d, size_t *tix, size_t n)
  * 100; more in one go only meets the server's own limit). */
 static void dest_add(struct job *j, struct dest *d, size_t *tix, size_t n)
 {
-	size_t max = j->r->c->remote_rcpt_max ? j->r->c->remote_rcpt_max : 100;
+	size_t max = j->r->c->remote_rcpt_max; /* at least 1 (its minimum) */
 	if (n <= max) {
 		dest_add_one(j, d, tix, n);
 		return;

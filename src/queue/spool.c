@@ -127,9 +127,11 @@ int spool_process_sync_fd(struct spool *sp)
 void spool_set_group_sync(struct spool *sp, bool on)
 {
 	sp->group_sync = on;
-	/* Called by each worker as it starts, before its file-system thread:
-	 * the description is opened here, by one thread. */
-	(void)spool_sync_fd(sp);
+	/* Only group commit uses syncfs.  Called by each worker as it starts,
+	 * before its file-system thread and its first write: the description
+	 * is opened here, by one thread, in time to see every error. */
+	if (on)
+		(void)spool_sync_fd(sp);
 }
 
 int spool_open(const char *dir, struct spool **out, struct err *e)
@@ -283,9 +285,6 @@ int spool_msg_begin(struct spool *sp, struct spool_env *env, int64_t now_us,
 		    struct spool_msg **out, struct err *e)
 {
 	*out = NULL;
-	/* Before the first write of a process that did not open it at start
-	 * (the queue runner's reports, -bs). */
-	(void)spool_sync_fd(sp);
 	char id[QUEUE_ID_LEN + 1];
 	int64_t t;
 	unsigned seq;

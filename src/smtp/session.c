@@ -1784,17 +1784,6 @@ static unsigned parse_notify(const char *p, size_t n)
 }
 
 /* ORCPT=addr-type ";" xtext (RFC 3461 §4.2). */
-/* Parameters after HELO, which announced no extension (RFC 5321 3.2). */
-static bool np_after_helo(const struct smtp_session *s, const char *p, size_t n)
-{
-	if (s->env.esmtp)
-		return false;
-	for (size_t i = 0; i < n; i++)
-		if (p[i] != ' ')
-			return true;
-	return false;
-}
-
 /* RFC 6533 3 utf-8-addr-unitext: printable ASCII but '+', '=' (and the
  * "\x{...}" escapes, whose backslash is allowed), and UTF-8. */
 static bool orcpt_unitext_ok(const char *p, size_t n)
@@ -1904,12 +1893,12 @@ static void cmd_rcpt(struct smtp_session *s, const char *line, size_t len,
 	}
 	struct smtp_param prm[SMTP_MAX_PARAMS];
 	size_t np = 0;
-	if (np_after_helo(s, p + used, n - used)) {
-		refuse(s, line, len, "555 5.5.4 RCPT parameters need EHLO");
-		return;
-	}
 	if (smtp_parse_params(p + used, n - used, s->env.smtputf8, prm, &np) < 0) {
 		refuse(s, line, len, "501 5.5.4 Syntax error in parameters");
+		return;
+	}
+	if (np > 0 && !s->env.esmtp) {
+		refuse(s, line, len, "555 5.5.4 RCPT parameters need EHLO");
 		return;
 	}
 	unsigned notify = 0;
