@@ -109,25 +109,12 @@ static void on_stop_signal(evutil_socket_t sig, short what, void *arg)
 /* SIGUSR1, from the master on reload: new connections go to the new
  * workers; the sessions here go on until their clients end them, for at
  * most shutdown_timeout, then the ordinary stop closes what is left. */
-static struct event *worker_retire_timer;
-
-static void on_retire_timeout(evutil_socket_t fd, short what, void *arg)
-{
-	struct net_server *srv = arg;
-	log_event(LOG_LVL_INFO, "worker_stopping", "sessions=%zu reason=retired", srv->n_conns);
-	net_server_stop(srv);
-}
-
 static void on_retire_signal(evutil_socket_t sig, short what, void *arg)
 {
 	struct net_server *srv = arg;
 	if (srv->retiring || srv->stopping)
 		return;
 	log_event(LOG_LVL_INFO, "worker_retiring", "sessions=%zu", srv->n_conns);
-	worker_retire_timer = evtimer_new(srv->base, on_retire_timeout, srv);
-	struct timeval tv = { (time_t)srv->conf->shutdown_timeout, 0 };
-	if (worker_retire_timer)
-		evtimer_add(worker_retire_timer, &tv);
 	net_server_retire(srv);
 }
 
@@ -226,8 +213,6 @@ int worker_main(const struct worker_args *a)
 	event_free(sigterm);
 	event_free(sigint);
 	event_free(sigusr1);
-	if (worker_retire_timer)
-		event_free(worker_retire_timer);
 	net_server_free(&srv);
 	spool_thread_stop(a->spool);
 	authc_free(srv.authc);

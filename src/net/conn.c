@@ -1053,14 +1053,29 @@ static void close_listeners(struct net_server *srv)
 	}
 }
 
+static void retire_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct net_server *srv = arg;
+	log_event(LOG_LVL_INFO, "worker_stopping", "sessions=%zu reason=retired", srv->n_conns);
+	net_server_stop(srv);
+}
+
 void net_server_retire(struct net_server *srv)
 {
 	if (srv->stopping || srv->retiring)
 		return;
 	srv->retiring = true;
 	close_listeners(srv);
-	if (srv->n_conns == 0 && srv->on_empty)
-		srv->on_empty(srv);
+	if (srv->n_conns == 0) {
+		if (srv->on_empty)
+			srv->on_empty(srv);
+		return;
+	}
+	/* Sessions that outlast shutdown_timeout are stopped as on SIGTERM. */
+	srv->stop_timer = evtimer_new(srv->base, retire_timer_cb, srv);
+	struct timeval tv = { (time_t)srv->conf->shutdown_timeout, 0 };
+	if (srv->stop_timer)
+		evtimer_add(srv->stop_timer, &tv);
 }
 
 void net_server_stop(struct net_server *srv)
@@ -1087,7 +1102,14 @@ void net_server_stop(struct net_server *srv)
 		c = next;
 	}
 	if (srv->n_conns > 0) {
-		srv->stop_timer = evtimer_new(srv->base, stop_timer_cb, srv);
+		/* After a retirement the timer exists (it may be the one that
+		 * brought us here, fired and no longer pending). */
+		if (!srv->stop_timer) {
+			srv->stop_timer = evtimer_new(srv->base, stop_timer_cb, srv);
+		} else {
+			evtimer_del(srv->stop_timer);
+			evtimer_assign(srv->stop_timer, srv->base, stop_timer_cb, srv);
+		}
 		struct timeval tv = { (time_t)srv->conf->shutdown_timeout, 0 };
 		evtimer_add(srv->stop_timer, &tv);
 	}

@@ -179,8 +179,8 @@ int net_server_start(struct net_server *srv, struct err *e);
  * the rest with 421; on_empty runs when the last one is gone. */
 void net_server_stop(struct net_server *srv);
 /* Retirement (a reload): stop accepting, and let every session go on as
- * usual until it ends; on_empty runs when the last one is gone.  A
- * net_server_stop may follow, to end those that take too long. */
+ * usual until it ends; on_empty runs when the last one is gone.  Those
+ * still there after shutdown_timeout are stopped (net_server_stop). */
 void net_server_retire(struct net_server *srv);
 void net_server_free(struct net_server *srv);
 /* The "queued" log line of an acknowledged message (workers and -bs). */

@@ -111,6 +111,27 @@ def test_sighup_session_between_commands_goes_on(daemon, cert):
     assert wait_until(lambda: not old & set(daemon.worker_pids()), 10)
 
 
+def test_sighup_session_outlasting_shutdown_timeout_is_stopped(daemon):
+    # A retired worker's sessions may run for shutdown_timeout (3 s here);
+    # then they are stopped as on SIGTERM: 421, and a message still coming
+    # in after one more shutdown_timeout.
+    with Client(daemon.mx) as idle, Client(daemon.mx) as busy:
+        idle.ehlo()
+        busy.ehlo()
+        busy.send(b"MAIL FROM:<a@client.example>\r\nRCPT TO:<user@test.example>\r\nDATA\r\n")
+        assert [busy.reply().code for _ in range(3)] == [250, 250, 354]
+        busy.send(b"Subject: slow\r\n\r\nhalf\r\n")
+        daemon.signal(signal.SIGHUP)
+        daemon.wait_event("worker_retiring")
+        assert idle.silent_for(2.0), idle.buf
+        r = idle.reply(timeout=5)
+        assert r.code == 421 and r.enhanced == "4.3.2", r
+        assert daemon.events("worker_stopping", reason="retired")
+        r = busy.reply(timeout=8)
+        assert r.code == 421 and r.enhanced == "4.3.2", r
+    assert daemon.queue_ids() == []
+
+
 def test_sighup_broken_config_keeps_old(daemon):
     with open(daemon.conf, "a") as f:
         f.write("this line is not an option\n")
