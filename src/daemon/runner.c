@@ -27,6 +27,7 @@
 #include <event2/event.h>
 #include <fcntl.h>
 #include <grp.h>
+#include <ifaddrs.h>
 #include <netinet/in.h>
 #include <pthread.h>
 #include <signal.h>
@@ -1452,7 +1453,8 @@ static bool host_name_eq(const char *a, const char *b)
 /* Is h this host: our primary_hostname, or a name with an address at
  * which we listen on the port mail would go to (an alias, a CNAME, a
  * name in another domain)? */
-static bool route_host_is_self(const struct runner *r, const struct dns_host *h)
+static bool route_host_is_self(const struct runner *r, const struct dns_host *h,
+			       struct ifaddrs **ifa)
 {
 	const char *me = r->c->primary_hostname;
 	if (me && *me && h->name && host_name_eq(h->name, me))
@@ -1465,7 +1467,7 @@ static bool route_host_is_self(const struct runner *r, const struct dns_host *h)
 		else if (ss.ss_family == AF_INET6)
 			((struct sockaddr_in6 *)&ss)->sin6_port = port;
 		if (listen_is_own(&ss, r->c->local_interfaces, r->c->n_local_interfaces, r->c->ports,
-				  r->c->n_ports))
+				  r->c->n_ports, ifa))
 			return true;
 	}
 	return false;
@@ -1478,16 +1480,20 @@ static bool route_host_is_self(const struct runner *r, const struct dns_host *h)
  * list; 0 when it is the best). */
 static size_t route_self_cut(const struct runner *r, const struct dns_route *rt)
 {
+	struct ifaddrs *ifa = NULL;
+	size_t keep = rt->n_hosts;
 	for (size_t i = 0; i < rt->n_hosts; i++) {
-		if (!route_host_is_self(r, &rt->hosts[i]))
+		if (!route_host_is_self(r, &rt->hosts[i], &ifa))
 			continue;
 		/* By preference: those of our preference come just before us. */
-		size_t keep = i;
+		keep = i;
 		while (keep > 0 && rt->hosts[keep - 1].pref >= rt->hosts[i].pref)
 			keep--;
-		return keep;
+		break;
 	}
-	return rt->n_hosts;
+	if (ifa)
+		freeifaddrs(ifa);
+	return keep;
 }
 
 static void route_cb(void *arg, const struct dns_route *rt)

@@ -88,17 +88,20 @@ static bool listen_v4_of(const struct sockaddr_storage *ss, uint32_t *v4)
 /* Is the address one of this host's?  All of 127.0.0.0/8 is (Linux
  * routes it to lo), as are 0.0.0.0 and :: (a connection to them reaches
  * the host itself) and every address of an interface. */
-static bool listen_addr_is_local(bool is4, uint32_t v4, const struct in6_addr *v6)
+static bool listen_addr_is_local(bool is4, uint32_t v4, const struct in6_addr *v6,
+				 struct ifaddrs **ifa)
 {
 	if (is4 && ((v4 >> 24) == 127 || v4 == 0))
 		return true;
 	if (!is4 && (IN6_IS_ADDR_LOOPBACK(v6) || IN6_IS_ADDR_UNSPECIFIED(v6)))
 		return true;
-	struct ifaddrs *ifa;
-	if (getifaddrs(&ifa) < 0)
+	/* Fetched once for all the addresses a caller asks about. */
+	if (!*ifa && getifaddrs(ifa) < 0) {
+		*ifa = NULL;
 		return false;
+	}
 	bool hit = false;
-	for (struct ifaddrs *i = ifa; i && !hit; i = i->ifa_next) {
+	for (struct ifaddrs *i = *ifa; i && !hit; i = i->ifa_next) {
 		if (!i->ifa_addr)
 			continue;
 		if (is4 && i->ifa_addr->sa_family == AF_INET)
@@ -107,12 +110,11 @@ static bool listen_addr_is_local(bool is4, uint32_t v4, const struct in6_addr *v
 			hit = memcmp(&((struct sockaddr_in6 *)i->ifa_addr)->sin6_addr, v6,
 				     sizeof(*v6)) == 0;
 	}
-	freeifaddrs(ifa);
 	return hit;
 }
 
 bool listen_is_own(const struct sockaddr_storage *ss, char *const *ifaces, size_t n_ifaces,
-		   const uint16_t *ports, size_t n_ports)
+		   const uint16_t *ports, size_t n_ports, struct ifaddrs **ifa)
 {
 	uint16_t port;
 	if (ss->ss_family == AF_INET)
@@ -140,11 +142,11 @@ bool listen_is_own(const struct sockaddr_storage *ss, char *const *ifaces, size_
 		struct in6_addr l6;
 		if (is4 && inet_pton(AF_INET, ifaces[i], &l4) == 1) {
 			uint32_t l = ntohl(l4.s_addr);
-			if (l == v4 || (l == 0 && listen_addr_is_local(true, v4, NULL)))
+			if (l == v4 || (l == 0 && listen_addr_is_local(true, v4, NULL, ifa)))
 				return true;
 		} else if (!is4 && inet_pton(AF_INET6, ifaces[i], &l6) == 1) {
 			if (memcmp(&l6, v6, sizeof(l6)) == 0 ||
-			    (IN6_IS_ADDR_UNSPECIFIED(&l6) && listen_addr_is_local(false, 0, v6)))
+			    (IN6_IS_ADDR_UNSPECIFIED(&l6) && listen_addr_is_local(false, 0, v6, ifa)))
 				return true;
 		}
 	}

@@ -32,9 +32,12 @@ int listen_port(int fd);
 /* Would a connection to ss (address and port) reach a socket this server
  * listens on: port one of ports, address one of ifaces (IPv4/IPv6 text;
  * none = the wildcards 0.0.0.0 and ::), where a wildcard takes every
- * address of this host.  Mail sent there would come back to us. */
+ * address of this host.  Mail sent there would come back to us.  *ifa
+ * (start with NULL) caches the host's interface list over several calls;
+ * the caller frees it with freeifaddrs. */
+struct ifaddrs;
 bool listen_is_own(const struct sockaddr_storage *ss, char *const *ifaces, size_t n_ifaces,
-		   const uint16_t *ports, size_t n_ports);
+		   const uint16_t *ports, size_t n_ports, struct ifaddrs **ifa);
 
 /* ---- TLS ------------------------------------------------------------- */
 

@@ -975,9 +975,10 @@ static void test_listen_is_own(void **state)
 		{ "127.0.0.1", 587, v6w, 1, false },
 	};
 	static const uint16_t ports[] = { 25, 587 };
+	struct ifaddrs *cache = NULL; /* one interface list for every call */
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		struct sockaddr_storage ss = own_addr(cases[i].addr, cases[i].port);
-		bool got = listen_is_own(&ss, cases[i].ifaces, cases[i].n_ifaces, ports, 2);
+		bool got = listen_is_own(&ss, cases[i].ifaces, cases[i].n_ifaces, ports, 2, &cache);
 		if (got != cases[i].own)
 			fail_msg("%s port %u: got %d", cases[i].addr, cases[i].port, got);
 	}
@@ -991,11 +992,13 @@ static void test_listen_is_own(void **state)
 		memset(&ss, 0, sizeof(ss));
 		memcpy(&ss, i->ifa_addr, sizeof(struct sockaddr_in));
 		((struct sockaddr_in *)&ss)->sin_port = htons(25);
-		assert_true(listen_is_own(&ss, NULL, 0, ports, 2));
+		assert_true(listen_is_own(&ss, NULL, 0, ports, 2, &cache));
 		((struct sockaddr_in *)&ss)->sin_port = htons(26);
-		assert_false(listen_is_own(&ss, NULL, 0, ports, 2));
+		assert_false(listen_is_own(&ss, NULL, 0, ports, 2, &cache));
 	}
 	freeifaddrs(ifa);
+	if (cache)
+		freeifaddrs(cache);
 }
 
 int main(void)
