@@ -321,24 +321,34 @@ static int maildir_copy(int wfd, const char *prefix, size_t prefix_len, int fd, 
 	}
 	off_t done_len = 0;
 	{
-		/* The header first, when it fits the first block. */
+		/* The first block, its header filtered when it ends there; an
+		 * error or a short file is left to the loop below. */
 		size_t want = len < MAILDIR_BLOCK ? (size_t)len : MAILDIR_BLOCK;
 		ssize_t got;
 		do
 			got = pread(fd, ib, want, off);
 		while (got < 0 && errno == EINTR);
-		struct buf hdr;
-		buf_init(&hdr, MAILDIR_BLOCK);
-		size_t used = got > 0 ? maildir_header_without_return_path(ib, (size_t)got, &hdr) : 0;
-		if (used > 0 && maildir_conv_block(&conv, buf_ptr(&hdr), buf_len(&hdr), &out) < 0) {
+		if (got > 0) {
+			struct buf hdr;
+			buf_init(&hdr, MAILDIR_BLOCK);
+			size_t used = maildir_header_without_return_path(ib, (size_t)got, &hdr);
+			int r1 = used > 0 ? maildir_conv_block(&conv, buf_ptr(&hdr), buf_len(&hdr), &out)
+					  : 0;
 			buf_free(&hdr);
-			errno = ENOMEM;
-			goto done;
+			if (r1 < 0) {
+				errno = ENOMEM;
+				goto done;
+			}
+			if (used > 0 && maildir_flush(wfd, &out, size) < 0)
+				goto done;
+			if (maildir_conv_block(&conv, ib + used, (size_t)got - used, &out) < 0) {
+				errno = ENOMEM;
+				goto done;
+			}
+			if (maildir_flush(wfd, &out, size) < 0)
+				goto done;
+			done_len = got;
 		}
-		buf_free(&hdr);
-		done_len = (off_t)used;
-		if (used > 0 && maildir_flush(wfd, &out, size) < 0)
-			goto done;
 	}
 	while (done_len < len) {
 		size_t want = (len - done_len) < MAILDIR_BLOCK ? (size_t)(len - done_len) : MAILDIR_BLOCK;
