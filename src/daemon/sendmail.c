@@ -808,15 +808,6 @@ static void sm_list_free(struct sm_list *l)
 	l->n = l->cap = 0;
 }
 
-static bool sm_non_ascii(const void *p, size_t n)
-{
-	const uint8_t *b = p;
-	for (size_t i = 0; i < n; i++)
-		if (b[i] >= 0x80)
-			return true;
-	return false;
-}
-
 /* ---- the SMTP conversation ---------------------------------------------- */
 
 struct sm_conn {
@@ -1043,10 +1034,10 @@ static int sm_transaction(struct sm_conn *k, const struct sm_env *env, FILE *err
 		st = rp->code < 500 ? EX_TEMPFAIL : EX_UNAVAILABLE;
 		goto out;
 	}
-	bool utf8 = sm_non_ascii(env->sender, strlen(env->sender));
+	bool utf8 = str_has_8bit(env->sender, strlen(env->sender));
 	for (size_t i = 0; i < env->rcpts->n; i++)
-		utf8 = utf8 || sm_non_ascii(env->rcpts->v[i], strlen(env->rcpts->v[i]));
-	bool eight = sm_non_ascii(buf_ptr(env->data), buf_len(env->data));
+		utf8 = utf8 || str_has_8bit(env->rcpts->v[i], strlen(env->rcpts->v[i]));
+	bool eight = str_has_8bit(buf_ptr(env->data), buf_len(env->data));
 	bool dsn = sm_ext(rp, "DSN");
 	if (utf8 && !sm_ext(rp, "SMTPUTF8")) {
 		fprintf(errf, "sendmail: the daemon does not offer SMTPUTF8, which the "

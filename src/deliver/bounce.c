@@ -42,15 +42,6 @@ bool dlv_report_wanted(const char *sender, unsigned notify, enum dlv_action acti
 
 /* ---- text hygiene --------------------------------------------------------- */
 
-static bool report_has_8bit(const void *p, size_t n)
-{
-	const unsigned char *s = p;
-	for (size_t i = 0; i < n; i++)
-		if (s[i] >= 0x80)
-			return true;
-	return false;
-}
-
 /*
  * Appends s to out as one line's worth of safe text: CR, LF and every other
  * control byte become a space (so "text\r\nX-Evil: 1" stays inside the
@@ -220,7 +211,7 @@ static const char *report_status(const struct dlv_report_rcpt *rc)
 
 static bool report_is_ascii(const char *s)
 {
-	return !s || !report_has_8bit(s, strlen(s));
+	return !s || !str_has_8bit(s, strlen(s));
 }
 
 /*
@@ -573,11 +564,11 @@ int dlv_report_compose(const struct dlv_report *r, const char *orig, size_t orig
 	size_t hlen = report_header_len(orig, orig_len);
 	bool whole = !r->headers_only && (uint64_t)orig_len <= r->return_max;
 	size_t p3len = whole ? orig_len : report_cut(orig, hlen, r->return_max);
-	bool p3_8bit = report_has_8bit(orig, p3len);
+	bool p3_8bit = str_has_8bit(orig, p3len);
 	/* message/rfc822 and text/rfc822-headers hold ASCII header fields
 	 * only (RFC 2046 5.2.1): UTF-8 in them (RFC 6532) makes the part
 	 * message/global(-headers) (RFC 6533 6), whatever the addresses. */
-	bool global = (utf8 && p3_8bit) || report_has_8bit(orig, hlen < p3len ? hlen : p3len);
+	bool global = (utf8 && p3_8bit) || str_has_8bit(orig, hlen < p3len ? hlen : p3len);
 	const char *p3type;
 	if (whole)
 		p3type = global ? "message/global" : "message/rfc822";
@@ -590,8 +581,8 @@ int dlv_report_compose(const struct dlv_report *r, const char *orig, size_t orig
 		bad = err_set(e, "report: no boundary");
 		goto done;
 	}
-	bool any_8bit = p3_8bit || report_has_8bit(buf_ptr(&human), buf_len(&human)) ||
-			report_has_8bit(buf_ptr(&status), buf_len(&status));
+	bool any_8bit = p3_8bit || str_has_8bit(buf_ptr(&human), buf_len(&human)) ||
+			str_has_8bit(buf_ptr(&status), buf_len(&status));
 
 	static const char *const subjects[] = {
 		[REPORT_FAILURE] = "Undelivered Mail Returned to Sender",
@@ -630,7 +621,7 @@ int dlv_report_compose(const struct dlv_report *r, const char *orig, size_t orig
 	bad |= buf_printf(out, "--%s\r\nContent-Description: Notification\r\n"
 			       "Content-Type: text/plain; charset=utf-8\r\n",
 			  boundary);
-	if (report_has_8bit(buf_ptr(&human), buf_len(&human)))
+	if (str_has_8bit(buf_ptr(&human), buf_len(&human)))
 		bad |= buf_puts(out, "Content-Transfer-Encoding: 8bit\r\n");
 	bad |= buf_puts(out, "\r\n");
 	bad |= buf_append(out, buf_ptr(&human), buf_len(&human));
@@ -639,7 +630,7 @@ int dlv_report_compose(const struct dlv_report *r, const char *orig, size_t orig
 			       "Content-Type: %s\r\n",
 			  boundary,
 			  utf8 ? "message/global-delivery-status" : "message/delivery-status");
-	if (report_has_8bit(buf_ptr(&status), buf_len(&status)))
+	if (str_has_8bit(buf_ptr(&status), buf_len(&status)))
 		bad |= buf_puts(out, "Content-Transfer-Encoding: 8bit\r\n");
 	bad |= buf_puts(out, "\r\n");
 	bad |= buf_append(out, buf_ptr(&status), buf_len(&status));

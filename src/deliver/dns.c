@@ -556,10 +556,7 @@ static void dns_mx_cb(void *my, int err, struct ub_result *res)
 static int dns_idna(const char *domain, char **out, struct err *e)
 {
 	*out = NULL;
-	bool ascii = true;
-	for (const unsigned char *p = (const unsigned char *)domain; *p; p++)
-		ascii = ascii && *p < 0x80;
-	if (ascii)
+	if (!str_has_8bit(domain, strlen(domain)))
 		return 0;
 	int r = idn2_to_ascii_8z(domain, out, IDN2_NFC_INPUT | IDN2_NONTRANSITIONAL);
 	if (r != IDN2_OK) {

@@ -427,10 +427,7 @@ static int parse_line(const char *line, size_t len, struct spool_env *out, unsig
 
 static bool env_str_ascii(const char *s)
 {
-	for (; s && *s; s++)
-		if ((unsigned char)*s & 0x80)
-			return false;
-	return true;
+	return !s || !str_has_8bit(s, strlen(s));
 }
 
 /* Sender, recipients and original recipients all ASCII? */

@@ -322,35 +322,6 @@ const char *spool_msg_id(const struct spool_msg *m)
 	return m->id;
 }
 
-/* Any byte above 127?  This sees every byte of every message, so it tests
- * eight bytes at a time, and 64 per branch. */
-static bool spool_has_8bit(const void *p, size_t n)
-{
-	const uint8_t *s = p;
-	const uint64_t high = 0x8080808080808080ULL;
-	while (n >= 64) {
-		uint64_t w[8];
-		memcpy(w, s, sizeof(w));
-		if ((w[0] | w[1] | w[2] | w[3] | w[4] | w[5] | w[6] | w[7]) & high)
-			return true;
-		s += 64;
-		n -= 64;
-	}
-	uint64_t acc = 0;
-	while (n >= 8) {
-		uint64_t w;
-		memcpy(&w, s, sizeof(w));
-		acc |= w;
-		s += 8;
-		n -= 8;
-	}
-	while (n > 0) {
-		acc |= *s++;
-		n--;
-	}
-	return (acc & high) != 0;
-}
-
 /* Records that the message is 7-bit after all: "content 8bit" becomes
  * "content 7bit", in the block buffer while the envelope is still there,
  * else in the file.  Before the fsync, so the commit covers it. */
@@ -374,7 +345,7 @@ static void spool_msg_settle(struct spool_msg *m)
 
 int spool_msg_write(struct spool_msg *m, const void *p, size_t n, struct err *e)
 {
-	if (m->mark_at >= 0 && !m->saw_8bit && spool_has_8bit(p, n))
+	if (m->mark_at >= 0 && !m->saw_8bit && str_has_8bit(p, n))
 		m->saw_8bit = true;
 	if (spool_msg_put(m, p, n) < 0)
 		return err_set(e, "%s", m->err.msg);

@@ -158,3 +158,32 @@ bool str_utf8_visible(const char *p, size_t n, const char *forbid)
 	}
 	return true;
 }
+
+/* The spool sees every byte of every message through it: eight bytes at
+ * a time, and 64 per branch. */
+bool str_has_8bit(const void *p, size_t n)
+{
+	const uint8_t *s = p;
+	const uint64_t high = 0x8080808080808080ULL;
+	while (n >= 64) {
+		uint64_t w[8];
+		memcpy(w, s, sizeof(w));
+		if ((w[0] | w[1] | w[2] | w[3] | w[4] | w[5] | w[6] | w[7]) & high)
+			return true;
+		s += 64;
+		n -= 64;
+	}
+	uint64_t acc = 0;
+	while (n >= 8) {
+		uint64_t w;
+		memcpy(&w, s, sizeof(w));
+		acc |= w;
+		s += 8;
+		n -= 8;
+	}
+	while (n > 0) {
+		acc |= *s++;
+		n--;
+	}
+	return (acc & high) != 0;
+}

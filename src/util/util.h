@@ -79,6 +79,8 @@ void str_lower(char *s); /* ASCII only */
 /* Length of the well-formed UTF-8 sequence at p[0..n) (RFC 3629: no
  * overlong forms, no surrogates, nothing above U+10FFFF), or 0. */
 size_t str_utf8_seq(const void *p, size_t n);
+/* Any byte above 127 in p[0..n)? */
+bool str_has_8bit(const void *p, size_t n);
 /* p[0..n) is visible text: printable ASCII (%x21-7E) other than the bytes
  * of forbid (may be ""), or well-formed UTF-8 beyond ASCII. */
 bool str_utf8_visible(const char *p, size_t n, const char *forbid);
