@@ -924,6 +924,8 @@ def test_sqlite_missing_database(auth_daemon, test_dir):
     r = d.cli("-bV")
     assert r.returncode != 0, r
     assert "auth_sqlite_database %s cannot be read" % missing in r.stderr.decode(), r
+    with pytest.raises(AssertionError, match="before being ready"):
+        d.launch()
     assert not os.path.exists(missing)
 
 

@@ -347,7 +347,7 @@ def test_recipients_beyond_the_envelope_bound_are_put_off(start_daemon):
     # rest is queued.
     d = start_daemon(recipients_max="3000")
     orcpt = "rfc822;" + "o" * 480
-    with Client(d.mx) as c:
+    with Client(d.mx, timeout=30) as c:  # 1.6 MB of RCPTs in one write
         c.ehlo()
         lines = ["MAIL FROM:<a@client.example>"]
         lines += ["RCPT TO:<u%04d@test.example> ORCPT=%s%04d" % (i, orcpt, i)
