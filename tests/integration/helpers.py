@@ -620,6 +620,13 @@ class Client:
                 return True
         return False
 
+    def begin_data(self):
+        """MAIL, RCPT (user@test.example) and DATA in one write, up to the
+        354: the message text is the caller's to send."""
+        self.send(b"MAIL FROM:<a@client.example>\r\nRCPT TO:<user@test.example>\r\nDATA\r\n")
+        codes = [self.reply().code for _ in range(3)]
+        assert codes == [250, 250, 354], codes
+
     def mail_transaction(self, sender="sender@client.example", rcpts=("user@test.example",),
                          body=None, mail_params=""):
         r = self.cmd("MAIL FROM:<%s>%s" % (sender, mail_params))

@@ -160,12 +160,10 @@ def bs_queued(out, test_dir):
     return qid, data
 
 
-def test_bs_network_peer_is_never_handed_to_the_local_session(daemon):
-    # inetd running -bs as a user who cannot write the spool: the peer on
-    # stdin is from the network, and the daemon's local session (the
-    # trust of sendmail: any recipient) would make it an open relay.  It
-    # gets 421 instead.
-    os.chmod(daemon.conf, 0o644)
+def bs_over_tcp(argv, script=b""):
+    """Runs argv (a -bs command) with a TCP connection as its stdin and
+    stdout, as inetd does; sends script (if any, else waits for the
+    server to speak first) and returns (exit status, all it wrote)."""
     lsock = socket.socket()
     lsock.bind(("127.0.0.1", 0))
     lsock.listen(1)
@@ -174,10 +172,10 @@ def test_bs_network_peer_is_never_handed_to_the_local_session(daemon):
     lsock.close()
     p = None
     try:
-        p = subprocess.Popen(["runuser", "-u", "daemon", "--", daemon.binary, "-C", daemon.conf,
-                              "-bs"], stdin=server, stdout=server, stderr=subprocess.PIPE)
+        p = subprocess.Popen(argv, stdin=server, stdout=server, stderr=subprocess.PIPE)
         server.close()
-        # As a client does, it waits for the greeting before it speaks.
+        if script:
+            client.sendall(script)
         client.settimeout(20)
         out = b""
         while True:
@@ -185,12 +183,24 @@ def test_bs_network_peer_is_never_handed_to_the_local_session(daemon):
             if not chunk:
                 break
             out += chunk
-        assert p.wait(20) != 0
+        return p.wait(20), out
     finally:
         client.close()
         if p and p.poll() is None:
             p.kill()
             p.wait()
+
+
+def test_bs_network_peer_is_never_handed_to_the_local_session(daemon):
+    # inetd running -bs as a user who cannot write the spool: the peer on
+    # stdin is from the network, and the daemon's local session (the
+    # trust of sendmail: any recipient) would make it an open relay.  It
+    # gets 421 instead.
+    os.chmod(daemon.conf, 0o644)
+    # As a client does, it waits for the greeting before it speaks.
+    rc, out = bs_over_tcp(["runuser", "-u", "daemon", "--", daemon.binary, "-C", daemon.conf,
+                           "-bs"])
+    assert rc != 0
     assert out.startswith(b"421 4.3.0 "), out
     assert b"250" not in out, out
     assert daemon.queue_ids() == []
@@ -219,30 +229,8 @@ def test_bs_session_of_a_network_peer(binary, make_config, test_dir):
     # A TCP connection on stdin (inetd): an MX session from that address,
     # which may not relay.
     conf, _ = make_config()
-    lsock = socket.socket()
-    lsock.bind(("127.0.0.1", 0))
-    lsock.listen(1)
-    client = socket.create_connection(lsock.getsockname())
-    server, _ = lsock.accept()
-    lsock.close()
-    try:
-        p = subprocess.Popen([binary, "-C", conf, "-bs"], stdin=server, stdout=server,
-                             stderr=subprocess.PIPE)
-        server.close()
-        client.sendall(BS_SCRIPT)
-        client.settimeout(20)
-        out = b""
-        while True:
-            chunk = client.recv(65536)
-            if not chunk:
-                break
-            out += chunk
-        assert p.wait(20) == 0
-    finally:
-        client.close()
-        if p.poll() is None:
-            p.kill()
-            p.wait()
+    rc, out = bs_over_tcp([binary, "-C", conf, "-bs"], BS_SCRIPT)
+    assert rc == 0
     out = out.decode()
     assert re.search(r"^550 5\.7\.1 ", out, re.M), out
     qid, data = bs_queued(out, test_dir)

@@ -69,8 +69,7 @@ def test_sighup_applies_smtp_connect_backlog(start_daemon, cert):
 def test_sighup_open_session_survives(daemon, cert):
     with Client(daemon.mx) as c:
         c.ehlo()
-        c.send(b"MAIL FROM:<a@client.example>\r\nRCPT TO:<user@test.example>\r\nDATA\r\n")
-        assert [c.reply().code for _ in range(3)] == [250, 250, 354]
+        c.begin_data()
         c.send(b"Subject: across reload\r\n\r\nfirst half\r\n")
         rewrite_config(daemon, cert, local_domains="test.example : new.example")
         daemon.signal(signal.SIGHUP)
@@ -118,8 +117,7 @@ def test_sighup_session_outlasting_shutdown_timeout_is_stopped(daemon):
     with Client(daemon.mx) as idle, Client(daemon.mx) as busy:
         idle.ehlo()
         busy.ehlo()
-        busy.send(b"MAIL FROM:<a@client.example>\r\nRCPT TO:<user@test.example>\r\nDATA\r\n")
-        assert [busy.reply().code for _ in range(3)] == [250, 250, 354]
+        busy.begin_data()
         busy.send(b"Subject: slow\r\n\r\nhalf\r\n")
         daemon.signal(signal.SIGHUP)
         daemon.wait_event("worker_retiring")

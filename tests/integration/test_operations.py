@@ -91,8 +91,7 @@ def test_stop_refuses_new_connections_at_once(daemon):
     # meanwhile a new connection is refused, not left without a greeting.
     c = Client(daemon.mx)
     c.ehlo()
-    c.send(b"MAIL FROM:<a@client.example>\r\nRCPT TO:<user@test.example>\r\nDATA\r\n")
-    assert [c.reply().code for _ in range(3)] == [250, 250, 354]
+    c.begin_data()
     c.send(b"Subject: across the stop\r\n\r\nfirst half\r\n")
     daemon.signal(signal.SIGTERM)
     daemon.wait_event("stopping")
